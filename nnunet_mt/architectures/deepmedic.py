@@ -1,0 +1,301 @@
+"""DeepMedic (Kamnitsas et al., MedIA 2017) as used by Cui et al., IPMI 2019, Table 1.
+
+Two pathways of valid (unpadded) 3x3x3 convolutions see the same centre:
+
+* the normal pathway sees a window of ``O + S`` voxels at full resolution,
+* the subsampled pathway sees a window of ``f * (O / f + S)`` voxels, average-pooled by ``f``
+  (NiftyNet's DeepMedic does the same; the official code samples every f-th voxel),
+
+where ``O`` is the output size, ``S`` the total shrinkage of a pathway (16 for eight 3^3 layers)
+and ``f`` the subsampling factor (3). Low-resolution features are repeated ``f`` times (nearest
+upsampling, as DeepMedic) so they land exactly on the normal pathway's output grid, concatenated,
+and passed through two 1^3 layers of 250 filters and a 1^3 classifier.
+
+The module takes ONE tensor: the largest context, ``I = O + 2 * margin`` voxels per axis with
+``margin = f * S / 2`` (24). It cuts the normal pathway's window from the centre and pools the
+whole window for the subsampled pathway, so callers (nnU-Net's data loaders and predictors) deal
+with a single image tensor. Nothing is padded inside the network: every output voxel has seen its
+true neighbourhood, and the output is ``2 * margin`` smaller than the input.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAPER_FILTERS: tuple[int, ...] = (30, 30, 40, 40, 40, 40, 50, 50)
+PAPER_RESIDUAL_LAYERS: tuple[int, ...] = (4, 6, 8)
+
+
+def _center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Centre-crop the spatial axes of ``x`` (B, C, *spatial) to ``size``."""
+    slices = [slice(None), slice(None)]
+    for have, want in zip(x.shape[2:], size):
+        lo = (have - want) // 2
+        slices.append(slice(lo, lo + want))
+    return x[tuple(slices)]
+
+
+class _PathwayLayer(nn.Module):
+    """DeepMedic layer: BN -> PReLU -> dropout -> conv (the first layer convolves the raw input)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dropout: float,
+                 pre_activation: bool, bias: bool = False) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm3d(in_channels) if pre_activation else None
+        self.act = nn.PReLU(in_channels) if pre_activation else None
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm is not None:
+            x = self.act(self.norm(x))
+        if self.drop is not None:
+            x = self.drop(x)
+        return self.conv(x)
+
+
+class DeepMedicPathway(nn.Module):
+    """A stack of valid convolutions with DeepMedic's residual connections.
+
+    At each layer ``i`` listed in ``residual_layers`` (1-based), the input of layer ``i - 1`` is
+    centre-cropped and added to the output of layer ``i``; extra channels of the deeper layer
+    receive nothing (zero-padding of the shortcut, as in DeepMedic).
+    """
+
+    def __init__(self, in_channels: int, filters: Sequence[int], kernel_sizes: Sequence[int],
+                 residual_layers: Sequence[int], dropout: Sequence[float]) -> None:
+        super().__init__()
+        self.residual_layers = tuple(residual_layers)
+        layers = []
+        prev = in_channels
+        for i, (c, k, p) in enumerate(zip(filters, kernel_sizes, dropout)):
+            layers.append(_PathwayLayer(prev, c, k, p, pre_activation=i > 0))
+            prev = c
+        self.layers = nn.ModuleList(layers)
+        self.out_channels = prev
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = []  # inputs[i] is the input of layer i (0-based)
+        for i, layer in enumerate(self.layers):
+            inputs.append(x)
+            y = layer(x)
+            if (i + 1) in self.residual_layers:
+                shortcut = _center_crop(inputs[i - 1], y.shape[2:])
+                if shortcut.shape[1] < y.shape[1]:
+                    y = torch.cat([y[:, :shortcut.shape[1]] + shortcut, y[:, shortcut.shape[1]:]], 1)
+                else:
+                    y = y + shortcut[:, :y.shape[1]]
+            x = y
+        return x
+
+
+class DeepMedic(nn.Module):
+    """Dual-pathway DeepMedic with valid convolutions.
+
+    Keyword arguments (all may appear in an nnU-Net plans ``arch_kwargs`` entry):
+
+    input_channels: image channels (e.g. 2 for DWI + b0).
+    num_classes: output classes including background.
+    filters: feature maps of the 8 pathway layers (both pathways share them, Table 1).
+    kernel_sizes: cubic kernel size of each pathway layer.
+    subsample_factor: down-sampling factor of the low-resolution pathway.
+    residual_layers: 1-based pathway layers receiving a residual connection.
+    fc_filters: filters of the 1^3 layers after concatenation.
+    pathway_dropout: dropout before each pathway layer (DeepMedic default: none).
+    fc_dropout: dropout before each 1^3 layer and before the classifier (DeepMedic: 0, 0.5, 0.5).
+    deep_supervision: accepted for nnU-Net's builder; DeepMedic has a single output, so True
+        is refused.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, *,
+                 filters: Sequence[int] = PAPER_FILTERS,
+                 kernel_sizes: Sequence[int] | int = 3,
+                 subsample_factor: int = 3,
+                 residual_layers: Sequence[int] = PAPER_RESIDUAL_LAYERS,
+                 fc_filters: Sequence[int] = (250, 250),
+                 pathway_dropout: Sequence[float] | float = 0.0,
+                 fc_dropout: Sequence[float] = (0.0, 0.5, 0.5),
+                 deep_supervision: bool = False) -> None:
+        super().__init__()
+        if deep_supervision:
+            raise ValueError("DeepMedic has a single output head; deep_supervision=True is not supported")
+        filters = tuple(int(c) for c in filters)
+        if isinstance(kernel_sizes, int):
+            kernel_sizes = (kernel_sizes,) * len(filters)
+        if isinstance(pathway_dropout, (int, float)):
+            pathway_dropout = (float(pathway_dropout),) * len(filters)
+        kernel_sizes, pathway_dropout = tuple(kernel_sizes), tuple(pathway_dropout)
+        if len(kernel_sizes) != len(filters) or len(pathway_dropout) != len(filters):
+            raise ValueError(f"filters {filters}, kernel_sizes {kernel_sizes} and pathway_dropout "
+                             f"{pathway_dropout} must have the same length")
+        if any(k % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f"kernel_sizes must be odd so outputs stay centred, got {kernel_sizes}")
+        if len(fc_dropout) != len(fc_filters) + 1:
+            raise ValueError(f"fc_dropout needs one rate per 1^3 layer plus the classifier "
+                             f"({len(fc_filters) + 1}), got {fc_dropout}")
+        if any(not 2 <= r <= len(filters) for r in residual_layers):
+            raise ValueError(f"residual_layers must lie in 2..{len(filters)}, got {residual_layers}")
+        if subsample_factor < 1:
+            raise ValueError(f"subsample_factor must be >= 1, got {subsample_factor}")
+        self.input_channels = input_channels
+        self.num_classes = num_classes
+        self.subsample_factor = int(subsample_factor)
+        self.shrink = sum(k - 1 for k in kernel_sizes)
+        if (self.subsample_factor * self.shrink) % 2:
+            raise ValueError("subsample_factor * total kernel shrinkage must be even for a centred output")
+
+        self.normal = DeepMedicPathway(input_channels, filters, kernel_sizes, residual_layers, pathway_dropout)
+        self.subsampled = DeepMedicPathway(input_channels, filters, kernel_sizes, residual_layers, pathway_dropout)
+        fc = []
+        prev = 2 * filters[-1]
+        for c, p in zip(fc_filters, fc_dropout[:-1]):
+            fc.append(_PathwayLayer(prev, c, 1, p, pre_activation=True))
+            prev = c
+        self.fc = nn.Sequential(*fc)
+        self.classifier = _PathwayLayer(prev, num_classes, 1, fc_dropout[-1], pre_activation=True, bias=True)
+
+    # ---- geometry -------------------------------------------------------------------------
+    @property
+    def margin(self) -> int:
+        """Context needed on each side of the output, in input voxels (24 for the paper's net)."""
+        return self.subsample_factor * self.shrink // 2
+
+    def output_size(self, input_size: Sequence[int]) -> tuple[int, ...]:
+        """Output spatial size for an input of ``input_size``; raises if that input is not valid."""
+        out = []
+        for s in input_size:
+            if s % self.subsample_factor or s // self.subsample_factor <= self.shrink:
+                raise ValueError(
+                    f"DeepMedic input size {tuple(input_size)} is invalid: each axis must be a multiple "
+                    f"of {self.subsample_factor} and larger than {self.subsample_factor * self.shrink}")
+            out.append(s - 2 * self.margin)
+        return tuple(out)
+
+    def input_size(self, output_size: Sequence[int]) -> tuple[int, ...]:
+        """Input spatial size that yields ``output_size`` (each axis a positive multiple of f)."""
+        if any(o <= 0 or o % self.subsample_factor for o in output_size):
+            raise ValueError(f"output size {tuple(output_size)} must be positive multiples of "
+                             f"{self.subsample_factor}")
+        return tuple(o + 2 * self.margin for o in output_size)
+
+    def pathway_input_sizes(self, output_size: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(normal, subsampled) pathway input sizes, e.g. 37 and 23 for an output of 21."""
+        normal = tuple(o + self.shrink for o in output_size)
+        low = tuple(o // self.subsample_factor + self.shrink for o in output_size)
+        return normal, low
+
+    # ---- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Valid forward, see :meth:`forward_valid`."""
+        return self.forward_valid(x)
+
+    def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C_in, I1, I2, I3), every I a multiple of f larger than f*S.
+
+        Returns logits (B, num_classes, I1 - 2m, I2 - 2m, I3 - 2m) with m = ``self.margin``.
+        """
+        out_size = self.output_size(x.shape[2:])
+        normal_in, _ = self.pathway_input_sizes(out_size)
+        normal = self.normal(_center_crop(x, normal_in))
+        f = self.subsample_factor
+        low = self.subsampled(F.avg_pool3d(x, f, f) if f > 1 else x)
+        if f > 1:
+            low = low.repeat_interleave(f, 2).repeat_interleave(f, 3).repeat_interleave(f, 4)
+        features = torch.cat([normal, low], 1)
+        return self.classifier(self.fc(features))
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """He (fan-in) initialisation, as DeepMedic; nnU-Net's builder applies it to every module."""
+        if isinstance(module, nn.Conv3d):
+            nn.init.kaiming_normal_(module.weight, a=0.25, mode="fan_in", nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def _as_tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value),) * n
+
+
+class DenseDeepMedic(DeepMedic):
+    """DeepMedic whose eval-mode forward segments a whole volume exactly, output the size of input.
+
+    Training (``self.training``) uses the valid forward of :class:`DeepMedic` on patches. In eval
+    mode, ``forward(x)`` treats ``x`` as an entire volume, as nnU-Net's predictor passes it when the
+    inference window covers the case: it pads ``x`` with zeros *outside the volume only* (as
+    DeepMedic pads at image borders) and fills the output with non-overlapping tiles of
+    ``dense_tile_size`` output voxels, each fed with its full ``margin`` of true context. The result
+    does not depend on the tile size. The low-resolution pooling grid is anchored at the volume's
+    centre voxel ``n // 2``, so a case that nnU-Net centres in an odd-sized window gets exactly the
+    grid of an unpadded whole-volume pass. Tiles whose whole input is zero (outside the head) take
+    the network's constant response to zeros instead of being computed.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_size: int | Sequence[int] = 48,
+                 **kwargs) -> None:
+        super().__init__(input_channels, num_classes, **kwargs)
+        f = self.subsample_factor
+        self.dense_tile_size = tuple(-(-t // f) * f for t in _as_tuple(dense_tile_size, 3))
+        # Trainers switch this off while they score validation *patches* in eval mode.
+        self.dense_eval = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Train mode (or ``dense_eval`` off): (B, C, *I) -> (B, K, *(I - 2m)).
+
+        Eval mode: (B, C, *n) -> (B, K, *n), the whole-volume segmentation of :meth:`forward_dense`.
+        """
+        if self.training or not self.dense_eval:
+            return self.forward_valid(x)
+        return self.forward_dense(x)
+
+    def _pad_widths(self, n: int, anchor: int) -> tuple[int, int]:
+        """Zeros before/after an axis of length n so that ``anchor`` is a pooling-block centre."""
+        f, m = self.subsample_factor, self.margin
+        before = m + (f // 2 - anchor - m) % f
+        after = m + (-(before + n + m)) % f
+        return before, after
+
+    @torch.no_grad()
+    def forward_dense(self, x: torch.Tensor, anchor: Sequence[int] | None = None,
+                      tile_size: Sequence[int] | None = None) -> torch.Tensor:
+        """Exact whole-volume logits. x: (B, C, n1, n2, n3) -> (B, num_classes, n1, n2, n3).
+
+        anchor: voxel that is the centre of a low-resolution pooling block (default ``n // 2``).
+        tile_size: output voxels per tile (default ``self.dense_tile_size``); any value gives the
+        same result up to floating-point summation order.
+        """
+        spatial = tuple(x.shape[2:])
+        anchor = tuple(s // 2 for s in spatial) if anchor is None else tuple(anchor)
+        tile = self.dense_tile_size if tile_size is None else tuple(
+            -(-t // self.subsample_factor) * self.subsample_factor for t in _as_tuple(tile_size, 3))
+        pads = [self._pad_widths(n, a) for n, a in zip(spatial, anchor)]
+        # F.pad takes the last axis first
+        padded = F.pad(x, [w for p in reversed(pads) for w in p])
+        m = self.margin
+        out = x.new_empty((x.shape[0], self.num_classes, *spatial))
+        zero_response = None
+        offsets = [p[0] - m for p in pads]  # output index of volume voxel 0
+        starts = [range(0, off + n, t) for off, n, t in zip(offsets, spatial, tile)]
+        for o1 in starts[0]:
+            for o2 in starts[1]:
+                for o3 in starts[2]:
+                    o = (o1, o2, o3)
+                    t = [min(tt, ps - 2 * m - oo) for tt, ps, oo in zip(tile, padded.shape[2:], o)]
+                    window = padded[:, :, o1:o1 + t[0] + 2 * m, o2:o2 + t[1] + 2 * m, o3:o3 + t[2] + 2 * m]
+                    # the part of this output tile that lies inside the volume
+                    lo = [max(oo, off) for oo, off in zip(o, offsets)]
+                    hi = [min(oo + tt, off + n) for oo, tt, off, n in zip(o, t, offsets, spatial)]
+                    dst = tuple(slice(a - off, b - off) for a, b, off in zip(lo, hi, offsets))
+                    if not torch.any(window):
+                        if zero_response is None:
+                            probe = x.new_zeros((1, x.shape[1], *(2 * m + self.subsample_factor,) * 3))
+                            zero_response = self.forward_valid(probe)[0, :, 0, 0, 0]
+                        out[(slice(None), slice(None), *dst)] = zero_response.view(1, -1, 1, 1, 1)
+                        continue
+                    y = self.forward_valid(window)
+                    src = tuple(slice(a - oo, b - oo) for a, b, oo in zip(lo, hi, o))
+                    out[(slice(None), slice(None), *dst)] = y[(slice(None), slice(None), *src)]
+        return out

@@ -1,0 +1,664 @@
+"""Convert a plain folder of NIfTI scans into an nnU-Net v2 raw dataset (with unlabelled scans).
+
+Input convention
+----------------
+``images_dir`` holds one file per case and channel, named ``<case>_<channel>.nii.gz`` (or ``.nii``),
+for exactly the channel names passed in ``channels``. With ``channels=['DWI', 'b0']``::
+
+    images_dir/pat01_DWI.nii.gz   images_dir/pat01_b0.nii.gz
+    images_dir/pat02_DWI.nii      images_dir/pat02_b0.nii.gz
+
+The case id is everything before ``_<channel>``; when one channel name is itself a suffix of another
+(``T1`` and ``post_T1``) the longest channel name wins. Every other entry of ``images_dir`` is an error.
+
+``labels_dir`` (optional) holds one label map per annotated case, named ``<case>.nii.gz`` (or ``.nii``),
+with integer values taken from ``labels`` (default ``{'background': 0, 'lesion': 1}``).
+
+Output layout (``<output_raw_root>/Dataset{ID:03d}_{Name}/``)
+-------------------------------------------------------------
+- ``imagesTr/<case>_0000.nii.gz`` ... + ``labelsTr/<case>.nii.gz``: cases with a label;
+- ``imagesTs/`` + ``labelsTs/``: the cases listed in ``test_cases`` (they must have a label);
+- ``imagesUnlabeled/<case>_0000.nii.gz`` ...: cases without a label, same channel naming as ``imagesTr``;
+- ``dataset.json`` written by nnU-Net's ``generate_dataset_json`` (``numTraining`` counts labelled
+  training cases only, channel indices follow the order of ``channels``).
+
+Images are re-written with SimpleITK keeping their pixel type (float stays float). Label maps are cast to
+uint8 (uint16 when a label value exceeds 255). The geometry of the case's first channel is kept exactly; the
+other channels and the label must match it within the tolerances below and are then written with exactly
+that geometry, because nnU-Net's readers compare channels/labels with tolerances tighter than ours.
+
+Safety
+------
+Every input is validated before anything is written; all problems are collected and raised together as one
+:class:`DatasetConversionError` naming each offending file, so a bad input writes nothing. The source folders
+are only ever read. The dataset is built in a hidden sibling folder and renamed into place, so an interrupted
+run never leaves a half-written ``Dataset{ID:03d}_{Name}`` behind.
+
+Console script ``nnunet_mt_convert`` (see :func:`main`)::
+
+    nnunet_mt_convert -i scans/ -l masks/ -d 501 -n StrokeDWI -c DWI b0 \\
+        [--labels background=0 lesion=1] [--test-cases pat07 pat08] [--raw-root DIR] [--overwrite]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")  # ".nii.gz" first: ".nii" is not a suffix of it anyway
+OUTPUT_FILE_ENDING = ".nii.gz"
+DEFAULT_LABELS: dict[str, int] = {"background": 0, "lesion": 1}
+UNLABELED_IMAGES_FOLDER = "imagesUnlabeled"
+
+SPACING_RTOL = 1e-4
+ORIGIN_ATOL_MM = 1e-3
+DIRECTION_ATOL = 1e-4
+
+SPLIT_TRAIN = "train"
+SPLIT_TEST = "test"
+SPLIT_UNLABELED = "unlabeled"
+# split -> (images folder, labels folder or None)
+SPLIT_FOLDERS: dict[str, tuple[str, str | None]] = {
+    SPLIT_TRAIN: ("imagesTr", "labelsTr"),
+    SPLIT_TEST: ("imagesTs", "labelsTs"),
+    SPLIT_UNLABELED: (UNLABELED_IMAGES_FOLDER, None),
+}
+
+_MAX_LISTED_VALUES = 10  # keep messages readable when a label map is full of garbage
+_DATASET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class DatasetConversionError(ValueError):
+    """Raised when the inputs cannot be converted; the message lists every problem with its file path."""
+
+    def __init__(self, problems: Sequence[str], *, context: str = "cannot convert dataset") -> None:
+        self.problems: list[str] = list(problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"{context}: {len(self.problems)} problem(s) found:\n{lines}")
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """Where one case comes from and which split it goes to.
+
+    ``image_paths`` follows the order of the channel list; for a case with a missing channel it only holds the
+    files that exist (such a case is an error and is validated only so that all problems get reported).
+    """
+
+    case_id: str
+    image_paths: tuple[Path, ...]
+    label_path: Path | None
+    split: str
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------------------
+def convert_folder(
+    images_dir: str | os.PathLike,
+    output_raw_root: str | os.PathLike,
+    dataset_id: int,
+    dataset_name: str,
+    channels: list[str],
+    labels_dir: str | os.PathLike | None = None,
+    labels: dict[str, int] | None = None,
+    test_cases: list[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Validate the folder(s) and write ``<output_raw_root>/Dataset{ID:03d}_{Name}``; return that path.
+
+    Raises :class:`DatasetConversionError` (listing every problem) before writing anything if any input is bad.
+    """
+    images_dir = Path(images_dir)
+    labels_dir = Path(labels_dir) if labels_dir is not None else None
+    labels = dict(DEFAULT_LABELS if labels is None else labels)
+    channels = list(channels)
+
+    problems: list[str] = []
+    dataset_dir = _dataset_dir(output_raw_root=Path(output_raw_root), dataset_id=dataset_id,
+                               dataset_name=dataset_name, problems=problems)
+    plans = plan_cases(images_dir=images_dir, labels_dir=labels_dir, channels=channels,
+                       test_cases=list(test_cases or []), problems=problems)
+    _check_label_definitions(labels=labels, problems=problems)
+    if dataset_dir is not None:
+        _check_output_location(dataset_dir=dataset_dir, dataset_id=dataset_id,
+                               source_dirs=[d for d in (images_dir, labels_dir) if d is not None],
+                               overwrite=overwrite, problems=problems)
+    allowed_label_values = {value for value in labels.values() if _is_plain_int(value)}
+    for plan in plans:
+        validate_case(plan=plan, allowed_label_values=allowed_label_values, problems=problems)
+    if problems:
+        target = dataset_dir if dataset_dir is not None else output_raw_root
+        raise DatasetConversionError(problems, context=f"cannot convert {images_dir} into {target}")
+
+    _write_dataset(plans=plans, dataset_dir=dataset_dir, channels=channels, labels=labels)
+    return dataset_dir
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Discovering cases
+# --------------------------------------------------------------------------------------------------------------
+def plan_cases(*, images_dir: Path, labels_dir: Path | None, channels: list[str], test_cases: list[str],
+               problems: list[str]) -> list[CasePlan]:
+    """Pair image files into cases, attach labels and assign splits; append naming problems to ``problems``."""
+    if not _check_channel_names(channels=channels, problems=problems):
+        return []  # without a usable channel list no file name can be interpreted
+    image_files = _scan_images(images_dir=images_dir, channels=channels, problems=problems)
+    label_files = _scan_labels(labels_dir=labels_dir, problems=problems) if labels_dir is not None else {}
+    _check_missing_channels(image_files=image_files, images_dir=images_dir, channels=channels, problems=problems)
+    _check_orphan_labels(label_files=label_files, case_ids=set(image_files), problems=problems)
+    _check_test_cases(test_cases=test_cases, case_ids=set(image_files), label_files=label_files,
+                      labels_dir=labels_dir, problems=problems)
+    return [
+        CasePlan(
+            case_id=case_id,
+            image_paths=tuple(image_files[case_id][c] for c in channels if c in image_files[case_id]),
+            label_path=label_files.get(case_id),
+            split=_split_of(case_id=case_id, has_label=case_id in label_files, test_cases=test_cases),
+        )
+        for case_id in sorted(image_files)
+    ]
+
+
+def _check_channel_names(*, channels: list[str], problems: list[str]) -> bool:
+    """Channel names must be non-empty, unique and usable inside a file name."""
+    if not channels:
+        problems.append("channel name list is empty: give at least one channel name (e.g. ['DWI', 'b0'])")
+        return False
+    ok = True
+    duplicates = sorted({c for c in channels if channels.count(c) > 1})
+    if duplicates:
+        problems.append(f"channel names are duplicated: {duplicates} in {channels}")
+        ok = False
+    for channel in channels:
+        if not isinstance(channel, str) or not channel or os.sep in channel or "/" in channel:
+            problems.append(f"invalid channel name {channel!r} in {channels}: must be a non-empty file-name part")
+            ok = False
+    return ok
+
+
+def _nifti_stem(filename: str) -> str | None:
+    """``'pat01_DWI.nii.gz'`` -> ``'pat01_DWI'``; None when the name has no NIfTI ending."""
+    for ending in NIFTI_ENDINGS:
+        if filename.endswith(ending) and len(filename) > len(ending):
+            return filename[: -len(ending)]
+    return None
+
+
+def _match_channel(stem: str, channels: list[str]) -> tuple[str, str] | None:
+    """Split ``'<case>_<channel>'`` into ``(case, channel)``; the longest matching channel name wins."""
+    for channel in sorted(channels, key=len, reverse=True):
+        suffix = f"_{channel}"
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)], channel
+    return None
+
+
+def _list_dir(*, directory: Path, role: str, problems: list[str]) -> list[Path] | None:
+    """Sorted entries of ``directory``; None (and a problem) when it is missing or not a directory."""
+    if not directory.is_dir():
+        problems.append(f"{role} {directory} does not exist or is not a directory")
+        return None
+    return sorted(directory.iterdir())
+
+
+def _scan_images(*, images_dir: Path, channels: list[str], problems: list[str]) -> dict[str, dict[str, Path]]:
+    """Map case id -> channel -> file; report stray and duplicated files."""
+    entries = _list_dir(directory=images_dir, role="images dir", problems=problems)
+    if entries is None:
+        return {}
+    cases: dict[str, dict[str, Path]] = {}
+    for path in entries:
+        stem = _nifti_stem(path.name) if path.is_file() else None
+        match = _match_channel(stem, channels) if stem is not None else None
+        if match is None:
+            problems.append(f"{path}: stray file, matches no '<case>_<channel>.nii.gz' pattern "
+                            f"for channels {channels}")
+            continue
+        case_id, channel = match
+        if channel in cases.setdefault(case_id, {}):
+            problems.append(f"case '{case_id}' channel '{channel}' has two files: "
+                            f"{cases[case_id][channel]} and {path}")
+            continue
+        cases[case_id][channel] = path
+    if not cases:
+        problems.append(f"images dir {images_dir} contains no image files named '<case>_<channel>.nii.gz' "
+                        f"for channels {channels}")
+    return cases
+
+
+def _scan_labels(*, labels_dir: Path, problems: list[str]) -> dict[str, Path]:
+    """Map case id -> label file; report stray and duplicated files."""
+    entries = _list_dir(directory=labels_dir, role="labels dir", problems=problems)
+    if entries is None:
+        return {}
+    found: dict[str, Path] = {}
+    for path in entries:
+        case_id = _nifti_stem(path.name) if path.is_file() else None
+        if case_id is None:
+            problems.append(f"{path}: stray file in labels dir, expected '<case>.nii.gz' or '<case>.nii'")
+        elif case_id in found:
+            problems.append(f"case '{case_id}' has two label files: {found[case_id]} and {path}")
+        else:
+            found[case_id] = path
+    return found
+
+
+def _check_missing_channels(*, image_files: dict[str, dict[str, Path]], images_dir: Path, channels: list[str],
+                            problems: list[str]) -> None:
+    """Every case needs one file per channel."""
+    for case_id in sorted(image_files):
+        for channel in channels:
+            if channel not in image_files[case_id]:
+                expected = images_dir / f"{case_id}_{channel}{NIFTI_ENDINGS[0]}"
+                problems.append(f"case '{case_id}' is missing channel '{channel}': expected {expected}")
+
+
+def _check_orphan_labels(*, label_files: dict[str, Path], case_ids: set[str], problems: list[str]) -> None:
+    """A label without images is almost always a naming mistake, so it is an error, not silently dropped."""
+    for case_id in sorted(set(label_files) - case_ids):
+        problems.append(f"{label_files[case_id]}: label file has no matching image case '{case_id}' "
+                        f"(no '{case_id}_<channel>' images)")
+
+
+def _check_test_cases(*, test_cases: list[str], case_ids: set[str], label_files: dict[str, Path],
+                      labels_dir: Path | None, problems: list[str]) -> None:
+    """Test cases must exist, be unique and have a label (nnU-Net evaluates them against labelsTs)."""
+    duplicates = sorted({c for c in test_cases if test_cases.count(c) > 1})
+    if duplicates:
+        problems.append(f"test case ids are duplicated: {duplicates}")
+    for case_id in dict.fromkeys(test_cases):
+        if case_id not in case_ids:
+            problems.append(f"test case '{case_id}' has no image files '{case_id}_<channel>.nii.gz'")
+        if case_id not in label_files:
+            where = (f"expected {labels_dir / (case_id + NIFTI_ENDINGS[0])}" if labels_dir is not None
+                     else "no labels dir was given")
+            problems.append(f"test case '{case_id}' has no label: {where}")
+
+
+def _split_of(*, case_id: str, has_label: bool, test_cases: list[str]) -> str:
+    """Test cases go to imagesTs, other labelled cases to imagesTr, the rest to imagesUnlabeled."""
+    if case_id in test_cases:
+        return SPLIT_TEST
+    return SPLIT_TRAIN if has_label else SPLIT_UNLABELED
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checking configuration and output location
+# --------------------------------------------------------------------------------------------------------------
+def _is_plain_int(value: object) -> bool:
+    """True for ints (and numpy ints) but not bools, which json/nnU-Net would mangle."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_label_definitions(*, labels: dict[str, int], problems: list[str]) -> None:
+    """nnU-Net needs unique non-negative integer labels with background 0; uint16 is our widest label type."""
+    bad = {name: value for name, value in labels.items() if not _is_plain_int(value)}
+    if bad:
+        problems.append(f"label values must be integers, got {bad}")
+    values = [int(v) for v in labels.values() if _is_plain_int(v)]
+    if 0 not in values:
+        problems.append(f"labels {labels} have no background value 0")
+    out_of_range = sorted(v for v in values if not 0 <= v <= np.iinfo(np.uint16).max)
+    if out_of_range:
+        problems.append(f"label values {out_of_range} in {labels} are outside 0..65535")
+    duplicated = sorted({v for v in values if values.count(v) > 1})
+    if duplicated:
+        problems.append(f"label values {duplicated} are used by more than one name in {labels}")
+
+
+def _dataset_dir(*, output_raw_root: Path, dataset_id: int, dataset_name: str,
+                 problems: list[str]) -> Path | None:
+    """``<root>/Dataset{ID:03d}_{Name}``, or None (and a problem) when id or name cannot form nnU-Net's name."""
+    ok = True
+    if not _is_plain_int(dataset_id) or not 0 <= dataset_id <= 999:
+        problems.append(f"dataset id {dataset_id!r} must be an integer in 0..999 (nnU-Net uses 3 digits)")
+        ok = False
+    if not isinstance(dataset_name, str) or not _DATASET_NAME_PATTERN.match(dataset_name):
+        problems.append(f"dataset name {dataset_name!r} must be non-empty letters, digits, '_', '-' or '.'")
+        ok = False
+    return output_raw_root / f"Dataset{int(dataset_id):03d}_{dataset_name}" if ok else None
+
+
+def _check_output_location(*, dataset_dir: Path, dataset_id: int, source_dirs: list[Path], overwrite: bool,
+                           problems: list[str]) -> None:
+    """The dataset folder must be creatable, not clobber anything unasked, and never contain the sources."""
+    raw_root = dataset_dir.parent
+    if raw_root.exists() and not raw_root.is_dir():
+        problems.append(f"output raw root {raw_root} exists but is not a directory")
+        return
+    if dataset_dir.exists() and not dataset_dir.is_dir():
+        problems.append(f"output dataset path {dataset_dir} exists and is not a folder; remove it first")
+    elif dataset_dir.exists() and not overwrite:
+        problems.append(f"output dataset folder {dataset_dir} already exists (use overwrite / --overwrite "
+                        f"to replace it)")
+    _check_sources_outside(dataset_dir=dataset_dir, source_dirs=source_dirs, problems=problems)
+    _check_id_unique(dataset_dir=dataset_dir, dataset_id=dataset_id, problems=problems)
+
+
+def _check_sources_outside(*, dataset_dir: Path, source_dirs: list[Path], problems: list[str]) -> None:
+    """Replacing the dataset folder deletes it, so it must not hold the raw sources we read from."""
+    target = dataset_dir.resolve()
+    for source in source_dirs:
+        if source.resolve().is_relative_to(target):
+            problems.append(f"source folder {source} lies inside the output dataset folder {dataset_dir}; "
+                            f"the conversion would overwrite its own input")
+
+
+def _check_id_unique(*, dataset_dir: Path, dataset_id: int, problems: list[str]) -> None:
+    """nnU-Net refuses to resolve an id used by two dataset names, so catch that now, not at training time."""
+    raw_root = dataset_dir.parent
+    if not raw_root.is_dir():
+        return
+    prefix = f"Dataset{dataset_id:03d}_"
+    clashes = sorted(p.name for p in raw_root.iterdir()
+                     if p.is_dir() and p.name.startswith(prefix) and p.name != dataset_dir.name)
+    if clashes:
+        problems.append(f"dataset id {dataset_id:03d} is already used by {raw_root / clashes[0]}"
+                        + (f" (and {clashes[1:]})" if clashes[1:] else "")
+                        + "; nnU-Net needs each id to belong to one dataset name")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checking voxel content and geometry
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geometry:
+    """The voxel grid of one file, as SimpleITK (and therefore nnU-Net) sees it."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+
+def validate_case(*, plan: CasePlan, allowed_label_values: set[int], problems: list[str]) -> None:
+    """Check every file of one case: readable, complete, finite, valid label values, one shared voxel grid.
+
+    Nothing is kept in memory: files are read again when writing, so memory stays bounded by one file.
+    """
+    reference: Geometry | None = None
+    reference_path: Path | None = None
+    for path in plan.image_paths:
+        geometry = _read_geometry(path=path, problems=problems)
+        voxels = _read_voxels(path=path, problems=problems) if geometry is not None else None
+        if voxels is not None:
+            _check_finite(voxels=voxels, path=path, problems=problems)
+        if geometry is None:
+            continue
+        if reference is None:
+            reference, reference_path = geometry, path
+        else:
+            _check_same_geometry(reference=reference, reference_path=reference_path, other=geometry,
+                                 other_path=path, problems=problems)
+    if plan.label_path is not None:
+        _validate_label(path=plan.label_path, reference=reference, reference_path=reference_path,
+                        allowed=allowed_label_values, problems=problems)
+
+
+def _validate_label(*, path: Path, reference: Geometry | None, reference_path: Path | None, allowed: set[int],
+                    problems: list[str]) -> None:
+    """A label map must be readable, hold only known whole-number labels and lie on its images' grid."""
+    geometry = _read_geometry(path=path, problems=problems)
+    if geometry is None:
+        return
+    voxels = _read_voxels(path=path, problems=problems)
+    if voxels is not None and _check_finite(voxels=voxels, path=path, problems=problems):
+        _check_label_values(voxels=voxels, path=path, allowed=allowed, problems=problems)
+    if reference is not None:
+        _check_same_geometry(reference=reference, reference_path=reference_path, other=geometry, other_path=path,
+                             problems=problems)
+
+
+def _one_line(text: str) -> str:
+    """Reader errors span several lines; collapse them so each problem stays one list item."""
+    return " ".join(str(text).split())
+
+
+def _read_geometry(*, path: Path, problems: list[str]) -> Geometry | None:
+    """Header-only SimpleITK read (the reader nnU-Net uses); a failure becomes a problem with SimpleITK's reason."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        problems.append(f"{path}: unreadable or corrupt file (SimpleITK: {_one_line(str(error))})")
+        return None
+    return Geometry(size=tuple(reader.GetSize()), spacing=tuple(reader.GetSpacing()),
+                    origin=tuple(reader.GetOrigin()), direction=tuple(reader.GetDirection()))
+
+
+def _read_voxels(*, path: Path, problems: list[str]) -> np.ndarray | None:
+    """Voxel values exactly as stored (scaled by the NIfTI slope/intercept), or None and a problem.
+
+    Deliberately not SimpleITK: its NIfTI reader silently turns NaN/Inf into 0 and zero-fills truncated
+    files, which would hide exactly the corruption we must report. nibabel returns the stored values and
+    refuses short files.
+    """
+    try:
+        return np.asanyarray(nib.load(str(path), mmap=False).dataobj)
+    except Exception as error:  # nibabel raises many types (OSError, EOFError, zlib.error, ImageFileError...)
+        problems.append(f"{path}: unreadable or corrupt file (nibabel: {_one_line(str(error))})")
+        return None
+
+
+def _check_finite(*, voxels: np.ndarray, path: Path, problems: list[str]) -> bool:
+    """NaN/Inf would poison nnU-Net's intensity statistics (and SimpleITK would silently zero them)."""
+    if not np.issubdtype(voxels.dtype, np.floating):
+        return True  # integer voxels cannot hold NaN/Inf
+    n_nan = int(np.count_nonzero(np.isnan(voxels)))
+    n_inf = int(np.count_nonzero(np.isinf(voxels)))
+    if n_nan or n_inf:
+        problems.append(f"{path}: {n_nan + n_inf} non-finite voxel(s) ({n_nan} NaN, {n_inf} Inf)")
+        return False
+    return True
+
+
+def _format_values(values: np.ndarray) -> str:
+    """First few values as plain Python numbers, with a count of the rest."""
+    shown = [v.item() for v in values[:_MAX_LISTED_VALUES]]
+    rest = len(values) - len(shown)
+    return f"{shown}" + (f" and {rest} more" if rest > 0 else "")
+
+
+def _check_label_values(*, voxels: np.ndarray, path: Path, allowed: set[int], problems: list[str]) -> None:
+    """Label voxels must be whole numbers from the dataset's label definition."""
+    if np.issubdtype(voxels.dtype, np.floating):
+        non_integer = voxels != np.round(voxels)
+        count = int(np.count_nonzero(non_integer))
+        if count:
+            examples = np.unique(voxels[non_integer])
+            problems.append(f"{path}: {count} voxel(s) with non-integer label values {_format_values(examples)}")
+            return  # membership of fractional values in the label set is meaningless
+    values = np.unique(voxels)
+    unexpected = np.array([v for v in values if v not in allowed])
+    if unexpected.size:
+        problems.append(f"{path}: label values {_format_values(unexpected)} are not in the dataset labels "
+                        f"(allowed: {sorted(allowed)})")
+
+
+def _plain(values: Sequence[float]) -> tuple[float, ...]:
+    """Geometry as short floats: NIfTI stores float32, so '0.9' comes back as 0.8999999761581421."""
+    return tuple(float(f"{v:.7g}") for v in values)
+
+
+def geometry_differences(reference: Geometry, other: Geometry) -> list[str]:
+    """Human-readable size/spacing/origin/direction differences beyond the converter's tolerances."""
+    if len(reference.size) != len(other.size):
+        return [f"dimension {len(reference.size)} vs {len(other.size)}"]
+    differences = []
+    if reference.size != other.size:
+        differences.append(f"size {reference.size} vs {other.size}")
+    checks = (
+        ("spacing", reference.spacing, other.spacing, dict(rtol=SPACING_RTOL, atol=0.0)),
+        ("origin", reference.origin, other.origin, dict(rtol=0.0, atol=ORIGIN_ATOL_MM)),
+        ("direction", reference.direction, other.direction, dict(rtol=0.0, atol=DIRECTION_ATOL)),
+    )
+    for name, a, b, tolerance in checks:
+        if not np.allclose(a, b, **tolerance):
+            differences.append(f"{name} {_plain(a)} vs {_plain(b)}")
+    return differences
+
+
+def _check_same_geometry(*, reference: Geometry, reference_path: Path, other: Geometry, other_path: Path,
+                         problems: list[str]) -> None:
+    """Channels and label of a case must share one voxel grid."""
+    differences = geometry_differences(reference, other)
+    if differences:
+        problems.append(f"geometry mismatch between {reference_path} and {other_path}: " + "; ".join(differences))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------------------
+def _label_pixel_type(labels: dict[str, int]) -> int:
+    """uint8 suffices for almost every dataset; uint16 only when a label value needs it."""
+    return sitk.sitkUInt8 if max(labels.values()) <= np.iinfo(np.uint8).max else sitk.sitkUInt16
+
+
+def _write_dataset(*, plans: list[CasePlan], dataset_dir: Path, channels: list[str],
+                   labels: dict[str, int]) -> None:
+    """Build the dataset in a hidden staging sibling and move it into place only once complete."""
+    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden ('.') and on the same file system as the target, so the final rename is atomic and nnU-Net's
+    # 'Dataset###_*' lookup never sees a staging folder left by a killed run.
+    staging = dataset_dir.parent / f".{dataset_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        label_type = _label_pixel_type(labels)
+        for plan in plans:
+            _write_case(plan=plan, staging=staging, label_pixel_type=label_type)
+        _write_dataset_json(staging=staging, dataset_name=dataset_dir.name, channels=channels, labels=labels,
+                            num_training=sum(plan.split == SPLIT_TRAIN for plan in plans))
+        _move_into_place(staging=staging, dataset_dir=dataset_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_case(*, plan: CasePlan, staging: Path, label_pixel_type: int) -> None:
+    """Write one case's channels (and label) into its split's folders, on the first channel's exact grid."""
+    images_folder, labels_folder = SPLIT_FOLDERS[plan.split]
+    reference: sitk.Image | None = None
+    for index, source in enumerate(plan.image_paths):
+        image = sitk.ReadImage(str(source))
+        if reference is None:
+            reference = image
+        else:
+            # within tolerance (validated) -> snap, because nnU-Net compares channels with tighter tolerances
+            image.CopyInformation(reference)
+        _write_image(image=image, path=staging / images_folder / f"{plan.case_id}_{index:04d}{OUTPUT_FILE_ENDING}")
+    if plan.label_path is not None and labels_folder is not None:
+        label = sitk.Cast(sitk.ReadImage(str(plan.label_path)), label_pixel_type)
+        label.CopyInformation(reference)
+        _write_image(image=label, path=staging / labels_folder / f"{plan.case_id}{OUTPUT_FILE_ENDING}")
+
+
+def _write_image(*, image: sitk.Image, path: Path) -> None:
+    """Write compressed NIfTI, creating the split folder on first use."""
+    path.parent.mkdir(exist_ok=True)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _write_dataset_json(*, staging: Path, dataset_name: str, channels: list[str], labels: dict[str, int],
+                        num_training: int) -> None:
+    """dataset.json via nnU-Net's own helper so the format tracks the installed nnU-Net version."""
+    (staging / SPLIT_FOLDERS[SPLIT_TRAIN][0]).mkdir(exist_ok=True)  # nnU-Net expects these even if empty
+    (staging / SPLIT_FOLDERS[SPLIT_TRAIN][1]).mkdir(exist_ok=True)
+    generate_dataset_json(
+        str(staging),
+        channel_names={index: name for index, name in enumerate(channels)},
+        labels={name: int(value) for name, value in labels.items()},
+        num_training_cases=num_training,
+        file_ending=OUTPUT_FILE_ENDING,
+        dataset_name=dataset_name,
+        description="Converted by nnunet_mt.dataset_conversion.convert_folder; unlabelled cases are in "
+                    f"{UNLABELED_IMAGES_FOLDER}/",
+        converted_by="nnunet_mt_convert",
+    )
+
+
+def _move_into_place(*, staging: Path, dataset_dir: Path) -> None:
+    """Rename staging to the final name; an existing dataset (overwrite) is swapped out, then deleted."""
+    if not dataset_dir.exists():
+        staging.rename(dataset_dir)
+        return
+    backup = dataset_dir.parent / f".{dataset_dir.name}.replaced-{uuid.uuid4().hex[:8]}"
+    dataset_dir.rename(backup)
+    try:
+        staging.rename(dataset_dir)
+    except BaseException:
+        backup.rename(dataset_dir)  # put the old dataset back rather than leave nothing
+        raise
+    shutil.rmtree(backup)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------
+def _parse_labels(items: list[str] | None) -> dict[str, int] | None:
+    """``['background=0', 'lesion=1']`` -> ``{'background': 0, 'lesion': 1}``."""
+    if items is None:
+        return None
+    parsed: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not re.fullmatch(r"-?\d+", value.strip()):
+            raise DatasetConversionError([f"--labels entry {item!r} is not of the form name=integer"],
+                                         context="invalid arguments")
+        if name in parsed:
+            raise DatasetConversionError([f"--labels name {name!r} is given twice"], context="invalid arguments")
+        parsed[name] = int(value)
+    return parsed
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet_mt_convert",
+        description="Convert a folder of '<case>_<channel>.nii.gz' scans (+ optional '<case>.nii.gz' labels) into "
+                    "an nnU-Net v2 raw dataset; unlabelled cases go to imagesUnlabeled/.")
+    parser.add_argument("-i", "--images-dir", required=True, help="folder with <case>_<channel>.nii.gz files")
+    parser.add_argument("-l", "--labels-dir", default=None, help="folder with <case>.nii.gz label maps")
+    parser.add_argument("-d", "--dataset-id", required=True, type=int, help="dataset id (0..999)")
+    parser.add_argument("-n", "--dataset-name", required=True, help="dataset name, e.g. StrokeDWI")
+    parser.add_argument("-c", "--channels", required=True, nargs="+", help="channel names, in channel order")
+    parser.add_argument("--labels", nargs="+", default=None, metavar="NAME=VALUE",
+                        help="label definition (default: background=0 lesion=1)")
+    parser.add_argument("--test-cases", nargs="+", default=None, metavar="CASE",
+                        help="labelled case ids to put in imagesTs/labelsTs")
+    parser.add_argument("--raw-root", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point ``nnunet_mt_convert``; conversion errors go to stderr with exit status 2."""
+    args = _build_parser().parse_args(argv)
+    try:
+        raw_root = args.raw_root or os.environ.get("nnUNet_raw")
+        if not raw_root:
+            raise DatasetConversionError(["no output folder: pass --raw-root or set the nnUNet_raw environment "
+                                          "variable"], context="invalid arguments")
+        dataset_dir = convert_folder(
+            images_dir=args.images_dir, output_raw_root=raw_root, dataset_id=args.dataset_id,
+            dataset_name=args.dataset_name, channels=args.channels, labels_dir=args.labels_dir,
+            labels=_parse_labels(args.labels), test_cases=args.test_cases, overwrite=args.overwrite)
+    except DatasetConversionError as error:
+        print(f"nnunet_mt_convert: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {dataset_dir}")
+
+
+if __name__ == "__main__":
+    main()

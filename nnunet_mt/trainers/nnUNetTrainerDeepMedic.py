@@ -1,0 +1,268 @@
+"""Supervised DeepMedic in nnU-Net: the paper's "DeepMedic" baseline and the base of every method.
+
+``nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainerDeepMedic`` (with ``nnUNet_extTrainer``
+pointing at this folder; ``nnunet_mt_env`` prints the line). What differs from ``nnUNetTrainer``:
+
+* the network is :class:`~nnunet_mt.architectures.deepmedic.DenseDeepMedic`, written into the
+  configuration's ``architecture`` entry so ``nnUNetv2_predict`` builds it from the plans;
+* loss: cross-entropy (Eq. 2) on the valid output only: targets are centre-cropped to the output,
+  the network never pads inside;
+* RMSProp (lr 1e-4, decay 0.9; DeepMedic's eps 1e-4 and momentum 0.6), constant learning rate;
+* batches of 8 patches, half centred on lesion and half on healthy tissue
+  (:mod:`nnunet_mt.training.sampling`); patches are DeepMedic's segments (normal pathway 37x37 in
+  plane, low-resolution pathway 23x23; see ``output_size_for_spacing``);
+* the plans' ``patch_size`` (the tile nnU-Net's predictor uses) becomes an odd window covering
+  twice the largest case, so inference is one whole-volume pass and exact (see ``DenseDeepMedic``);
+* no test-time mirroring (DeepMedic has none), checkpoints are written atomically.
+
+Training length: 300 epochs x 250 steps x 8 patches = 600k segments, about what DeepMedic's
+default schedule sees (35 epochs x 20 subepochs x 1000 segments = 700k). Short variants below.
+"""
+from __future__ import annotations
+
+import os
+from copy import deepcopy
+from typing import Sequence
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
+
+from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_mt.architectures.deepmedic import DeepMedic
+from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations
+
+DEEPMEDIC_CLASS = "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
+#: spacing ratio above which an axis counts as through-plane (thick slices)
+ANISOTROPY_RATIO = 3.0
+
+
+def center_crop_to(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Centre-crop the trailing spatial axes of ``t`` (B, C, *spatial) to ``size``."""
+    slices = [slice(None)] * (t.ndim - len(size))
+    for have, want in zip(t.shape[-len(size):], size):
+        lo = (have - want) // 2
+        slices.append(slice(lo, lo + want))
+    return t[tuple(slices)]
+
+
+def output_size_for_spacing(spacing: Sequence[float], in_plane: int = 21, through_plane: int = 6) -> tuple[int, ...]:
+    """Training output size per axis: 21 in plane (37 normal / 23 low-res inputs, the paper's) and 6
+    through thick slices (22 / 18 inputs; the paper's 21 / 18 rounded so the output is a multiple of 3)."""
+    smallest = min(spacing)
+    return tuple(through_plane if s >= ANISOTROPY_RATIO * smallest else in_plane for s in spacing)
+
+
+def inference_window(fingerprint: dict, plans: dict, target_spacing: Sequence[float]) -> list[int]:
+    """Odd window covering twice the largest case (after resampling), in nnU-Net's axis order.
+
+    Odd, so that nnU-Net's centring of a case in the window puts the case's centre voxel on the
+    window's centre voxel, where DenseDeepMedic anchors its pooling grid.
+    """
+    order = plans["transpose_forward"]
+    largest = np.zeros(len(order))
+    for shape, spacing in zip(fingerprint["shapes_after_crop"], fingerprint["spacings"]):
+        shape = np.asarray(shape, float)[order]
+        spacing = np.asarray(spacing, float)[order]
+        largest = np.maximum(largest, np.round(shape * spacing / np.asarray(target_spacing, float)))
+    return [int(2 * s + 1) for s in largest]
+
+
+class nnUNetTrainerDeepMedic(nnUNetTrainer):
+    #: DeepMedic keyword arguments written into the plans (Table 1 of the paper)
+    deepmedic_kwargs: dict = {}
+    #: annotated patches per optimizer step (the paper's 8)
+    batch_size_annotated: int = 8
+    training_output_in_plane: int = 21
+    training_output_through_plane: int = 6
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-4
+        self.weight_decay = 0.0
+        self.oversample_foreground_percent = 0.5
+        self.enable_deep_supervision = False
+        self.num_epochs = 300
+        self.num_iterations_per_epoch = 250
+        self.num_val_iterations_per_epoch = 20
+        self.rmsprop_decay = 0.9
+        self._use_deepmedic_configuration(configuration)
+
+    # ---- plans -------------------------------------------------------------------------------
+    def _use_deepmedic_configuration(self, configuration: str) -> None:
+        """Rewrite this configuration in the plans: DeepMedic architecture, batch 8, inference window.
+
+        The rewritten plans are what nnU-Net copies to the results folder, so ``nnUNetv2_predict``
+        builds the same network and uses the window as its (single) tile.
+        """
+        cfg = deepcopy(self.configuration_manager.configuration)
+        cfg.pop("inherits_from", None)
+        cfg["architecture"] = {"network_class_name": DEEPMEDIC_CLASS,
+                               "arch_kwargs": dict(self.deepmedic_kwargs), "_kw_requires_import": []}
+        cfg["batch_size"] = self.batch_size_annotated
+        cfg["patch_size"] = self._inference_window(cfg)
+        plans = self.plans_manager.plans
+        plans["configurations"][configuration] = cfg
+        self.plans_manager = PlansManager(plans)
+        self.configuration_manager = self.plans_manager.get_configuration(configuration)
+
+        geometry = DeepMedic(1, 2, **self.deepmedic_kwargs)
+        self.training_output_size = output_size_for_spacing(
+            cfg["spacing"], self.training_output_in_plane, self.training_output_through_plane)
+        self.training_patch_size = geometry.input_size(self.training_output_size)
+
+    def _inference_window(self, cfg: dict) -> list[int]:
+        if self.preprocessed_dataset_folder_base is None:
+            return cfg["patch_size"]
+        fingerprint_file = join(self.preprocessed_dataset_folder_base, "dataset_fingerprint.json")
+        if not isfile(fingerprint_file):
+            raise FileNotFoundError(
+                f"{fingerprint_file} is missing: run nnUNetv2_plan_and_preprocess for this dataset first")
+        return inference_window(load_json(fingerprint_file), self.plans_manager.plans, cfg["spacing"])
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def _build_loss(self):
+        ignore = self.label_manager.ignore_label
+        return RobustCrossEntropyLoss(ignore_index=ignore if ignore is not None else -100)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.RMSprop(self.network.parameters(), lr=self.initial_lr, alpha=self.rmsprop_decay,
+                                        eps=1e-4, momentum=0.6, weight_decay=self.weight_decay)
+        # exponent 0: a constant learning rate through nnU-Net's own scheduler interface
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, exponent=0.0)
+
+    def deepmedic(self) -> DeepMedic:
+        """The DeepMedic module inside DDP / torch.compile wrappers."""
+        net = self.network.module if hasattr(self.network, "module") else self.network
+        return getattr(net, "_orig_mod", net)
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """DeepMedic has a single output head: nothing to switch."""
+
+    def _crop_target(self, batch: dict) -> dict:
+        batch = dict(batch)
+        batch["target"] = center_crop_to(batch["target"], self.training_output_size)
+        return batch
+
+    def train_step(self, batch: dict) -> dict:
+        return super().train_step(self._crop_target(batch))
+
+    def on_validation_epoch_start(self):
+        super().on_validation_epoch_start()
+        self.deepmedic().dense_eval = False  # score validation patches with the valid forward
+
+    def on_validation_epoch_end(self, val_outputs):
+        self.deepmedic().dense_eval = True
+        super().on_validation_epoch_end(val_outputs)
+
+    def validation_step(self, batch: dict) -> dict:
+        return super().validation_step(self._crop_target(batch))
+
+    # ---- data --------------------------------------------------------------------------------
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """nnU-Net's augmentation on DeepMedic segments; in-plane only when slices are thick.
+
+        nnU-Net decides 2D-style augmentation from the patch shape; DeepMedic's segments are near
+        cubic in voxels even on 6.5 mm slices, so the decision is taken from the spacing instead.
+        """
+        patch = self.training_patch_size
+        spacing = self.configuration_manager.spacing
+        thick = max(spacing) >= ANISOTROPY_RATIO * min(spacing)
+        rotation = (-np.pi, np.pi) if thick else (-np.pi / 6, np.pi / 6)
+        initial = list(get_patch_size(patch, rotation, rotation, rotation, (0.85, 1.25)))
+        if thick:  # as nnU-Net: 2D-style augmentation keeps the through-plane extent
+            initial[0] = patch[0]
+        self.inference_allowed_mirroring_axes = None  # DeepMedic uses no test-time augmentation
+        return rotation, thick, tuple(int(i) for i in initial), (0, 1, 2)
+
+    def _make_loader(self, dataset, initial_patch_size, transforms):
+        return DeepMedicDataLoader(HealthyTissueLocations(dataset), self.batch_size, initial_patch_size,
+                                   self.training_patch_size, self.label_manager,
+                                   oversample_foreground_percent=self.oversample_foreground_percent,
+                                   sampling_probabilities=None, pad_sides=None, transforms=transforms,
+                                   probabilistic_oversampling=self.probabilistic_oversampling)
+
+    def _augmenter(self, loader, processes: int, cached: int):
+        if get_allowed_n_proc_DA() == 0:
+            return SingleThreadedAugmenter(loader, None)
+        return NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=processes,
+                                            num_cached=cached, seeds=None,
+                                            pin_memory=self.device.type == "cuda", wait_time=0.002)
+
+    def get_dataloaders(self):
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        tr_transforms = self.get_training_transforms(
+            self.training_patch_size, rotation, None, mirror_axes, dummy_2d,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=self.is_cascaded,
+            foreground_labels=self.label_manager.foreground_labels,
+            regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
+            ignore_label=self.label_manager.ignore_label)
+        val_transforms = self.get_validation_transforms(
+            None, is_cascaded=self.is_cascaded, foreground_labels=self.label_manager.foreground_labels,
+            regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
+            ignore_label=self.label_manager.ignore_label)
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        dl_tr = self._make_loader(dataset_tr, initial_patch_size, tr_transforms)
+        dl_val = self._make_loader(dataset_val, self.training_patch_size, val_transforms)
+        n = get_allowed_n_proc_DA()
+        mt_tr = self._augmenter(dl_tr, n, max(6, n // 2))
+        mt_val = self._augmenter(dl_val, max(1, n // 2), max(3, n // 4))
+        _ = next(mt_tr)
+        _ = next(mt_val)
+        return mt_tr, mt_val
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed: never half-written."""
+        tmp = f"{filename}.tmp"
+        super().save_checkpoint(tmp)
+        if isfile(tmp):
+            os.replace(tmp, filename)
+
+
+class nnUNetTrainerDeepMedic_5epochs(nnUNetTrainerDeepMedic):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 5
+
+
+class nnUNetTrainerDeepMedic_50epochs(nnUNetTrainerDeepMedic):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 50
+
+
+class nnUNetTrainerDeepMedic_demo(nnUNetTrainerDeepMedic):
+    """The README demo on CPU: 10 epochs x 25 steps (250 steps of 8 patches)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 10
+        self.num_iterations_per_epoch = 25
+        self.num_val_iterations_per_epoch = 2
+
+
+class nnUNetTrainerDeepMedic_tiny(nnUNetTrainerDeepMedic):
+    """For tests: 2 epochs x 2 steps, batch 2."""
+
+    batch_size_annotated = 2
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1

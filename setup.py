@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="nnunet_mt",
+    version="0.1.0",
+    description="Semi-supervised mean-teacher DeepMedic (Cui et al., IPMI 2019) as an nnU-Net v2 plugin",
+    packages=find_packages(include=["nnunet_mt", "nnunet_mt.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # the nnU-Net version the plugin is tested against; its trainer/predictor hooks are used directly
+        "nnunetv2==2.8.1",
+        "torch>=2.1",
+        "batchgenerators>=0.25",
+        "dynamic-network-architectures>=0.3",
+        "SimpleITK>=2.2",
+        "numpy>=1.24",
+        "nibabel>=5.0",
+        # the synthetic cohort's anatomy: MNI152 template and tissue maps bundled with nilearn
+        "nilearn>=0.10",
+        "scipy>=1.10",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "nnunet_mt_env=nnunet_mt.cli:print_env",
+            "nnunet_mt_synthetic=nnunet_mt.dataset_conversion.synthetic_stroke_dwi:main",
+            "nnunet_mt_convert=nnunet_mt.dataset_conversion.convert_folder:main",
+            "nnunet_mt_demo=nnunet_mt.demo:main",
+            "nnunet_mt_preprocess_unlabeled=nnunet_mt.preprocessing.unlabeled:main",
+        ]
+    },
+)

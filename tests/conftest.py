@@ -1,0 +1,114 @@
+"""Shared fixtures: a tiny nnU-Net dataset, planned and preprocessed once per test session.
+
+nnU-Net reads ``nnUNet_raw`` / ``nnUNet_preprocessed`` / ``nnUNet_results`` when it is imported, so
+every nnU-Net command runs in a subprocess with these variables pointing at temporary folders.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+VENV_BIN = Path(sys.executable).parent
+TINY_ID = 901
+TINY_NAME = "Dataset901_Tiny"
+SPACING_XYZ = (0.96, 0.96, 6.5)
+
+
+def _write(array: np.ndarray, path: Path, dtype) -> None:
+    image = sitk.GetImageFromArray(array.astype(dtype))
+    image.SetSpacing(SPACING_XYZ)
+    sitk.WriteImage(image, str(path))
+
+
+def make_tiny_case(rng: np.random.Generator, shape_zyx=(10, 64, 56)):
+    """A head-shaped ellipsoid with one bright lesion on channel 0 (DWI); channel 1 (b0) has none."""
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape_zyx], indexing="ij")
+    cz, cy, cx = [s / 2 for s in shape_zyx]
+    brain = ((y - cy) / (0.44 * shape_zyx[1])) ** 2 + ((x - cx) / (0.43 * shape_zyx[2])) ** 2 \
+        + ((z - cz) / (0.6 * shape_zyx[0])) ** 2 < 1
+    lz, ly, lx = rng.integers([3, 22, 20], [shape_zyx[0] - 3, shape_zyx[1] - 22, shape_zyx[2] - 20])
+    lesion = (((y - ly) / 6) ** 2 + ((x - lx) / 5) ** 2 + ((z - lz) / 1.5) ** 2 < 1) & brain
+    dwi = (brain * 1.0 + lesion * 1.0 + rng.normal(0, 0.2, brain.shape)) * brain
+    b0 = (brain * 1.0 + rng.normal(0, 0.2, brain.shape)) * brain
+    return [dwi, b0], lesion.astype(np.uint8)
+
+
+def write_tiny_raw(raw: Path, n_train: int = 5, n_test: int = 2, n_unlabeled: int = 3, seed: int = 0) -> Path:
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    folder = raw / TINY_NAME
+    rng = np.random.default_rng(seed)
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "imagesUnlabeled"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for prefix, n, img, lab in (("tr", n_train, "imagesTr", "labelsTr"), ("ts", n_test, "imagesTs", "labelsTs"),
+                                ("un", n_unlabeled, "imagesUnlabeled", None)):
+        for i in range(n):
+            channels, label = make_tiny_case(rng)
+            for c, arr in enumerate(channels):
+                _write(arr, folder / img / f"{prefix}_{i:03d}_{c:04d}.nii.gz", np.float32)
+            if lab is not None:
+                _write(label, folder / lab / f"{prefix}_{i:03d}.nii.gz", np.uint8)
+    generate_dataset_json(str(folder), {0: "DWI", 1: "b0"}, {"background": 0, "lesion": 1}, n_train, ".nii.gz",
+                          dataset_name=TINY_NAME)
+    return folder
+
+
+class NNUNetEnv:
+    """Temporary nnU-Net folders and a runner for nnU-Net / plugin commands in subprocesses."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
+        for p in (self.raw, self.preprocessed, self.results):
+            p.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict:
+        from nnunet_mt.cli import ext_trainer_value
+
+        env = dict(os.environ)
+        env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed),
+                   nnUNet_results=str(self.results), nnUNet_def_n_proc="1", nnUNet_compile="false",
+                   nnUNet_extTrainer=ext_trainer_value(None), PYTHONUNBUFFERED="1")
+        env.pop("nnUNet_n_proc_DA", None)
+        return env
+
+    def run(self, *args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        env = self.env
+        env.update(extra_env or {})
+        exe = str(VENV_BIN / args[0]) if (VENV_BIN / args[0]).exists() else args[0]
+        proc = subprocess.run([exe, *args[1:]], env=env, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                                 f"{proc.stderr[-4000:]}")
+        return proc
+
+    def train(self, trainer: str, *extra: str, fold: str = "0") -> subprocess.CompletedProcess:
+        # single-threaded augmentation keeps CPU tests deterministic and light
+        return self.run("nnUNetv2_train", str(TINY_ID), "3d_fullres", fold, "-tr", trainer, "-device", "cpu",
+                        *extra, extra_env={"nnUNet_n_proc_DA": "0"})
+
+    def model_folder(self, trainer: str) -> Path:
+        return self.results / TINY_NAME / f"{trainer}__nnUNetPlans__3d_fullres"
+
+
+@pytest.fixture(scope="session")
+def tiny_nnunet(tmp_path_factory) -> NNUNetEnv:
+    """Raw + planned + preprocessed tiny dataset (5 train, 2 test, 3 unlabelled cases)."""
+    env = NNUNetEnv(tmp_path_factory.mktemp("nnunet"))
+    write_tiny_raw(env.raw)
+    env.run("nnUNetv2_plan_and_preprocess", "-d", str(TINY_ID), "-c", "3d_fullres", "-np", "1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def trained_deepmedic(tiny_nnunet) -> Path:
+    """A supervised DeepMedic trained for a few steps on the tiny dataset; returns its fold folder."""
+    tiny_nnunet.train("nnUNetTrainerDeepMedic_tiny")
+    return tiny_nnunet.model_folder("nnUNetTrainerDeepMedic_tiny") / "fold_0"

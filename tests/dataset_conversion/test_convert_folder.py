@@ -1,0 +1,373 @@
+"""Behavioural tests for nnunet_mt.dataset_conversion.convert_folder on tiny synthetic volumes."""
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError, convert_folder, main
+
+# the module object itself (for monkeypatching), robust to a package __init__ re-exporting the function
+cf = importlib.import_module("nnunet_mt.dataset_conversion.convert_folder")
+
+CHANNELS = ["DWI", "b0"]
+SHAPE_ZYX = (10, 9, 8)  # numpy order; SimpleITK size is (8, 9, 10)
+SPACING = (0.9, 1.1, 2.5)
+ORIGIN = (-12.5, 30.25, 7.0)
+# a rotation about z, so direction round-tripping is actually exercised
+_C, _S = np.cos(0.3), np.sin(0.3)
+DIRECTION = (_C, -_S, 0.0, _S, _C, 0.0, 0.0, 0.0, 1.0)
+DATASET_NAME = "Dataset042_Lesions"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------
+def write_volume(path: Path, array: np.ndarray, *, spacing=SPACING, origin=ORIGIN, direction=DIRECTION) -> Path:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def image_array(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(100.0, 20.0, SHAPE_ZYX).astype(np.float32)
+
+
+def label_array(seed: int) -> np.ndarray:
+    array = np.zeros(SHAPE_ZYX, dtype=np.uint8)
+    array[2 + seed % 3: 6, 3:7, 2:5] = 1
+    return array
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> dict[str, Path]:
+    """pat01, pat02 labelled; pat03 unlabelled; pat04 labelled (intended as test case)."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    for seed, case in enumerate(["pat01", "pat02", "pat03", "pat04"]):
+        write_volume(images / f"{case}_DWI.nii.gz", image_array(2 * seed))
+        # mix the '.nii' ending in, which the convention allows
+        ending = ".nii" if case == "pat02" else ".nii.gz"
+        write_volume(images / f"{case}_b0{ending}", image_array(2 * seed + 1))
+        if case != "pat03":
+            write_volume(labels / f"{case}.nii.gz", label_array(seed))
+    return {"images": images, "labels": labels, "raw": tmp_path / "raw"}
+
+
+def run(src: dict[str, Path], **overrides) -> Path:
+    kwargs = dict(images_dir=src["images"], output_raw_root=src["raw"], dataset_id=42, dataset_name="Lesions",
+                  channels=CHANNELS, labels_dir=src["labels"])
+    kwargs.update(overrides)
+    return convert_folder(**kwargs)
+
+
+def snapshot(*folders: Path) -> dict[Path, tuple[bytes, int]]:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for folder in folders if folder.exists()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def expect_error(src: dict[str, Path], *fragments: str, **overrides) -> str:
+    """Run a conversion that must fail; check the message fragments and that nothing was written."""
+    before = snapshot(src["images"], src["labels"])
+    with pytest.raises(DatasetConversionError) as info:
+        run(src, **overrides)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in message:\n{message}"
+    assert not src["raw"].exists() or not any(src["raw"].iterdir()), "a failing conversion wrote output"
+    assert snapshot(src["images"], src["labels"]) == before, "source files were modified"
+    return message
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# successful conversion
+# ----------------------------------------------------------------------------------------------------------------
+def test_successful_conversion_layout_json_and_exact_roundtrip(src):
+    before = snapshot(src["images"], src["labels"])
+    dataset = run(src, test_cases=["pat04"])
+
+    assert dataset == src["raw"] / DATASET_NAME
+    assert sorted(p.name for p in src["raw"].iterdir()) == [DATASET_NAME]  # no staging leftovers
+    files = sorted(str(p.relative_to(dataset)) for p in dataset.rglob("*") if p.is_file())
+    assert files == [
+        "dataset.json",
+        "imagesTr/pat01_0000.nii.gz", "imagesTr/pat01_0001.nii.gz",
+        "imagesTr/pat02_0000.nii.gz", "imagesTr/pat02_0001.nii.gz",
+        "imagesTs/pat04_0000.nii.gz", "imagesTs/pat04_0001.nii.gz",
+        "imagesUnlabeled/pat03_0000.nii.gz", "imagesUnlabeled/pat03_0001.nii.gz",
+        "labelsTr/pat01.nii.gz", "labelsTr/pat02.nii.gz",
+        "labelsTs/pat04.nii.gz",
+    ]
+
+    meta = json.loads((dataset / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "DWI", "1": "b0"}
+    assert meta["labels"] == {"background": 0, "lesion": 1}
+    assert meta["numTraining"] == 2
+    assert meta["file_ending"] == ".nii.gz"
+
+    sources = {
+        "imagesTr/pat02_0001.nii.gz": src["images"] / "pat02_b0.nii",
+        "imagesTs/pat04_0000.nii.gz": src["images"] / "pat04_DWI.nii.gz",
+        "imagesUnlabeled/pat03_0001.nii.gz": src["images"] / "pat03_b0.nii.gz",
+        "labelsTr/pat01.nii.gz": src["labels"] / "pat01.nii.gz",
+        "labelsTs/pat04.nii.gz": src["labels"] / "pat04.nii.gz",
+    }
+    for out_name, source in sources.items():
+        original, converted = sitk.ReadImage(str(source)), sitk.ReadImage(str(dataset / out_name))
+        a, b = sitk.GetArrayFromImage(original), sitk.GetArrayFromImage(converted)
+        assert b.dtype == (np.uint8 if out_name.startswith("labels") else np.float32), out_name
+        np.testing.assert_array_equal(a, b, err_msg=out_name)
+        assert converted.GetSize() == original.GetSize()
+        assert converted.GetSpacing() == original.GetSpacing()
+        assert converted.GetOrigin() == original.GetOrigin()
+        np.testing.assert_allclose(converted.GetDirection(), original.GetDirection(), rtol=0, atol=1e-12)
+    assert snapshot(src["images"], src["labels"]) == before
+
+
+def test_without_labels_dir_everything_is_unlabelled(src):
+    dataset = run(src, labels_dir=None)
+    assert sorted(p.name for p in (dataset / "imagesUnlabeled").iterdir())[:2] == ["pat01_0000.nii.gz",
+                                                                                    "pat01_0001.nii.gz"]
+    assert not any((dataset / "labelsTr").iterdir())
+    assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == 0
+
+
+def test_labels_above_255_are_written_as_uint16(src):
+    big = label_array(0).astype(np.uint16) * 300
+    write_volume(src["labels"] / "pat01.nii.gz", big)
+    dataset = run(src, labels={"background": 0, "lesion": 1, "huge": 300})
+    converted = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset / "labelsTr" / "pat01.nii.gz")))
+    assert converted.dtype == np.uint16
+    np.testing.assert_array_equal(converted, big)
+
+
+def test_channel_and_label_geometry_within_tolerance_is_snapped_to_first_channel(src):
+    # 1e-5 relative spacing noise is accepted, and the output uses the first channel's exact grid so that
+    # nnU-Net's own (tighter) consistency checks pass
+    noisy = tuple(s * (1 + 1e-5) for s in SPACING)
+    write_volume(src["images"] / "pat01_b0.nii.gz", image_array(1), spacing=noisy)
+    write_volume(src["labels"] / "pat01.nii.gz", label_array(0), spacing=noisy)
+    dataset = run(src)
+    reference = sitk.ReadImage(str(dataset / "imagesTr" / "pat01_0000.nii.gz"))
+    for name in ("imagesTr/pat01_0001.nii.gz", "labelsTr/pat01.nii.gz"):
+        assert sitk.ReadImage(str(dataset / name)).GetSpacing() == reference.GetSpacing()
+
+
+def test_overwrite_replaces_existing_dataset(src):
+    stale = src["raw"] / DATASET_NAME / "stale.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
+    dataset = run(src, overwrite=True)
+    assert not stale.exists()
+    assert (dataset / "dataset.json").is_file()
+    assert sorted(p.name for p in src["raw"].iterdir()) == [DATASET_NAME]
+
+
+def test_failure_while_writing_leaves_no_partial_dataset(src, monkeypatch):
+    calls = []
+    real_write = cf._write_image
+
+    def failing_write(*, image, path):
+        calls.append(path)
+        if len(calls) == 3:  # fail mid-way, after some files are already written
+            raise OSError("disk full (simulated)")
+        real_write(image=image, path=path)
+
+    monkeypatch.setattr(cf, "_write_image", failing_write)
+    with pytest.raises(OSError, match="simulated"):
+        run(src)
+    assert len(calls) == 3
+    assert list(src["raw"].iterdir()) == []  # neither the dataset nor the staging folder remains
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bad inputs: one test per problem
+# ----------------------------------------------------------------------------------------------------------------
+def test_missing_channel(src):
+    (src["images"] / "pat02_b0.nii").unlink()
+    expect_error(src, "pat02", "missing channel 'b0'", str(src["images"] / "pat02_b0.nii.gz"))
+
+
+def test_stray_files(src):
+    (src["images"] / "notes.txt").write_text("hello")
+    write_volume(src["images"] / "pat01_T2.nii.gz", image_array(9))
+    (src["labels"] / "README").write_text("x")
+    expect_error(src, f"{src['images'] / 'notes.txt'}: stray file", f"{src['images'] / 'pat01_T2.nii.gz'}: stray",
+                 f"{src['labels'] / 'README'}: stray file")
+
+
+def test_duplicate_channel_file_with_both_endings(src):
+    write_volume(src["images"] / "pat01_DWI.nii", image_array(0))
+    expect_error(src, "case 'pat01' channel 'DWI' has two files", str(src["images"] / "pat01_DWI.nii"))
+
+
+def test_corrupt_file_not_a_nifti(src):
+    bad = src["images"] / "pat01_DWI.nii.gz"
+    bad.write_bytes(b"definitely not a nifti file")
+    expect_error(src, f"{bad}: unreadable or corrupt file", "SimpleITK: ", "Unable to determine ImageIO reader")
+
+
+@pytest.mark.parametrize("name", ["pat02_b0.nii", "pat01_DWI.nii.gz"])
+def test_truncated_file(src, name):
+    # SimpleITK would silently zero-fill the missing voxels; the converter must still refuse the file
+    path = src["images"] / name
+    path.write_bytes(path.read_bytes()[:600])  # keeps the 352-byte header, cuts the voxel data
+    message = expect_error(src, f"{path}: unreadable or corrupt file (")
+    assert message.count("\n") == 1, "each problem should stay on one line"
+
+
+@pytest.mark.parametrize("kind, kwargs, shown", [
+    ("size", {}, "size (8, 9, 10) vs (8, 9, 11)"),
+    ("spacing", {"spacing": (0.9, 1.1, 2.6)}, "spacing (0.9, 1.1, 2.5) vs (0.9, 1.1, 2.6)"),
+    ("origin", {"origin": (-12.5, 30.25, 7.01)}, "origin (-12.5, 30.25, 7.0) vs (-12.5, 30.25, 7.01)"),
+    ("direction", {"direction": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)}, "direction ("),
+])
+def test_geometry_mismatch_between_channels(src, kind, kwargs, shown):
+    array = np.zeros((11, 9, 8), np.float32) if kind == "size" else image_array(1)
+    other = write_volume(src["images"] / "pat01_b0.nii.gz", array, **kwargs)
+    message = expect_error(src, "geometry mismatch between", str(src["images"] / "pat01_DWI.nii.gz"), str(other),
+                           shown)
+    mismatch_line = next(line for line in message.splitlines() if "geometry mismatch" in line)
+    assert re.findall(r"(size|spacing|origin|direction) \(", mismatch_line) == [kind]
+
+
+def test_geometry_mismatch_between_image_and_label(src):
+    label = write_volume(src["labels"] / "pat02.nii.gz", label_array(1), origin=(-12.5, 30.25, 9.0))
+    expect_error(src, f"geometry mismatch between {src['images'] / 'pat02_DWI.nii.gz'} and {label}",
+                 "origin (-12.5, 30.25, 7.0) vs (-12.5, 30.25, 9.0)")
+
+
+def test_label_values_not_in_labels(src):
+    array = label_array(0)
+    array[0, 0, :3] = [2, 7, 7]
+    label = write_volume(src["labels"] / "pat01.nii.gz", array)
+    expect_error(src, f"{label}: label values [2, 7] are not in the dataset labels", "allowed: [0, 1]")
+
+
+def test_non_integer_label_values(src):
+    array = label_array(0).astype(np.float32)
+    array[0, 0, :3] = [0.5, 0.5, 1.25]
+    label = write_volume(src["labels"] / "pat01.nii.gz", array)
+    expect_error(src, f"{label}: 3 voxel(s) with non-integer label values [0.5, 1.25]")
+
+
+@pytest.mark.parametrize("folder, name", [("images", "pat01_DWI.nii.gz"), ("labels", "pat01.nii.gz")])
+def test_nan_and_inf_voxels(src, folder, name):
+    # SimpleITK reads NaN/Inf back as 0, so this also guards against silently zeroed voxels
+    array = label_array(0).astype(np.float32) if folder == "labels" else image_array(0)
+    array[0, 0, :2] = np.nan
+    array[5, 5, 5] = -np.inf
+    path = write_volume(src[folder] / name, array)
+    expect_error(src, f"{path}: 3 non-finite voxel(s) (2 NaN, 1 Inf)")
+
+
+def test_label_without_image_case(src):
+    orphan = write_volume(src["labels"] / "pat99.nii.gz", label_array(0))
+    expect_error(src, f"{orphan}: label file has no matching image case 'pat99'")
+
+
+def test_test_case_without_label(src):
+    expect_error(src, "test case 'pat03' has no label", str(src["labels"] / "pat03.nii.gz"), test_cases=["pat03"])
+
+
+def test_empty_images_dir(src, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    expect_error(src, f"images dir {empty} contains no image files", images_dir=empty, labels_dir=None)
+
+
+def test_existing_output_without_overwrite(src):
+    existing = src["raw"] / DATASET_NAME
+    existing.mkdir(parents=True)
+    (existing / "keep.txt").write_text("keep")
+    with pytest.raises(DatasetConversionError, match=re.escape(f"output dataset folder {existing} already exists")):
+        run(src)
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in src["raw"].iterdir()) == [DATASET_NAME]
+
+
+@pytest.mark.parametrize("channels, fragment", [
+    ([], "channel name list is empty"),
+    (["DWI", "b0", "DWI"], "channel names are duplicated: ['DWI']"),
+])
+def test_bad_channel_lists(src, channels, fragment):
+    expect_error(src, fragment, channels=channels)
+
+
+def test_all_problems_reported_together(src):
+    (src["images"] / "pat02_b0.nii").unlink()
+    bad = src["images"] / "pat01_DWI.nii.gz"
+    bad.write_bytes(b"junk")
+    orphan = write_volume(src["labels"] / "pat77.nii.gz", label_array(0))
+    message = expect_error(src, "missing channel 'b0'", f"{bad}: unreadable", f"{orphan}: label file has no",
+                           "test case 'nope' has no image files", test_cases=["nope"])
+    assert "5 problem(s) found" in message  # + "test case 'nope' has no label"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------------------------
+def test_cli_success_uses_nnunet_raw_env(src, monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_raw", str(src["raw"]))
+    main(["-i", str(src["images"]), "-l", str(src["labels"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0",
+          "--labels", "background=0", "lesion=1", "--test-cases", "pat04"])
+    dataset = src["raw"] / DATASET_NAME
+    assert str(dataset) in capsys.readouterr().out
+    assert sorted(p.name for p in (dataset / "labelsTs").iterdir()) == ["pat04.nii.gz"]
+
+
+def test_cli_conversion_error_exits_2_without_traceback(src, capsys):
+    (src["images"] / "pat02_b0.nii").unlink()
+    with pytest.raises(SystemExit) as info:
+        main(["-i", str(src["images"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0",
+              "--raw-root", str(src["raw"])])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "missing channel 'b0'" in err and "Traceback" not in err
+    assert not src["raw"].exists()
+
+
+def test_cli_without_raw_root_or_env(src, monkeypatch, capsys):
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["-i", str(src["images"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0"])
+    assert info.value.code == 2
+    assert "set the nnUNet_raw environment variable" in capsys.readouterr().err
+
+
+def test_cli_malformed_labels(src, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["-i", str(src["images"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0",
+              "--raw-root", str(src["raw"]), "--labels", "background:0"])
+    assert info.value.code == 2
+    assert "'background:0' is not of the form name=integer" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# output-location safety
+# ----------------------------------------------------------------------------------------------------------------
+def test_dataset_id_used_by_another_name(src):
+    other = src["raw"] / "Dataset042_Other"
+    other.mkdir(parents=True)
+    with pytest.raises(DatasetConversionError, match=re.escape(f"dataset id 042 is already used by {other}")):
+        run(src)
+    assert sorted(p.name for p in src["raw"].iterdir()) == ["Dataset042_Other"]
+
+
+def test_overwrite_refuses_to_delete_its_own_source(src):
+    # converting an existing dataset's folder onto itself with overwrite would delete the input
+    dataset = src["raw"] / DATASET_NAME
+    src["raw"].mkdir()
+    src["images"].rename(dataset)
+    moved = {**src, "images": dataset}
+    with pytest.raises(DatasetConversionError, match="lies inside the output dataset folder"):
+        run(moved, overwrite=True)
+    assert (dataset / "pat01_DWI.nii.gz").is_file()

@@ -1,0 +1,191 @@
+"""Mean-teacher pieces against hand-computed values of Cui et al. (2019), Eqs. 1, 3, 4, 5."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from nnunet_mt.training.mean_teacher import (
+    MeanTeacherSchedule,
+    add_input_noise,
+    apply_input_noise,
+    consistency_weight,
+    draw_input_noise,
+    ema_decay,
+    ema_update,
+    soft_dice_consistency,
+)
+
+
+# --- Eq. 3: beta = exp(-5 (1 - S/L)^2) for S <= L, else 1 -------------------------------------------
+
+@pytest.mark.parametrize("step, expected", [
+    (0, 0.006737947),    # exp(-5 * 1^2) = exp(-5)
+    (200, 0.2865048),    # exp(-5 * (1 - 200/400)^2) = exp(-5 * 0.25) = exp(-1.25)
+    (400, 1.0),          # exp(-5 * 0^2) = 1
+    (800, 1.0),          # S > L -> 1
+])
+def test_consistency_weight_values(step, expected):
+    assert consistency_weight(step, 400) == pytest.approx(expected, rel=1e-6)
+
+
+def test_consistency_weight_monotone_and_edge_cases():
+    betas = [consistency_weight(s) for s in range(801)]
+    assert all(b1 <= b2 for b1, b2 in zip(betas, betas[1:]))
+    assert consistency_weight(0, rampup_length=0) == 1.0
+    assert consistency_weight(5, rampup_length=0) == 1.0
+    with pytest.raises(ValueError, match="-1"):
+        consistency_weight(-1)
+
+
+def test_ema_decay_switches_after_rampup():
+    assert ema_decay(0) == 0.99
+    assert ema_decay(400) == 0.99     # S <= L: ramp-up decay
+    assert ema_decay(401) == 0.999    # S > L
+    with pytest.raises(ValueError, match="-3"):
+        ema_decay(-3)
+
+
+def test_schedule_delegates():
+    sched = MeanTeacherSchedule(rampup_length=10, decay_rampup=0.9, decay_after=0.95)
+    assert sched.beta(5) == pytest.approx(math.exp(-5 * 0.5 ** 2))  # exp(-1.25)
+    assert sched.alpha(10) == 0.9 and sched.alpha(11) == 0.95
+    assert MeanTeacherSchedule().beta(200) == consistency_weight(200, 400)
+
+
+# --- Eq. 4: theta'_t = alpha theta'_{t-1} + (1 - alpha) theta_t --------------------------------------
+
+def _net(weight, bias, bn_weight, bn_bias, running_mean, running_var, batches):
+    net = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
+    with torch.no_grad():
+        net[0].weight.fill_(weight)
+        net[0].bias.fill_(bias)
+        net[1].weight.fill_(bn_weight)
+        net[1].bias.fill_(bn_bias)
+        net[1].running_mean.fill_(running_mean)
+        net[1].running_var.fill_(running_var)
+        net[1].num_batches_tracked.fill_(batches)
+    return net
+
+
+@pytest.mark.parametrize("policy, mean, var", [
+    ("copy", 0.5, 3.0),   # buffers copied from the student
+    ("ema", 0.05, 1.2),   # 0.9*0 + 0.1*0.5 = 0.05;  0.9*1 + 0.1*3 = 1.2
+])
+def test_ema_update_one_step(policy, mean, var):
+    teacher = _net(1.0, 0.0, 1.0, 0.0, running_mean=0.0, running_var=1.0, batches=0)
+    student = _net(3.0, -1.0, 2.0, 0.5, running_mean=0.5, running_var=3.0, batches=7)
+    ema_update(teacher, student, alpha=0.9, buffers=policy)
+    assert teacher[0].weight.item() == pytest.approx(1.2)    # 0.9*1 + 0.1*3
+    assert teacher[0].bias.item() == pytest.approx(-0.1)     # 0.9*0 + 0.1*(-1)
+    assert teacher[1].weight.item() == pytest.approx(1.1)    # 0.9*1 + 0.1*2
+    assert teacher[1].bias.item() == pytest.approx(0.05)     # 0.9*0 + 0.1*0.5
+    assert teacher[1].running_mean.item() == pytest.approx(mean)
+    assert teacher[1].running_var.item() == pytest.approx(var)
+    assert teacher[1].num_batches_tracked.item() == 7        # integer buffer: copied either way
+    assert student[0].weight.item() == 3.0                   # student untouched
+
+
+def test_ema_update_rejects_bad_arguments():
+    a, b = nn.Sequential(nn.Linear(1, 1)), nn.Sequential(nn.Linear(1, 2))
+    with pytest.raises(ValueError, match=r"0\.weight: teacher \(1, 1\) vs student \(2, 1\)"):
+        ema_update(a, b, 0.9)
+    with pytest.raises(ValueError, match="1.weight: only in student"):
+        ema_update(a, nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1)), 0.9)
+    with pytest.raises(ValueError, match="1.5"):
+        ema_update(a, copy.deepcopy(a), 1.5)
+    with pytest.raises(ValueError, match="'mean'"):
+        ema_update(a, copy.deepcopy(a), 0.9, buffers="mean")
+
+
+def test_teacher_gets_no_gradient():
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Softmax(dim=1))
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    x = torch.randn(2, 1, 3, 3)
+    with torch.no_grad():
+        t = teacher(add_input_noise(x))
+    soft_dice_consistency(student(add_input_noise(x)), t).backward()
+    assert all(p.grad is not None for p in student.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    ema_update(teacher, student, 0.99)
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+# --- Eq. 1: Lc = 1 - mean_b (1/K) sum_i 2 sum_v s t / (sum_v s + sum_v t) ----------------------------
+
+# B=1, K=2, spatial 2x2 (V=4)
+S1 = torch.tensor([[[[0.9, 0.8], [0.2, 0.1]], [[0.1, 0.2], [0.8, 0.9]]]])
+T1 = torch.tensor([[[[0.7, 0.7], [0.7, 0.7]], [[0.3, 0.3], [0.3, 0.3]]]])
+# label 0: sum s t = 0.7 * 2.0 = 1.4, sum s = 2.0, sum t = 2.8 -> dice = 2.8 / 4.8 = 0.5833333
+# label 1: sum s t = 0.3 * 2.0 = 0.6, sum s = 2.0, sum t = 1.2 -> dice = 1.2 / 3.2 = 0.375
+# mean over K: (0.5833333 + 0.375) / 2 = 0.4791667 -> Lc = 0.5208333
+ONE_HOT = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]])
+
+
+def test_dice_hand_example_averages_over_labels():
+    assert soft_dice_consistency(S1, T1).item() == pytest.approx(0.5208333, abs=1e-6)
+
+
+def test_dice_averages_over_batch():
+    # sample 2: identical one-hot maps -> dice 1 for both labels; batch mean (0.4791667 + 1) / 2
+    s, t = torch.cat([S1, ONE_HOT]), torch.cat([T1, ONE_HOT])
+    assert soft_dice_consistency(s, t).item() == pytest.approx(1 - 0.7395833, abs=1e-6)
+
+
+def test_dice_identical_and_disjoint():
+    assert abs(soft_dice_consistency(ONE_HOT, ONE_HOT.clone()).item()) < 1e-6
+    assert soft_dice_consistency(ONE_HOT, ONE_HOT.flip(1)).item() > 0.999   # labels swapped
+    # identical *soft* maps are not 0 (paper's unsquared denominator): label 0 and label 1 each
+    # 2 * (0.81 + 0.64 + 0.04 + 0.01) / (2.0 + 2.0) = 0.75 -> Lc = 0.25
+    assert soft_dice_consistency(S1, S1.clone()).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_dice_gradient_reaches_student_only():
+    s, t = S1.clone().requires_grad_(True), T1.clone().requires_grad_(True)
+    soft_dice_consistency(s, t).backward()
+    assert t.grad is None
+    # d dice_0 / d s_v = 2 t_v / D - 2 N / D^2 with N = 1.4, D = 4.8 and t_v = 0.7:
+    # 1.4 / 4.8 - 2.8 / 23.04 = 0.2916667 - 0.1215278 = 0.1701389; Lc = 1 - (dice_0 + dice_1) / 2
+    assert s.grad[0, 0, 0, 0].item() == pytest.approx(-0.1701389 / 2, abs=1e-6)
+
+
+def test_dice_shape_mismatch():
+    with pytest.raises(ValueError, match=r"\(1, 2, 2, 2\).*\(1, 2, 4\)"):
+        soft_dice_consistency(S1, T1.reshape(1, 2, 4))
+
+
+# --- Eq. 5: I' = (I + eta_s) * eta_m ----------------------------------------------------------------
+
+def test_noise_statistics():
+    g = torch.Generator().manual_seed(0)
+    eta_s, eta_m = draw_input_noise((2, 1, 100, 1000), generator=g)   # 200k voxels
+    assert eta_s.shape == eta_m.shape == (2, 1, 100, 1000)
+    assert abs(eta_s.mean().item()) < 1e-3
+    assert eta_s.std().item() == pytest.approx(0.05, rel=0.02)
+    assert abs(eta_m.mean().item() - 1.0) < 1e-3
+    assert eta_m.std().item() == pytest.approx(0.01, rel=0.02)
+    corr = torch.corrcoef(torch.stack([eta_s.flatten(), eta_m.flatten()]))[0, 1]
+    assert abs(corr.item()) < 0.01   # drawn independently
+
+
+def test_noise_replay_and_successive_draws():
+    a = draw_input_noise((3, 4), generator=torch.Generator().manual_seed(7))
+    b = draw_input_noise((3, 4), generator=torch.Generator().manual_seed(7))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    g = torch.Generator().manual_seed(7)
+    student, teacher = draw_input_noise((3, 4), generator=g), draw_input_noise((3, 4), generator=g)
+    assert not torch.equal(student[0], teacher[0]) and not torch.equal(student[1], teacher[1])
+    x = torch.zeros(3, 4, dtype=torch.float64)
+    assert torch.equal(add_input_noise(x, generator=torch.Generator().manual_seed(7)),
+                       apply_input_noise(x, *(n.double() for n in a)))
+    with pytest.raises(ValueError, match="-0.1"):
+        draw_input_noise((2,), additive_std=-0.1)
+
+
+def test_apply_input_noise_by_hand():
+    out = apply_input_noise(torch.tensor([2.0]), torch.tensor([0.1]), torch.tensor([1.02]))
+    assert out.item() == pytest.approx(2.142)   # (2 + 0.1) * 1.02
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        apply_input_noise(torch.zeros(2), torch.zeros(3), torch.ones(3))
