@@ -5,6 +5,7 @@ every nnU-Net command runs in a subprocess with these variables pointing at temp
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 VENV_BIN = Path(sys.executable).parent
 TINY_ID = 901
@@ -57,6 +59,29 @@ def write_tiny_raw(raw: Path, n_train: int = 5, n_test: int = 2, n_unlabeled: in
     generate_dataset_json(str(folder), {0: "DWI", 1: "b0"}, {"background": 0, "lesion": 1}, n_train, ".nii.gz",
                           dataset_name=TINY_NAME)
     return folder
+
+
+def direct_probabilities(model_folder, checkpoint, image_files, weights_key="network_weights"):
+    """Preprocess with the results folder's plans and run DenseDeepMedic.forward_dense directly;
+    returns softmax probabilities pasted into the original image grid (background outside the crop)."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunet_mt.architectures.deepmedic import DenseDeepMedic
+
+    plans = json.loads((model_folder / "plans.json").read_text())
+    dataset_json = json.loads((model_folder / "dataset.json").read_text())
+    pm = PlansManager(plans)
+    cm = pm.get_configuration("3d_fullres")
+    data, _, props = DefaultPreprocessor(verbose=False).run_case(image_files, None, pm, cm, dataset_json)
+    net = DenseDeepMedic(data.shape[0], 2, **cm.network_arch_init_kwargs)
+    net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)[weights_key])
+    net.eval()
+    probs = torch.softmax(net.forward_dense(torch.from_numpy(data)[None]), 1)[0].numpy()
+    full = np.zeros((2, *props["shape_before_cropping"]), np.float32)
+    full[0] = 1
+    bbox = props["bbox_used_for_cropping"]
+    full[(slice(None), *[slice(a, b) for a, b in bbox])] = probs
+    return full
 
 
 class NNUNetEnv:

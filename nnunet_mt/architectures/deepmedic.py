@@ -234,7 +234,7 @@ class DenseDeepMedic(DeepMedic):
     the network's constant response to zeros instead of being computed.
     """
 
-    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_size: int | Sequence[int] = 48,
+    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_size: int | Sequence[int] = 72,
                  **kwargs) -> None:
         super().__init__(input_channels, num_classes, **kwargs)
         f = self.subsample_factor
@@ -258,6 +258,11 @@ class DenseDeepMedic(DeepMedic):
         after = m + (-(before + n + m)) % f
         return before, after
 
+    def _zero_response(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (num_classes,) of a voxel whose whole receptive field is zero: spatially constant."""
+        probe = x.new_zeros((1, x.shape[1], *(2 * self.margin + self.subsample_factor,) * 3))
+        return self.forward_valid(probe)[0, :, 0, 0, 0]
+
     @torch.no_grad()
     def forward_dense(self, x: torch.Tensor, anchor: Sequence[int] | None = None,
                       tile_size: Sequence[int] | None = None) -> torch.Tensor:
@@ -275,27 +280,35 @@ class DenseDeepMedic(DeepMedic):
         # F.pad takes the last axis first
         padded = F.pad(x, [w for p in reversed(pads) for w in p])
         m = self.margin
-        out = x.new_empty((x.shape[0], self.num_classes, *spatial))
-        zero_response = None
         offsets = [p[0] - m for p in pads]  # output index of volume voxel 0
-        starts = [range(0, off + n, t) for off, n, t in zip(offsets, spatial, tile)]
+        # Only outputs whose receptive field (margin + f - 1 voxels: the low-resolution block of a voxel
+        # reaches f - 1 beyond its own margin) touches a non-zero input need computing; the rest see
+        # zeros only and take the network's constant response to zeros (e.g. nnU-Net's window padding).
+        nonzero = torch.nonzero(x.detach().abs().sum((0, 1)))
+        zero_response = self._zero_response(x)
+        out = zero_response.view(1, -1, 1, 1, 1).repeat(x.shape[0], 1, *spatial)
+        if len(nonzero) == 0:
+            return out
+        f = self.subsample_factor
+        reach = m + f - 1
+        lo = [int(v) - reach for v in nonzero.min(0).values]
+        hi = [int(v) + 1 + reach for v in nonzero.max(0).values]
+        # tile starts are multiples of f in padded-output coordinates: the global pooling grid
+        starts = [range(max(0, (l + off) // f * f), min(off + n, h + off), t)
+                  for l, h, off, n, t in zip(lo, hi, offsets, spatial, tile)]
         for o1 in starts[0]:
             for o2 in starts[1]:
                 for o3 in starts[2]:
                     o = (o1, o2, o3)
                     t = [min(tt, ps - 2 * m - oo) for tt, ps, oo in zip(tile, padded.shape[2:], o)]
                     window = padded[:, :, o1:o1 + t[0] + 2 * m, o2:o2 + t[1] + 2 * m, o3:o3 + t[2] + 2 * m]
-                    # the part of this output tile that lies inside the volume
-                    lo = [max(oo, off) for oo, off in zip(o, offsets)]
-                    hi = [min(oo + tt, off + n) for oo, tt, off, n in zip(o, t, offsets, spatial)]
-                    dst = tuple(slice(a - off, b - off) for a, b, off in zip(lo, hi, offsets))
                     if not torch.any(window):
-                        if zero_response is None:
-                            probe = x.new_zeros((1, x.shape[1], *(2 * m + self.subsample_factor,) * 3))
-                            zero_response = self.forward_valid(probe)[0, :, 0, 0, 0]
-                        out[(slice(None), slice(None), *dst)] = zero_response.view(1, -1, 1, 1, 1)
                         continue
+                    # the part of this output tile that lies inside the volume
+                    a = [max(oo, off) for oo, off in zip(o, offsets)]
+                    b = [min(oo + tt, off + n) for oo, tt, off, n in zip(o, t, offsets, spatial)]
+                    dst = tuple(slice(aa - off, bb - off) for aa, bb, off in zip(a, b, offsets))
+                    src = tuple(slice(aa - oo, bb - oo) for aa, bb, oo in zip(a, b, o))
                     y = self.forward_valid(window)
-                    src = tuple(slice(a - oo, b - oo) for a, b, oo in zip(lo, hi, o))
                     out[(slice(None), slice(None), *dst)] = y[(slice(None), slice(None), *src)]
         return out

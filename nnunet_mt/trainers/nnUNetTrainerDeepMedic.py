@@ -11,8 +11,8 @@ pointing at this folder; ``nnunet_mt_env`` prints the line). What differs from `
 * batches of 8 patches, half centred on lesion and half on healthy tissue
   (:mod:`nnunet_mt.training.sampling`); patches are DeepMedic's segments (normal pathway 37x37 in
   plane, low-resolution pathway 23x23; see ``output_size_for_spacing``);
-* the plans' ``patch_size`` (the tile nnU-Net's predictor uses) becomes an odd window covering
-  twice the largest case, so inference is one whole-volume pass and exact (see ``DenseDeepMedic``);
+* the plans' ``patch_size`` (the tile nnU-Net's predictor uses) becomes an odd window holding
+  any case (``inference_window``), so inference is one whole-volume pass and exact (see ``DenseDeepMedic``);
 * no test-time mirroring (DeepMedic has none), checkpoints are written atomically.
 
 Training length: 300 epochs x 250 steps x 8 patches = 600k segments, about what DeepMedic's
@@ -62,18 +62,27 @@ def output_size_for_spacing(spacing: Sequence[float], in_plane: int = 21, throug
 
 
 def inference_window(fingerprint: dict, plans: dict, target_spacing: Sequence[float]) -> list[int]:
-    """Odd window covering twice the largest case (after resampling), in nnU-Net's axis order.
+    """nnU-Net's inference tile for DeepMedic: one odd-sized window holding any case, in nnU-Net's axis order.
 
     Odd, so that nnU-Net's centring of a case in the window puts the case's centre voxel on the
-    window's centre voxel, where DenseDeepMedic anchors its pooling grid.
+    window's centre voxel, where DenseDeepMedic anchors its pooling grid. Large enough that nnU-Net's
+    float16 Gaussian tile weight stays in float16's normal range (above 6e-5) over the whole case:
+    with sigma = window / 8 the weight at a case corner is 10 exp(-32 sum_i (n_i / 2w_i)^2), so
+    sum_i (n_i / 2w_i)^2 must stay below ln(10 / 6e-5) / 32 = 0.375. Three times the largest case
+    per axis gives 0.08; on thick-slice data the through-plane axis is kept tight (largest + 2,
+    0.25) because DeepMedic computes every output it cannot prove empty, and zeros padded through
+    the slices would multiply that work.
     """
     order = plans["transpose_forward"]
+    target = np.asarray(target_spacing, float)
     largest = np.zeros(len(order))
     for shape, spacing in zip(fingerprint["shapes_after_crop"], fingerprint["spacings"]):
         shape = np.asarray(shape, float)[order]
         spacing = np.asarray(spacing, float)[order]
-        largest = np.maximum(largest, np.round(shape * spacing / np.asarray(target_spacing, float)))
-    return [int(2 * s + 1) for s in largest]
+        largest = np.maximum(largest, np.round(shape * spacing / target))
+    thick = target >= ANISOTROPY_RATIO * target.min()
+    window = np.where(thick, largest + 2, 3 * largest)
+    return [int(w) + (1 - int(w) % 2) for w in window]
 
 
 class nnUNetTrainerDeepMedic(nnUNetTrainer):
@@ -184,9 +193,10 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
         self.inference_allowed_mirroring_axes = None  # DeepMedic uses no test-time augmentation
         return rotation, thick, tuple(int(i) for i in initial), (0, 1, 2)
 
-    def _make_loader(self, dataset, initial_patch_size, transforms):
-        return DeepMedicDataLoader(HealthyTissueLocations(dataset), self.batch_size, initial_patch_size,
-                                   self.training_patch_size, self.label_manager,
+    def _make_loader(self, dataset, initial_patch_size, transforms, batch_size: int | None = None,
+                     final_patch_size=None):
+        return DeepMedicDataLoader(HealthyTissueLocations(dataset), batch_size or self.batch_size, initial_patch_size,
+                                   final_patch_size or self.training_patch_size, self.label_manager,
                                    oversample_foreground_percent=self.oversample_foreground_percent,
                                    sampling_probabilities=None, pad_sides=None, transforms=transforms,
                                    probabilistic_oversampling=self.probabilistic_oversampling)
@@ -198,15 +208,20 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
                                             num_cached=cached, seeds=None,
                                             pin_memory=self.device.type == "cuda", wait_time=0.002)
 
-    def get_dataloaders(self):
+    def training_transforms(self):
+        """nnU-Net's training augmentation for DeepMedic segments; returns (transforms, initial patch size)."""
         rotation, dummy_2d, initial_patch_size, mirror_axes = \
             self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        tr_transforms = self.get_training_transforms(
+        transforms = self.get_training_transforms(
             self.training_patch_size, rotation, None, mirror_axes, dummy_2d,
             use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=self.is_cascaded,
             foreground_labels=self.label_manager.foreground_labels,
             regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
             ignore_label=self.label_manager.ignore_label)
+        return transforms, initial_patch_size
+
+    def get_dataloaders(self):
+        tr_transforms, initial_patch_size = self.training_transforms()
         val_transforms = self.get_validation_transforms(
             None, is_cascaded=self.is_cascaded, foreground_labels=self.label_manager.foreground_labels,
             regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
@@ -245,19 +260,20 @@ class nnUNetTrainerDeepMedic_50epochs(nnUNetTrainerDeepMedic):
 
 
 class nnUNetTrainerDeepMedic_demo(nnUNetTrainerDeepMedic):
-    """The README demo on CPU: 10 epochs x 25 steps (250 steps of 8 patches)."""
+    """The README demo on CPU: 6 epochs x 20 steps (120 steps of 8 patches, about 5 min on 2 cores)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 10
-        self.num_iterations_per_epoch = 25
+        self.num_epochs = 6
+        self.num_iterations_per_epoch = 20
         self.num_val_iterations_per_epoch = 2
 
 
 class nnUNetTrainerDeepMedic_tiny(nnUNetTrainerDeepMedic):
-    """For tests: 2 epochs x 2 steps, batch 2."""
+    """For tests: narrow DeepMedic (8 filters per layer, 16 in the 1^3 layers), 2 epochs x 2 steps, batch 2."""
 
+    deepmedic_kwargs = {"filters": (8,) * 8, "fc_filters": (16, 16)}
     batch_size_annotated = 2
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

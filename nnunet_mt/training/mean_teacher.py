@@ -14,6 +14,7 @@ detaches the teacher's probabilities itself.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -204,3 +205,28 @@ class MeanTeacherSchedule:
     def alpha(self, step: int) -> float:
         """EMA decay at ``step``; see :func:`ema_decay`."""
         return ema_decay(step, self.rampup_length, self.decay_rampup, self.decay_after)
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """The teacher of Eq. 4: a copy of the student that never receives gradients.
+
+    Its BatchNorm layers get momentum 0 so that its own forward passes normalise with the batch's
+    statistics (as the student's do) without touching its running statistics, which come from
+    :func:`ema_update` with ``buffers="ema"``: the EMA of the student's, like its weights.
+    """
+    teacher = copy.deepcopy(student)
+    teacher.requires_grad_(False)
+    for m in teacher.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0
+    return teacher
+
+
+def set_teacher_forward_mode(teacher: nn.Module) -> nn.Module:
+    """Mode of the teacher's forward during training: BatchNorm in training mode (batch statistics),
+    dropout off: the paper's ``f(X_u, eta', theta')`` has the input noise as its only randomness."""
+    teacher.train()
+    for m in teacher.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.eval()
+    return teacher

@@ -1,0 +1,125 @@
+"""``nnunet_mt_demo``: the whole supervised chain on a small synthetic stroke-DWI cohort, on CPU.
+
+generate cohort -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train (DeepMedic, short) ->
+nnUNetv2_predict on imagesTs -> nnUNetv2_evaluate_folder -> per-case Dice table.
+
+Every step is the standard nnU-Net command, run in a subprocess with ``nnUNet_raw``,
+``nnUNet_preprocessed``, ``nnUNet_results`` and ``nnUNet_extTrainer`` set for the demo's own
+folder, so a user's existing nnU-Net folders are never touched. Output streams to the terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_mt.cli import ext_trainer_value
+
+DATASET_ID = 990
+DATASET = "Dataset990_SyntheticStrokeDWI"
+
+
+def demo_env(workdir: Path) -> dict:
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(workdir / "nnUNet_raw"), nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
+               nnUNet_results=str(workdir / "nnUNet_results"),
+               nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")),
+               nnUNet_compile="false", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run(step: str, cmd: list[str], env: dict) -> float:
+    """Run one stage, streaming its output; returns its wall time in seconds."""
+    print(f"\n=== {step}: {' '.join(cmd)}", flush=True)
+    start = time.time()
+    exe = Path(sys.executable).parent / cmd[0]
+    subprocess.run([str(exe) if exe.exists() else cmd[0], *cmd[1:]], env=env, check=True)
+    took = time.time() - start
+    print(f"=== {step} done in {took:.0f} s", flush=True)
+    return took
+
+
+def dice_per_case(summary_file: Path) -> dict[str, float]:
+    """Case id -> lesion Dice from nnUNetv2_evaluate_folder's summary.json (label 1)."""
+    summary = json.loads(summary_file.read_text())
+    out = {}
+    for entry in summary["metric_per_case"]:
+        case = Path(entry["reference_file"]).name.split(".")[0]
+        out[case] = float(entry["metrics"]["1"]["Dice"])
+    return out
+
+
+def write_table(tables: dict[str, dict[str, float]], out_dir: Path) -> str:
+    """Markdown + CSV table of per-case Dice, one column per method, with mean ± std."""
+    methods = list(tables)
+    cases = sorted(set().union(*[t.keys() for t in tables.values()]))
+    lines = ["| case | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for c in cases:
+        lines.append(f"| {c} | " + " | ".join(f"{tables[m].get(c, float('nan')):.4f}" for m in methods) + " |")
+    stats = [np.array([tables[m][c] for c in cases if c in tables[m]]) for m in methods]
+    lines.append("| mean ± std | " + " | ".join(f"{s.mean():.4f} ± {s.std(ddof=1) if len(s) > 1 else 0:.4f}"
+                                                 for s in stats) + " |")
+    text = "\n".join(lines)
+    (out_dir / "dice_table.md").write_text(text + "\n")
+    with open(out_dir / "dice_table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case", *methods])
+        for c in cases:
+            w.writerow([c, *[tables[m].get(c, "") for m in methods]])
+    return text
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("nnunet_mt_demo"), help="all demo files go here")
+    p.add_argument("--num-train", type=int, default=10, help="annotated training scans")
+    p.add_argument("--num-test", type=int, default=6, help="annotated test scans")
+    p.add_argument("--num-unlabeled", type=int, default=6, help="unannotated scans")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trainer", default="nnUNetTrainerDeepMedic_demo")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    workdir = args.workdir.resolve()
+    env = demo_env(workdir)
+    timings = {}
+    raw = workdir / "nnUNet_raw" / DATASET
+    if not raw.exists():
+        timings["generate"] = run("generate synthetic cohort", [
+            "nnunet_mt_synthetic", "-d", str(DATASET_ID), "--num-train", str(args.num_train), "--num-test",
+            str(args.num_test), "--num-unlabeled", str(args.num_unlabeled), "--seed", str(args.seed),
+            "--num-workers", "2", "--raw-root", env["nnUNet_raw"]], env)
+    else:
+        print(f"using the existing cohort in {raw}")
+    if not (workdir / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json").exists():
+        timings["plan_and_preprocess"] = run("plan and preprocess", [
+            "nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env)
+
+    model = workdir / "nnUNet_results" / DATASET / f"{args.trainer}__nnUNetPlans__3d_fullres"
+    if not (model / "fold_0" / "checkpoint_final.pth").exists():
+        timings["train"] = run("train supervised DeepMedic", [
+            "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer, "-device", args.device], env)
+    pred = workdir / "predictions" / args.trainer
+    timings["predict"] = run("predict the test scans", [
+        "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID), "-c", "3d_fullres",
+        "-f", "0", "-tr", args.trainer, "-device", args.device, "-npp", "1", "-nps", "1"], env)
+    timings["evaluate"] = run("evaluate", [
+        "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(model / "dataset.json"),
+        "-pfile", str(model / "plans.json"), "-np", "1"], env)
+
+    tables = {"DeepMedic": dice_per_case(pred / "summary.json")}
+    table = write_table(tables, workdir)
+    print("\nPer-case lesion Dice on the synthetic test scans:\n" + table)
+    print("\nwall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    print(f"tables: {workdir / 'dice_table.md'} and {workdir / 'dice_table.csv'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Training plots beside nnU-Net's ``progress.png``."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_mean_teacher_progress(history: dict, filename: str, rampup_length: int | None = None) -> None:
+    """Student vs teacher training Dice over optimizer steps (the paper's Fig. 2), and Ls, Lc, beta, alpha.
+
+    history: lists ``step, Ls, Lc, beta, alpha`` (one entry per step) and ``dice_step,
+    dice_student, dice_teacher`` (one entry per epoch). Written atomically.
+    """
+    fig, axes = plt.subplots(3, 1, figsize=(10, 12), sharex=True)
+    ax = axes[0]
+    ax.plot(history["dice_step"], history["dice_student"], "o-", color="tab:blue", label="student")
+    ax.plot(history["dice_step"], history["dice_teacher"], "o-", color="tab:red", label="teacher")
+    ax.set_ylabel("training Dice (annotated patches)")
+    ax.set_title("Mean teacher: student vs teacher (cf. Fig. 2 of Cui et al. 2019)")
+    ax = axes[1]
+    ax.plot(history["step"], history["Ls"], color="tab:blue", label="Ls (cross-entropy)")
+    ax.plot(history["step"], history["Lc"], color="tab:green", label="Lc (soft-Dice consistency)")
+    ax.set_ylabel("loss")
+    ax = axes[2]
+    ax.plot(history["step"], history["beta"], color="tab:purple", label="beta (consistency weight)")
+    ax.plot(history["step"], history["alpha"], color="tab:orange", label="alpha (EMA decay)")
+    ax.set_ylabel("schedule")
+    ax.set_xlabel("optimizer step")
+    for ax in axes:
+        if rampup_length is not None and history["step"] and history["step"][-1] >= rampup_length:
+            ax.axvline(rampup_length, color="grey", ls=":", label="end of ramp-up")
+        ax.legend(loc="best")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = filename + ".tmp.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, filename)
