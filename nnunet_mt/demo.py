@@ -1,7 +1,9 @@
-"""``nnunet_mt_demo``: the whole supervised chain on a small synthetic stroke-DWI cohort, on CPU.
+"""``nnunet_mt_demo``: supervised DeepMedic vs mean teacher on a small synthetic stroke-DWI cohort, on CPU.
 
-generate cohort -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train (DeepMedic, short) ->
-nnUNetv2_predict on imagesTs -> nnUNetv2_evaluate_folder -> per-case Dice table.
+generate cohort -> nnUNetv2_plan_and_preprocess -> nnunet_mt_preprocess_unlabeled ->
+nnUNetv2_train DeepMedic (short) -> nnUNetv2_train MeanTeacher -pretrained_weights <DeepMedic> ->
+nnUNetv2_predict on imagesTs with both -> nnUNetv2_evaluate_folder -> per-case Dice table,
+mean ± std and a paired t-test. Finished stages are not redone when the command is run again.
 
 Every step is the standard nnU-Net command, run in a subprocess with ``nnUNet_raw``,
 ``nnUNet_preprocessed``, ``nnUNet_results`` and ``nnUNet_extTrainer`` set for the demo's own
@@ -76,14 +78,24 @@ def write_table(tables: dict[str, dict[str, float]], out_dir: Path) -> str:
     return text
 
 
+def paired_t_test(tables: dict[str, dict[str, float]], a: str, b: str) -> tuple[float, float, int]:
+    """scipy's paired Student t-test of per-case Dice, method a vs b, on the cases both have."""
+    from scipy.stats import ttest_rel
+
+    cases = sorted(set(tables[a]) & set(tables[b]))
+    res = ttest_rel([tables[a][c] for c in cases], [tables[b][c] for c in cases])
+    return float(res.statistic), float(res.pvalue), len(cases)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path("nnunet_mt_demo"), help="all demo files go here")
     p.add_argument("--num-train", type=int, default=10, help="annotated training scans")
-    p.add_argument("--num-test", type=int, default=6, help="annotated test scans")
-    p.add_argument("--num-unlabeled", type=int, default=6, help="unannotated scans")
+    p.add_argument("--num-test", type=int, default=5, help="annotated test scans")
+    p.add_argument("--num-unlabeled", type=int, default=4, help="unannotated scans")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trainer", default="nnUNetTrainerDeepMedic_demo")
+    p.add_argument("--supervised-trainer", default="nnUNetTrainerDeepMedic_demo")
+    p.add_argument("--mean-teacher-trainer", default="nnUNetTrainerMeanTeacher_demo")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
@@ -101,24 +113,43 @@ def main(argv=None) -> None:
     if not (workdir / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json").exists():
         timings["plan_and_preprocess"] = run("plan and preprocess", [
             "nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env)
+    timings["preprocess_unlabeled"] = run("preprocess the unannotated scans", [
+        "nnunet_mt_preprocess_unlabeled", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env)
 
-    model = workdir / "nnUNet_results" / DATASET / f"{args.trainer}__nnUNetPlans__3d_fullres"
-    if not (model / "fold_0" / "checkpoint_final.pth").exists():
-        timings["train"] = run("train supervised DeepMedic", [
-            "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", args.trainer, "-device", args.device], env)
-    pred = workdir / "predictions" / args.trainer
-    timings["predict"] = run("predict the test scans", [
-        "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID), "-c", "3d_fullres",
-        "-f", "0", "-tr", args.trainer, "-device", args.device, "-npp", "1", "-nps", "1"], env)
-    timings["evaluate"] = run("evaluate", [
-        "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(model / "dataset.json"),
-        "-pfile", str(model / "plans.json"), "-np", "1"], env)
+    results = workdir / "nnUNet_results" / DATASET
+    supervised = results / f"{args.supervised_trainer}__nnUNetPlans__3d_fullres"
+    teacher = results / f"{args.mean_teacher_trainer}__nnUNetPlans__3d_fullres"
+    if not (supervised / "fold_0" / "checkpoint_final.pth").exists():
+        timings["train_supervised"] = run("train supervised DeepMedic", [
+            "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", args.supervised_trainer,
+            "-device", args.device], env)
+    if not (teacher / "fold_0" / "checkpoint_final.pth").exists():
+        timings["train_mean_teacher"] = run("train the mean teacher from it", [
+            "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", args.mean_teacher_trainer,
+            "-device", args.device, "-pretrained_weights", str(supervised / "fold_0" / "checkpoint_final.pth")], env)
 
-    tables = {"DeepMedic": dice_per_case(pred / "summary.json")}
+    tables = {}
+    for label, trainer, model in (("DeepMedic", args.supervised_trainer, supervised),
+                                  ("MeanTeacher", args.mean_teacher_trainer, teacher)):
+        pred = workdir / "predictions" / trainer
+        if not (pred / "summary.json").exists():
+            timings[f"predict_{label}"] = run(f"predict the test scans ({label})", [
+                "nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID),
+                "-c", "3d_fullres", "-f", "0", "-tr", trainer, "-device", args.device, "-npp", "1", "-nps", "1"], env)
+            timings[f"evaluate_{label}"] = run(f"evaluate ({label})", [
+                "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(model / "dataset.json"),
+                "-pfile", str(model / "plans.json"), "-np", "1"], env)
+        tables[label] = dice_per_case(pred / "summary.json")
+
     table = write_table(tables, workdir)
-    print("\nPer-case lesion Dice on the synthetic test scans:\n" + table)
+    t, pvalue, n = paired_t_test(tables, "MeanTeacher", "DeepMedic")
+    test_line = f"paired t-test, mean teacher vs DeepMedic on {n} test scans: t = {t:.3f}, p = {pvalue:.4f}"
+    with open(workdir / "dice_table.md", "a") as f:
+        f.write(f"\n{test_line}\n")
+    print("\nPer-case lesion Dice on the synthetic test scans:\n" + table + "\n" + test_line)
     print("\nwall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    print(f"tables: {workdir / 'dice_table.md'} and {workdir / 'dice_table.csv'}")
+    print(f"tables: {workdir / 'dice_table.md'} and {workdir / 'dice_table.csv'}; "
+          f"training curves: {teacher / 'fold_0' / 'progress_mean_teacher.png'}")
 
 
 if __name__ == "__main__":

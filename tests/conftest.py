@@ -137,3 +137,15 @@ def trained_deepmedic(tiny_nnunet) -> Path:
     """A supervised DeepMedic trained for a few steps on the tiny dataset; returns its fold folder."""
     tiny_nnunet.train("nnUNetTrainerDeepMedic_tiny")
     return tiny_nnunet.model_folder("nnUNetTrainerDeepMedic_tiny") / "fold_0"
+
+
+@pytest.fixture(scope="session")
+def tiny_unlabeled(tiny_nnunet, trained_deepmedic) -> str:
+    """Preprocesses imagesUnlabeled; returns what the mean teacher said when they were not yet preprocessed."""
+    pretrained = trained_deepmedic / "checkpoint_final.pth"
+    proc = tiny_nnunet.run("nnUNetv2_train", str(TINY_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerMeanTeacher_tiny",
+                           "-device", "cpu", "-pretrained_weights", str(pretrained), check=False,
+                           extra_env={"nnUNet_n_proc_DA": "0"})
+    assert proc.returncode != 0
+    tiny_nnunet.run("nnunet_mt_preprocess_unlabeled", "-d", str(TINY_ID), "-c", "3d_fullres")
+    return proc.stdout + proc.stderr

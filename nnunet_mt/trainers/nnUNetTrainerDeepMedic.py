@@ -26,8 +26,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
-from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 
 from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
@@ -38,7 +36,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_mt.architectures.deepmedic import DeepMedic
-from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations
+from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
 
 DEEPMEDIC_CLASS = "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
 #: spacing ratio above which an axis counts as through-plane (thick slices)
@@ -202,11 +200,7 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
                                    probabilistic_oversampling=self.probabilistic_oversampling)
 
     def _augmenter(self, loader, processes: int, cached: int):
-        if get_allowed_n_proc_DA() == 0:
-            return SingleThreadedAugmenter(loader, None)
-        return NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=processes,
-                                            num_cached=cached, seeds=None,
-                                            pin_memory=self.device.type == "cuda", wait_time=0.002)
+        return background_augmenter(loader, processes, cached, pin_memory=self.device.type == "cuda")
 
     def training_transforms(self):
         """nnU-Net's training augmentation for DeepMedic segments; returns (transforms, initial patch size)."""
@@ -260,12 +254,12 @@ class nnUNetTrainerDeepMedic_50epochs(nnUNetTrainerDeepMedic):
 
 
 class nnUNetTrainerDeepMedic_demo(nnUNetTrainerDeepMedic):
-    """The README demo on CPU: 6 epochs x 20 steps (120 steps of 8 patches, about 5 min on 2 cores)."""
+    """The README demo on CPU: 5 epochs x 20 steps (100 steps of 8 patches)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 6
+        self.num_epochs = 5
         self.num_iterations_per_epoch = 20
         self.num_val_iterations_per_epoch = 2
 

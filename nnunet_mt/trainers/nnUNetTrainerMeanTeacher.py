@@ -36,6 +36,7 @@ from nnunet_mt.trainers.nnUNetTrainerDeepMedic import nnUNetTrainerDeepMedic
 from nnunet_mt.training.mean_teacher import (MeanTeacherSchedule, apply_input_noise, draw_input_noise,
                                              ema_update, make_teacher, set_teacher_forward_mode,
                                              soft_dice_consistency)
+from nnunet_mt.training.distributed import average_buffers, shard, split_batch_size
 from nnunet_mt.training.pseudo_lesions import PseudoLesionLocations, load_or_compute, weights_digest
 
 PRETRAINED_MISSING = (
@@ -46,8 +47,14 @@ PRETRAINED_MISSING = (
     "$nnUNet_results/{dataset}/{supervised}__{plans}__{configuration}/fold_{fold}/checkpoint_final.pth")
 
 
-def hard_dice(logits: torch.Tensor, target: torch.Tensor) -> float:
+def full_resolution(output):
+    """The full-resolution output of a network with or without deep supervision (a list, finest first)."""
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
+def hard_dice(logits, target) -> float:
     """Foreground Dice of argmax(logits) (B, K, ...) against labels (B, 1, ...), over the whole batch."""
+    logits, target = full_resolution(logits), full_resolution(target)
     pred = logits.argmax(1)
     ref = target[:, 0].long()
     valid = ref >= 0
@@ -72,6 +79,8 @@ class MeanTeacherMixin:
     #: False: the Π model (no EMA teacher; the student's second noisy pass is the target)
     use_ema_teacher: bool = True
     noise_seed: int = 20190801
+    #: DeepMedic's sampler draws non-lesion patches from predicted healthy tissue; nnU-Net's draws them anywhere
+    sample_healthy_tissue: bool = True
 
     def _init_mean_teacher(self) -> None:
         self.schedule = MeanTeacherSchedule(self.rampup_length)
@@ -102,15 +111,15 @@ class MeanTeacherMixin:
     def on_train_start(self):
         if not self.was_initialized:
             self.initialize()
-        if self._pending_rng_state is None:  # a fresh run: seeded, so it can be replayed
-            self._set_rng_state(self._seeded_rng_state(self.noise_seed + self.local_rank))
-        if self.teacher is None and self.use_ema_teacher:
+        if self._pending_rng_state is None:  # a fresh run, not a resumed one
             if weights_digest(self.plain_network()) == self.initial_weights_digest:
                 raise RuntimeError(PRETRAINED_MISSING.format(
                     trainer=self.__class__.__name__, supervised=self.supervised_trainer_name,
                     dataset=self.plans_manager.dataset_name, configuration=self.configuration_name, fold=self.fold,
                     plans=self.plans_manager.plans_name))
-            self.teacher = make_teacher(self.plain_network()).to(self.device)
+            self._set_rng_state(self._seeded_rng_state(self.noise_seed + self.local_rank))  # replayable
+            if self.use_ema_teacher:
+                self.teacher = make_teacher(self.plain_network()).to(self.device)
         super().on_train_start()
         if self._pending_rng_state is not None:  # after the loaders' warm-up batches, as in the first run
             self._set_rng_state(self._pending_rng_state)
@@ -151,28 +160,42 @@ class MeanTeacherMixin:
         folder = self.unlabeled_folder()
         if self.local_rank == 0:
             self.print_to_log_file("approximating the lesions of the unannotated scans with the initial model")
-            load_or_compute(folder, self.pseudo_lesion_digest, self._predict_logits(source), dataset,
-                            log=self.print_to_log_file)
+            with self._single_output(source):
+                load_or_compute(folder, self.pseudo_lesion_digest, self._predict_logits(source), dataset,
+                                log=self.print_to_log_file)
         if self.is_ddp:
             dist.barrier()
         return load_or_compute(folder, self.pseudo_lesion_digest, None, dataset, log=lambda *a: None)
+
+    @contextmanager
+    def _single_output(self, module: torch.nn.Module):
+        """Deep supervision off while nnU-Net's predictor runs the module (it expects one output)."""
+        decoder = getattr(module, "decoder", None)
+        previous = getattr(decoder, "deep_supervision", None)
+        if previous is not None:
+            decoder.deep_supervision = False
+        try:
+            yield module
+        finally:
+            if previous is not None:
+                decoder.deep_supervision = previous
 
     def _unlabeled_batch_size(self) -> int:
         """This rank's share of the unannotated batch, split like nnU-Net splits the annotated one."""
         if not self.is_ddp:
             return self.batch_size_unannotated
-        world, rank = dist.get_world_size(), dist.get_rank()
-        return self.batch_size_unannotated // world + (1 if rank < self.batch_size_unannotated % world else 0)
+        return split_batch_size(self.batch_size_unannotated, dist.get_world_size(), dist.get_rank())
 
     def get_dataloaders(self):
         loaders = super().get_dataloaders()
         dataset = self._unlabeled_dataset()
         locations = self._pseudo_lesions(dataset)
         if self.is_ddp:  # each rank samples its own share of the unannotated scans
-            keep = dataset.identifiers[dist.get_rank()::dist.get_world_size()]
+            keep = shard(dataset.identifiers, dist.get_world_size(), dist.get_rank())
             dataset = infer_dataset_class(dataset.source_folder)(dataset.source_folder, keep)
         transforms, initial_patch_size = self.training_transforms()
-        loader = self._make_loader(PseudoLesionLocations(dataset, locations), initial_patch_size, transforms,
+        loader = self._make_loader(PseudoLesionLocations(dataset, locations, self.sample_healthy_tissue),
+                                   initial_patch_size, transforms,
                                    batch_size=self._unlabeled_batch_size())
         self.dataloader_unlabeled = self._augmenter(loader, *self._unlabeled_processes())
         return loaders
@@ -194,7 +217,9 @@ class MeanTeacherMixin:
         batch = self._crop_target(batch)
         unlabeled = next(self.dataloader_unlabeled)
         x_l = batch["data"].to(self.device, non_blocking=True)
-        y_l = batch["target"].to(self.device, non_blocking=True)
+        y_l = batch["target"]
+        y_l = [y.to(self.device, non_blocking=True) for y in y_l] if isinstance(y_l, list) \
+            else y_l.to(self.device, non_blocking=True)
         x_u = unlabeled["data"]
         # Eq. 5: independent per-voxel noise for student (eta) and teacher (eta'), drawn first (replayable)
         eta = draw_input_noise(x_u.shape, self.noise_additive_std, self.noise_multiplicative_std,
@@ -209,9 +234,12 @@ class MeanTeacherMixin:
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             out = self.network(torch.cat([x_l, x_s]))  # one batch of 16, as the paper's
-            out_l, out_u = out[:len(x_l)], out[len(x_l):]
+            n = len(x_l)
+            out_l = [o[:n] for o in out] if isinstance(out, (list, tuple)) else out[:n]
             ls = self.loss(out_l, y_l)  # Eq. 2, annotated patches, no noise
-            target = self._consistency_target(x_t)
+            target = full_resolution(self._consistency_target(x_t))
+            # consistency on the full-resolution output (deep supervision's coarser heads are auxiliary)
+            out_u = full_resolution(out)[n:]
             lc = soft_dice_consistency(torch.softmax(out_u.float(), 1), torch.softmax(target.float(), 1))
             loss = ls + beta * lc  # Eq. 3
         if self.grad_scaler is not None:
@@ -226,6 +254,8 @@ class MeanTeacherMixin:
             self.optimizer.step()
         if self.use_ema_teacher:
             ema_update(self.teacher, self.plain_network(), alpha, buffers="ema")  # Eq. 4
+            if self.is_ddp:
+                average_buffers(self.teacher)  # one teacher on every rank
         self.global_step += 1
         return {"loss": loss.detach().cpu().numpy(), "Ls": ls.item(), "Lc": lc.item(), "beta": beta,
                 "alpha": alpha if self.use_ema_teacher else float("nan"), "step": step}
@@ -236,11 +266,14 @@ class MeanTeacherMixin:
         """Eval mode with the valid (patch) forward, restored afterwards."""
         was_training = module.training
         module.eval()
-        module.dense_eval = False
+        dense = getattr(module, "dense_eval", None)
+        if dense is not None:
+            module.dense_eval = False
         try:
             yield module
         finally:
-            module.dense_eval = True
+            if dense is not None:
+                module.dense_eval = dense
             module.train(was_training)
 
     @torch.no_grad()
@@ -249,7 +282,7 @@ class MeanTeacherMixin:
         scores = {"student": [], "teacher": []}
         for _ in range(self.dice_batches_per_epoch):
             batch = self._crop_target(next(self.dataloader_train))
-            x, y = batch["data"].to(self.device), batch["target"].to(self.device)
+            x, y = batch["data"].to(self.device), full_resolution(batch["target"]).to(self.device)
             for name, module in (("student", self.plain_network()), ("teacher", self.target_network())):
                 with self._patch_mode(module):
                     scores[name].append(hard_dice(module(x), y))
@@ -389,15 +422,15 @@ class nnUNetTrainerMeanTeacher_50epochs(nnUNetTrainerMeanTeacher):
 
 
 class nnUNetTrainerMeanTeacher_demo(nnUNetTrainerMeanTeacher):
-    """The README demo on CPU: 6 epochs x 20 steps, ramp-up shortened to 60 steps to fit."""
+    """The README demo on CPU: 4 epochs x 10 steps after the supervised demo, ramp-up shortened to 20 steps."""
 
-    rampup_length = 60
+    rampup_length = 20
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 6
-        self.num_iterations_per_epoch = 20
+        self.num_epochs = 4
+        self.num_iterations_per_epoch = 10
         self.num_val_iterations_per_epoch = 2
 
 

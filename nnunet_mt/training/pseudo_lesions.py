@@ -92,11 +92,16 @@ def load_or_compute(folder, digest: str, predict_logits: Callable[[torch.Tensor]
 
 
 class PseudoLesionLocations:
-    """Wraps the unannotated nnU-Net dataset; its cases' class locations become the pseudo-lesions."""
+    """Wraps the unannotated nnU-Net dataset; its cases' class locations become the pseudo-lesions.
 
-    def __init__(self, dataset, locations: dict) -> None:
+    include_healthy: also provide the predicted healthy tissue (for DeepMedic's 50/50 sampler);
+    nnU-Net's own loader would take any extra key for a foreground class, so it gets lesions only.
+    """
+
+    def __init__(self, dataset, locations: dict, include_healthy: bool = True) -> None:
         self.dataset = dataset
-        self.locations = locations
+        self.locations = locations if include_healthy else {
+            case: {k: v for k, v in locs.items() if k != HEALTHY} for case, locs in locations.items()}
 
     @property
     def identifiers(self):

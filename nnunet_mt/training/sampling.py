@@ -13,7 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 #: key under which healthy-tissue voxel locations are added to ``properties['class_locations']``
 HEALTHY = "healthy_tissue"
@@ -95,3 +99,11 @@ class DeepMedicDataLoader(nnUNetDataLoader):
             voxel = [np.random.randint(0, data_shape[d]) for d in range(dim)]
         lbs = [int(voxel[d]) - self.patch_size[d] // 2 for d in range(dim)]
         return lbs, [lb + p for lb, p in zip(lbs, self.patch_size)]
+
+
+def background_augmenter(loader, processes: int, cached: int, pin_memory: bool):
+    """nnU-Net's background workers for a loader (in-process when ``nnUNet_n_proc_DA=0``)."""
+    if get_allowed_n_proc_DA() == 0:
+        return SingleThreadedAugmenter(loader, None)
+    return NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=processes,
+                                        num_cached=cached, seeds=None, pin_memory=pin_memory, wait_time=0.002)

@@ -22,7 +22,7 @@ def pretrained(trained_deepmedic) -> Path:
 
 
 def test_without_pretrained_weights_the_two_step_workflow_is_explained(tiny_nnunet):
-    proc = tiny_nnunet.train(MT, check=False) if False else tiny_nnunet.run(
+    proc = tiny_nnunet.run(
         "nnUNetv2_train", str(TINY_ID), "3d_fullres", "0", "-tr", MT, "-device", "cpu", check=False,
         extra_env={"nnUNet_n_proc_DA": "0"})
     text = proc.stdout + proc.stderr
@@ -45,13 +45,13 @@ def test_checkpoint_from_another_architecture_is_refused(tiny_nnunet, tmp_path):
     assert proc.returncode != 0 and "not seem to be compatible with your network" in proc.stdout + proc.stderr
 
 
+def test_missing_unannotated_scans_tell_how_to_preprocess_them(tiny_unlabeled):
+    assert "No preprocessed unannotated scans" in tiny_unlabeled
+    assert "nnunet_mt_preprocess_unlabeled -d Dataset901_Tiny -c 3d_fullres" in tiny_unlabeled
+
+
 @pytest.fixture(scope="module")
-def trained_mean_teacher(tiny_nnunet, pretrained) -> Path:
-    # before the unannotated scans are preprocessed, the trainer says how to do it
-    proc = tiny_nnunet.run("nnUNetv2_train", str(TINY_ID), "3d_fullres", "0", "-tr", MT, "-device", "cpu",
-                           "-pretrained_weights", str(pretrained), check=False, extra_env={"nnUNet_n_proc_DA": "0"})
-    assert proc.returncode != 0 and "nnunet_mt_preprocess_unlabeled" in proc.stdout + proc.stderr
-    tiny_nnunet.run("nnunet_mt_preprocess_unlabeled", "-d", str(TINY_ID), "-c", "3d_fullres")
+def trained_mean_teacher(tiny_nnunet, tiny_unlabeled, pretrained) -> Path:
     tiny_nnunet.train(MT, "-pretrained_weights", str(pretrained))
     return tiny_nnunet.model_folder(MT) / "fold_0"
 
