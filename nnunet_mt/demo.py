@@ -78,6 +78,16 @@ def write_table(tables: dict[str, dict[str, float]], out_dir: Path) -> str:
     return text
 
 
+def write_demo_split(preprocessed: Path) -> None:
+    """Fold 0 keeps one annotated case for nnU-Net's end-of-training validation and trains on the rest
+    (nnU-Net's own 5-fold split would hold out a fifth); the test scans are imagesTs. Kept if present."""
+    splits = preprocessed / "splits_final.json"
+    if splits.exists():
+        return
+    cases = sorted(p.name[:-len(".pkl")] for p in (preprocessed / "nnUNetPlans_3d_fullres").glob("*.pkl"))
+    splits.write_text(json.dumps([{"train": cases[:-1], "val": cases[-1:]}], indent=1))
+
+
 def paired_t_test(tables: dict[str, dict[str, float]], a: str, b: str) -> tuple[float, float, int]:
     """scipy's paired Student t-test of per-case Dice, method a vs b, on the cases both have."""
     from scipy.stats import ttest_rel
@@ -113,6 +123,7 @@ def main(argv=None) -> None:
     if not (workdir / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json").exists():
         timings["plan_and_preprocess"] = run("plan and preprocess", [
             "nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env)
+    write_demo_split(workdir / "nnUNet_preprocessed" / DATASET)
     timings["preprocess_unlabeled"] = run("preprocess the unannotated scans", [
         "nnunet_mt_preprocess_unlabeled", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -227,18 +228,19 @@ class DenseDeepMedic(DeepMedic):
     mode, ``forward(x)`` treats ``x`` as an entire volume, as nnU-Net's predictor passes it when the
     inference window covers the case: it pads ``x`` with zeros *outside the volume only* (as
     DeepMedic pads at image borders) and fills the output with non-overlapping tiles of
-    ``dense_tile_size`` output voxels, each fed with its full ``margin`` of true context. The result
+    at most ``dense_tile_voxels`` output voxels, each fed with its full ``margin`` of true context. The result
     does not depend on the tile size. The low-resolution pooling grid is anchored at the volume's
     centre voxel ``n // 2``, so a case that nnU-Net centres in an odd-sized window gets exactly the
     grid of an unpadded whole-volume pass. Tiles whose whole input is zero (outside the head) take
     the network's constant response to zeros instead of being computed.
     """
 
-    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_size: int | Sequence[int] = 72,
+    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_voxels: int = 1_000_000,
                  **kwargs) -> None:
         super().__init__(input_channels, num_classes, **kwargs)
-        f = self.subsample_factor
-        self.dense_tile_size = tuple(-(-t // f) * f for t in _as_tuple(dense_tile_size, 3))
+        # Few large tiles waste the least on their 2 x margin of context; 1e6 output voxels keep a
+        # 250-channel activation at 1 GB in float32.
+        self.dense_tile_voxels = int(dense_tile_voxels)
         # Trainers switch this off while they score validation *patches* in eval mode.
         self.dense_eval = True
 
@@ -258,6 +260,16 @@ class DenseDeepMedic(DeepMedic):
         after = m + (-(before + n + m)) % f
         return before, after
 
+    def _default_tile(self, extent: Sequence[int]) -> list[int]:
+        """The region's extent (plus one block for grid alignment), halved along its longest axis until
+        it holds at most ``dense_tile_voxels`` output voxels; multiples of the subsampling factor."""
+        f = self.subsample_factor
+        tile = [-(-(e + f) // f) * f for e in extent]
+        while np.prod(tile) > self.dense_tile_voxels and max(tile) > f:
+            i = int(np.argmax(tile))
+            tile[i] = -(-(tile[i] // 2) // f) * f
+        return tile
+
     def _zero_response(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (num_classes,) of a voxel whose whole receptive field is zero: spatially constant."""
         probe = x.new_zeros((1, x.shape[1], *(2 * self.margin + self.subsample_factor,) * 3))
@@ -269,13 +281,13 @@ class DenseDeepMedic(DeepMedic):
         """Exact whole-volume logits. x: (B, C, n1, n2, n3) -> (B, num_classes, n1, n2, n3).
 
         anchor: voxel that is the centre of a low-resolution pooling block (default ``n // 2``).
-        tile_size: output voxels per tile (default ``self.dense_tile_size``); any value gives the
-        same result up to floating-point summation order.
+        tile_size: output voxels per tile and axis (default: the region to compute, halved along its
+        longest axis until it holds at most ``dense_tile_voxels``); any value gives the same result
+        up to floating-point summation order.
         """
         spatial = tuple(x.shape[2:])
         anchor = tuple(s // 2 for s in spatial) if anchor is None else tuple(anchor)
-        tile = self.dense_tile_size if tile_size is None else tuple(
-            -(-t // self.subsample_factor) * self.subsample_factor for t in _as_tuple(tile_size, 3))
+        f = self.subsample_factor
         pads = [self._pad_widths(n, a) for n, a in zip(spatial, anchor)]
         # F.pad takes the last axis first
         padded = F.pad(x, [w for p in reversed(pads) for w in p])
@@ -289,10 +301,11 @@ class DenseDeepMedic(DeepMedic):
         out = zero_response.view(1, -1, 1, 1, 1).repeat(x.shape[0], 1, *spatial)
         if len(nonzero) == 0:
             return out
-        f = self.subsample_factor
         reach = m + f - 1
-        lo = [int(v) - reach for v in nonzero.min(0).values]
-        hi = [int(v) + 1 + reach for v in nonzero.max(0).values]
+        lo = [max(int(v) - reach, 0) for v in nonzero.min(0).values]
+        hi = [min(int(v) + 1 + reach, n) for v, n in zip(nonzero.max(0).values, spatial)]
+        tile = self._default_tile([h - l for l, h in zip(lo, hi)]) if tile_size is None else \
+            tuple(-(-t // f) * f for t in _as_tuple(tile_size, 3))
         # tile starts are multiples of f in padded-output coordinates: the global pooling grid
         starts = [range(max(0, (l + off) // f * f), min(off + n, h + off), t)
                   for l, h, off, n, t in zip(lo, hi, offsets, spatial, tile)]

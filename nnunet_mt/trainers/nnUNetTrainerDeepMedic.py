@@ -90,6 +90,11 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
     batch_size_annotated: int = 8
     training_output_in_plane: int = 21
     training_output_through_plane: int = 6
+    #: training length (see the module docstring); variants override these class attributes
+    epochs: int = 300
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 20
+    checkpoint_every: int = 50
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -98,9 +103,10 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
         self.weight_decay = 0.0
         self.oversample_foreground_percent = 0.5
         self.enable_deep_supervision = False
-        self.num_epochs = 300
-        self.num_iterations_per_epoch = 250
-        self.num_val_iterations_per_epoch = 20
+        self.num_epochs = self.epochs
+        self.num_iterations_per_epoch = self.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+        self.save_every = self.checkpoint_every
         self.rmsprop_decay = 0.9
         self._use_deepmedic_configuration(configuration)
 
@@ -240,28 +246,17 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
 
 
 class nnUNetTrainerDeepMedic_5epochs(nnUNetTrainerDeepMedic):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 5
+    epochs = 5
 
 
 class nnUNetTrainerDeepMedic_50epochs(nnUNetTrainerDeepMedic):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 50
+    epochs = 50
 
 
 class nnUNetTrainerDeepMedic_demo(nnUNetTrainerDeepMedic):
     """The README demo on CPU: 5 epochs x 20 steps (100 steps of 8 patches)."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 5
-        self.num_iterations_per_epoch = 20
-        self.num_val_iterations_per_epoch = 2
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 5, 20, 2
 
 
 class nnUNetTrainerDeepMedic_tiny(nnUNetTrainerDeepMedic):
@@ -269,10 +264,4 @@ class nnUNetTrainerDeepMedic_tiny(nnUNetTrainerDeepMedic):
 
     deepmedic_kwargs = {"filters": (8,) * 8, "fc_filters": (16, 16)}
     batch_size_annotated = 2
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 2, 2, 1

@@ -122,7 +122,13 @@ class MeanTeacherMixin:
                 self.teacher = make_teacher(self.plain_network()).to(self.device)
         super().on_train_start()
         if self._pending_rng_state is not None:  # after the loaders' warm-up batches, as in the first run
-            self._set_rng_state(self._pending_rng_state)
+            if self.is_ddp:
+                # the checkpoint holds rank 0's states only: every rank draws its own, fresh ones
+                seed = self.noise_seed + 1000 * self.global_step + self.local_rank
+                self._set_rng_state(self._seeded_rng_state(seed))
+                self.noise_generator.manual_seed(seed)
+            else:
+                self._set_rng_state(self._pending_rng_state)
             self._pending_rng_state = None
 
     # ---- unannotated data --------------------------------------------------------------------
@@ -415,23 +421,14 @@ class nnUNetTrainerMeanTeacher(MeanTeacherMixin, nnUNetTrainerDeepMedic):
 
 
 class nnUNetTrainerMeanTeacher_50epochs(nnUNetTrainerMeanTeacher):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 50
+    epochs = 50
 
 
 class nnUNetTrainerMeanTeacher_demo(nnUNetTrainerMeanTeacher):
     """The README demo on CPU: 4 epochs x 10 steps after the supervised demo, ramp-up shortened to 20 steps."""
 
     rampup_length = 20
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 4
-        self.num_iterations_per_epoch = 10
-        self.num_val_iterations_per_epoch = 2
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 4, 10, 2
 
 
 class nnUNetTrainerMeanTeacher_tiny(nnUNetTrainerMeanTeacher):
@@ -442,11 +439,4 @@ class nnUNetTrainerMeanTeacher_tiny(nnUNetTrainerMeanTeacher):
     batch_size_unannotated = 2
     rampup_length = 2
     dice_batches_per_epoch = 1
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
-        self.save_every = 1
+    epochs, iterations_per_epoch, val_iterations_per_epoch, checkpoint_every = 2, 2, 1, 1

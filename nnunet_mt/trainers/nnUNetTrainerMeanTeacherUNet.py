@@ -22,11 +22,16 @@ from nnunet_mt.training.sampling import background_augmenter
 class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, nnUNetTrainer):
     supervised_trainer_name = "nnUNetTrainer"
     sample_healthy_tissue = False
+    #: None keeps nnU-Net's training length; the tiny variant sets these
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    val_iterations_per_epoch: int | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.oversample_foreground_percent = 0.5
+        shorten(self)
         self._init_mean_teacher()
 
     def _crop_target(self, batch: dict) -> dict:
@@ -54,15 +59,23 @@ class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, nnUNetTrainer):
         return background_augmenter(loader, processes, cached, pin_memory=self.device.type == "cuda")
 
 
+def shorten(trainer) -> None:
+    """Apply a variant's ``epochs`` / ``iterations_per_epoch`` / ``val_iterations_per_epoch`` if set."""
+    for attr, target in (("epochs", "num_epochs"), ("iterations_per_epoch", "num_iterations_per_epoch"),
+                         ("val_iterations_per_epoch", "num_val_iterations_per_epoch")):
+        if getattr(trainer, attr, None) is not None:
+            setattr(trainer, target, getattr(trainer, attr))
+
+
 class nnUNetTrainerUNet_tiny(nnUNetTrainer):
     """For tests: nnU-Net's supervised U-Net, 2 epochs x 2 steps (the start of the U-Net mean teacher)."""
+
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 2, 2, 1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+        shorten(self)
 
 
 class nnUNetTrainerMeanTeacherUNet_tiny(nnUNetTrainerMeanTeacherUNet):
@@ -72,10 +85,4 @@ class nnUNetTrainerMeanTeacherUNet_tiny(nnUNetTrainerMeanTeacherUNet):
     rampup_length = 2
     dice_batches_per_epoch = 1
     supervised_trainer_name = "nnUNetTrainerUNet_tiny"
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 2, 2, 1

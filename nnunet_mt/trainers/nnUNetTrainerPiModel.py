@@ -7,8 +7,6 @@ from a supervised DeepMedic given with ``-pretrained_weights``.
 """
 from __future__ import annotations
 
-import torch
-
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher
 
 
@@ -24,10 +22,4 @@ class nnUNetTrainerPiModel_tiny(nnUNetTrainerPiModel):
     batch_size_unannotated = 2
     rampup_length = 2
     dice_batches_per_epoch = 1
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 2, 2, 1

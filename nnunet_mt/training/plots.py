@@ -15,7 +15,13 @@ def plot_mean_teacher_progress(history: dict, filename: str, rampup_length: int 
     history: lists ``step, Ls, Lc, beta, alpha`` (one entry per step) and ``dice_step,
     dice_student, dice_teacher`` (one entry per epoch). Written atomically.
     """
-    fig, axes = plt.subplots(3, 1, figsize=(10, 12), sharex=True)
+    # nnU-Net's logger sets a large seaborn font scale globally; draw in matplotlib's defaults
+    with plt.style.context("default"), plt.rc_context({"font.size": 10}):
+        _draw(history, filename, rampup_length)
+
+
+def _draw(history: dict, filename: str, rampup_length: int | None) -> None:
+    fig, axes = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
     ax = axes[0]
     ax.plot(history["dice_step"], history["dice_student"], "o-", color="tab:blue", label="student")
     ax.plot(history["dice_step"], history["dice_teacher"], "o-", color="tab:red", label="teacher")
@@ -27,9 +33,12 @@ def plot_mean_teacher_progress(history: dict, filename: str, rampup_length: int 
     ax.set_ylabel("loss")
     ax = axes[2]
     ax.plot(history["step"], history["beta"], color="tab:purple", label="beta (consistency weight)")
-    ax.plot(history["step"], history["alpha"], color="tab:orange", label="alpha (EMA decay)")
-    ax.set_ylabel("schedule")
+    ax.set_ylabel("beta")
     ax.set_xlabel("optimizer step")
+    twin = ax.twinx()  # alpha moves between 0.99 and 0.999: its own scale
+    twin.plot(history["step"], history["alpha"], color="tab:orange", label="alpha (EMA decay, right axis)")
+    twin.set_ylabel("alpha")
+    twin.legend(loc="lower right")
     for ax in axes:
         if rampup_length is not None and history["step"] and history["step"][-1] >= rampup_length:
             ax.axvline(rampup_length, color="grey", ls=":", label="end of ramp-up")

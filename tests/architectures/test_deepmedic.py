@@ -149,7 +149,7 @@ def _reference_whole_volume(net: DeepMedic, x: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def dense_net():
     # narrow layers: tiling logic does not depend on widths, and CPU tests stay fast
-    return _net(DenseDeepMedic, filters=(6,) * 8, fc_filters=(12, 12), dense_tile_size=48)
+    return _net(DenseDeepMedic, filters=(6,) * 8, fc_filters=(12, 12), dense_tile_voxels=48 ** 3)
 
 
 @pytest.fixture(scope="module")
