@@ -47,6 +47,20 @@ PRETRAINED_MISSING = (
     "$nnUNet_results/{dataset}/{supervised}__{plans}__{configuration}/fold_{fold}/checkpoint_final.pth")
 
 
+@contextmanager
+def temporarily(obj, attr: str, value):
+    """Set ``obj.attr = value`` inside the block, if ``obj`` has that attribute; restore it afterwards."""
+    if obj is None or not hasattr(obj, attr):
+        yield obj
+        return
+    previous = getattr(obj, attr)
+    setattr(obj, attr, value)
+    try:
+        yield obj
+    finally:
+        setattr(obj, attr, previous)
+
+
 def full_resolution(output):
     """The full-resolution output of a network with or without deep supervision (a list, finest first)."""
     return output[0] if isinstance(output, (list, tuple)) else output
@@ -173,18 +187,9 @@ class MeanTeacherMixin:
             dist.barrier()
         return load_or_compute(folder, self.pseudo_lesion_digest, None, dataset, log=lambda *a: None)
 
-    @contextmanager
     def _single_output(self, module: torch.nn.Module):
         """Deep supervision off while nnU-Net's predictor runs the module (it expects one output)."""
-        decoder = getattr(module, "decoder", None)
-        previous = getattr(decoder, "deep_supervision", None)
-        if previous is not None:
-            decoder.deep_supervision = False
-        try:
-            yield module
-        finally:
-            if previous is not None:
-                decoder.deep_supervision = previous
+        return temporarily(getattr(module, "decoder", None), "deep_supervision", False)
 
     def _unlabeled_batch_size(self) -> int:
         """This rank's share of the unannotated batch, split like nnU-Net splits the annotated one."""
@@ -272,14 +277,10 @@ class MeanTeacherMixin:
         """Eval mode with the valid (patch) forward, restored afterwards."""
         was_training = module.training
         module.eval()
-        dense = getattr(module, "dense_eval", None)
-        if dense is not None:
-            module.dense_eval = False
         try:
-            yield module
+            with temporarily(module, "dense_eval", False):
+                yield module
         finally:
-            if dense is not None:
-                module.dense_eval = dense
             module.train(was_training)
 
     @torch.no_grad()

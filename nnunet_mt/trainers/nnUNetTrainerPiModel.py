@@ -7,19 +7,12 @@ from a supervised DeepMedic given with ``-pretrained_weights``.
 """
 from __future__ import annotations
 
-from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher
+from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_tiny
 
 
 class nnUNetTrainerPiModel(nnUNetTrainerMeanTeacher):
     use_ema_teacher = False
 
 
-class nnUNetTrainerPiModel_tiny(nnUNetTrainerPiModel):
-    """For tests: narrow DeepMedic, 2 epochs x 2 steps, batch 2 + 2, ramp-up 2 steps."""
-
-    deepmedic_kwargs = {"filters": (8,) * 8, "fc_filters": (16, 16)}
-    batch_size_annotated = 2
-    batch_size_unannotated = 2
-    rampup_length = 2
-    dice_batches_per_epoch = 1
-    epochs, iterations_per_epoch, val_iterations_per_epoch = 2, 2, 1
+class nnUNetTrainerPiModel_tiny(nnUNetTrainerPiModel, nnUNetTrainerMeanTeacher_tiny):
+    """For tests: the Π model with the tiny mean teacher's sizes (narrow DeepMedic, 2 x 2 steps, 2 + 2 patches)."""
