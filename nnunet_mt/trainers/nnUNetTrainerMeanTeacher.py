@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.distributed as dist
-from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join
+from batchgenerators.utilities.file_and_folder_operations import isdir, join
 from torch import autocast
 
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor

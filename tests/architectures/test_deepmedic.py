@@ -2,7 +2,6 @@
 and exact whole-volume (dense) inference independent of tiling."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
