@@ -197,10 +197,10 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
         self.inference_allowed_mirroring_axes = None  # DeepMedic uses no test-time augmentation
         return rotation, thick, tuple(int(i) for i in initial), (0, 1, 2)
 
-    def _make_loader(self, dataset, initial_patch_size, transforms, batch_size: int | None = None,
-                     final_patch_size=None):
-        return DeepMedicDataLoader(HealthyTissueLocations(dataset), batch_size or self.batch_size, initial_patch_size,
-                                   final_patch_size or self.training_patch_size, self.label_manager,
+    def _make_loader(self, dataset, initial_patch_size, transforms, batch_size: int | None = None):
+        """DeepMedic's 50/50 loader; ``dataset`` must provide healthy-tissue locations (see sampling)."""
+        return DeepMedicDataLoader(dataset, batch_size or self.batch_size, initial_patch_size,
+                                   self.training_patch_size, self.label_manager,
                                    oversample_foreground_percent=self.oversample_foreground_percent,
                                    sampling_probabilities=None, pad_sides=None, transforms=transforms,
                                    probabilistic_oversampling=self.probabilistic_oversampling)
@@ -227,8 +227,8 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
             regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
             ignore_label=self.label_manager.ignore_label)
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
-        dl_tr = self._make_loader(dataset_tr, initial_patch_size, tr_transforms)
-        dl_val = self._make_loader(dataset_val, self.training_patch_size, val_transforms)
+        dl_tr = self._make_loader(HealthyTissueLocations(dataset_tr), initial_patch_size, tr_transforms)
+        dl_val = self._make_loader(HealthyTissueLocations(dataset_val), self.training_patch_size, val_transforms)
         n = get_allowed_n_proc_DA()
         mt_tr = self._augmenter(dl_tr, n, max(6, n // 2))
         mt_val = self._augmenter(dl_val, max(1, n // 2), max(3, n // 4))

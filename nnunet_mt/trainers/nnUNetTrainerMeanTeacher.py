@@ -178,14 +178,17 @@ class MeanTeacherMixin:
         if self.pseudo_lesion_digest is None:
             self.pseudo_lesion_digest = weights_digest(source)
         folder = self.unlabeled_folder()
+        locations = None
         if self.local_rank == 0:
             self.print_to_log_file("approximating the lesions of the unannotated scans with the initial model")
             with self._single_output(source):
-                load_or_compute(folder, self.pseudo_lesion_digest, self._predict_logits(source), dataset,
-                                log=self.print_to_log_file)
+                locations = load_or_compute(folder, self.pseudo_lesion_digest, self._predict_logits(source),
+                                            dataset, log=self.print_to_log_file)
         if self.is_ddp:
             dist.barrier()
-        return load_or_compute(folder, self.pseudo_lesion_digest, None, dataset, log=lambda *a: None)
+        if locations is None:  # other ranks read what rank 0 wrote
+            locations = load_or_compute(folder, self.pseudo_lesion_digest, None, dataset, log=lambda *a: None)
+        return locations
 
     def _single_output(self, module: torch.nn.Module):
         """Deep supervision off while nnU-Net's predictor runs the module (it expects one output)."""

@@ -61,8 +61,7 @@ class HealthyTissueLocations:
         data, seg, seg_prev, properties = self.dataset.load_case(identifier)
         properties = dict(properties)
         locations = dict(properties.get("class_locations") or {})
-        if HEALTHY not in locations:  # unannotated scans bring their own (see pseudo_lesions)
-            locations[HEALTHY] = self.healthy_locations(identifier, seg)
+        locations[HEALTHY] = self.healthy_locations(identifier, seg)
         properties["class_locations"] = locations
         return data, seg, seg_prev, properties
 
