@@ -36,6 +36,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_mt.architectures.deepmedic import DeepMedic
+from nnunet_mt.training.budget import apply_budget
 from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
 
 DEEPMEDIC_CLASS = "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
@@ -108,6 +109,7 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
         self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
         self.save_every = self.checkpoint_every
         self.rmsprop_decay = 0.9
+        self.budget = apply_budget(self)  # the runner's nnUNet_mt_* lengths, if set
         self._use_deepmedic_configuration(configuration)
 
     # ---- plans -------------------------------------------------------------------------------
@@ -157,6 +159,11 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
         """The DeepMedic module inside DDP / torch.compile wrappers."""
         net = self.network.module if hasattr(self.network, "module") else self.network
         return getattr(net, "_orig_mod", net)
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.budget:
+            self.print_to_log_file(f"training budget from the environment (nnUNet_mt_*): {self.budget}")
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """DeepMedic has a single output head: nothing to switch."""

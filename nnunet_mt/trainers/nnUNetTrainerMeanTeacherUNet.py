@@ -16,6 +16,7 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import MeanTeacherMixin
+from nnunet_mt.training.budget import apply_budget
 from nnunet_mt.training.sampling import background_augmenter
 
 
@@ -60,11 +61,23 @@ class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, nnUNetTrainer):
 
 
 def shorten(trainer) -> None:
-    """Apply a variant's ``epochs`` / ``iterations_per_epoch`` / ``val_iterations_per_epoch`` if set."""
+    """Apply a variant's ``epochs`` / ``iterations_per_epoch`` / ``val_iterations_per_epoch`` if set,
+    then the runner's ``nnUNet_mt_*`` budget (:mod:`nnunet_mt.training.budget`) if set."""
     for attr, target in (("epochs", "num_epochs"), ("iterations_per_epoch", "num_iterations_per_epoch"),
                          ("val_iterations_per_epoch", "num_val_iterations_per_epoch")):
         if getattr(trainer, attr, None) is not None:
             setattr(trainer, target, getattr(trainer, attr))
+    trainer.budget = apply_budget(trainer)
+
+
+class nnUNetTrainerUNet(nnUNetTrainer):
+    """nnU-Net's own supervised ``nnUNetTrainer``, unchanged except that it honours the ``nnUNet_mt_*``
+    budget, so the reproduction runner can shorten the U-Net baseline like every other method."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        shorten(self)
 
 
 class nnUNetTrainerUNet_tiny(nnUNetTrainer):
