@@ -208,6 +208,22 @@ class DeepMedic(nn.Module):
         features = torch.cat([normal, low], 1)
         return self.classifier(self.fc(features))
 
+    def feature_taps(self, pathway_layers: Sequence[int] = (4, 6, 8)) -> list[tuple[nn.Module, int]]:
+        """(module, upsampling factor) pairs whose outputs DeepMedic-UDA's discriminator reads: the
+        1-based ``pathway_layers`` of both pathways (convolution outputs, before the residual addition;
+        the subsampled ones with factor f) and both 1^3 layers. See ``training.adversarial.FeatureTap``."""
+        if any(not 1 <= i <= len(self.normal.layers) for i in pathway_layers):
+            raise ValueError(f"pathway_layers must lie in 1..{len(self.normal.layers)}, got {tuple(pathway_layers)}")
+        taps = [(self.normal.layers[i - 1], 1) for i in pathway_layers]
+        taps += [(self.subsampled.layers[i - 1], self.subsample_factor) for i in pathway_layers]
+        taps += [(layer, 1) for layer in self.fc]
+        return taps
+
+    @staticmethod
+    def tap_channels(taps: Sequence[tuple[nn.Module, int]]) -> int:
+        """Channels of the aligned features of ``taps`` (the discriminator's input channels)."""
+        return sum(module.conv.out_channels for module, _ in taps)
+
     @staticmethod
     def initialize(module: nn.Module) -> None:
         """He (fan-in) initialisation, as DeepMedic; nnU-Net's builder applies it to every module."""

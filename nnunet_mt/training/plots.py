@@ -49,3 +49,29 @@ def _draw(history: dict, filename: str, rampup_length: int | None) -> None:
     fig.savefig(tmp, dpi=80)
     plt.close(fig)
     os.replace(tmp, filename)
+
+
+def plot_semi_supervised_progress(history: dict, filename: str, title: str, step_keys: tuple[str, ...]) -> None:
+    """Training Dice per epoch (every ``dice_<model>`` list against ``dice_step``) and the per-step
+    values named in ``step_keys`` (losses and weights), one panel each. Written atomically."""
+    with plt.style.context("default"), plt.rc_context({"font.size": 10}):
+        fig, axes = plt.subplots(1 + len(step_keys), 1, figsize=(9, 3 + 2.2 * len(step_keys)), sharex=True,
+                                 squeeze=False)
+        axes = axes[:, 0]
+        for key in history:
+            if key.startswith("dice_") and key != "dice_step":
+                axes[0].plot(history["dice_step"], history[key], "o-", label=key[5:])
+        axes[0].set_ylabel("training Dice (annotated patches)")
+        axes[0].set_title(title)
+        for ax, key in zip(axes[1:], step_keys):
+            ax.plot(history["step"], history[key], label=key)
+            ax.set_ylabel(key)
+        axes[-1].set_xlabel("optimizer step")
+        for ax in axes:
+            ax.legend(loc="best")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        tmp = filename + ".tmp.png"
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        os.replace(tmp, filename)

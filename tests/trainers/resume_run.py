@@ -30,4 +30,4 @@ if first < epochs:
     t.run_training()
     print("resumed at step", resumed_at)
 torch.save({"teacher": t.teacher.state_dict(), "student": t.plain_network().state_dict(), "step": t.global_step,
-            "history": t.mt_history}, out)
+            "history": t.history}, out)

@@ -74,7 +74,7 @@ def test_checkpoint_holds_teacher_as_model_and_student_for_resuming(trained_mean
     ckpt = torch.load(trained_mean_teacher / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     start = torch.load(pretrained, map_location="cpu", weights_only=False)["network_weights"]
     teacher, student = ckpt["network_weights"], ckpt["student_weights"]
-    assert ckpt["mean_teacher"]["global_step"] == 4
+    assert ckpt["semi_supervised"]["global_step"] == 4
     key = "classifier.conv.weight"
     assert not torch.equal(teacher[key], student[key])
     # after 4 EMA steps with alpha 0.99, 0.99, 0.99, 0.999 the teacher stays close to where it started

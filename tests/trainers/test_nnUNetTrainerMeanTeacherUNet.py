@@ -17,7 +17,7 @@ def test_unet_mean_teacher_trains_and_predicts_with_the_teacher(tiny_nnunet, tin
     tiny_nnunet.train(UNET_MT, "-pretrained_weights", str(pretrained))
     fold = tiny_nnunet.model_folder(UNET_MT) / "fold_0"
     ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert ckpt["mean_teacher"]["global_step"] == 4
+    assert ckpt["semi_supervised"]["global_step"] == 4
     differs = [k for k in ckpt["network_weights"] if not torch.equal(ckpt["network_weights"][k],
                                                                      ckpt["student_weights"][k])]
     assert differs  # the model saved for nnUNetv2_predict is the teacher, not the student
