@@ -19,6 +19,8 @@ setup(
         "nilearn>=0.10",
         "scipy>=1.10",
         "matplotlib>=3.7",
+        # test-set HD95 (evaluation.metrics): MONAI's surface distances, a maintained reference implementation
+        "monai>=1.3",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={
@@ -27,6 +29,7 @@ setup(
             "nnunet_mt_synthetic=nnunet_mt.dataset_conversion.synthetic_stroke_dwi:main",
             "nnunet_mt_convert=nnunet_mt.dataset_conversion.convert_folder:main",
             "nnunet_mt_demo=nnunet_mt.demo:main",
+            "nnunet_mt_reproduce=nnunet_mt.reproduce:main",
             "nnunet_mt_preprocess_unlabeled=nnunet_mt.preprocessing.unlabeled:main",
         ]
     },

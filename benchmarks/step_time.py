@@ -1,7 +1,7 @@
-"""Seconds per optimizer step of nnUNetTrainerDeepMedic and nnUNetTrainerMeanTeacher, measured in one run.
+"""Seconds per optimizer step of supervised DeepMedic, the mean teacher, DeepMedic-EN and DeepMedic-UDA, in one run.
 
 Both trainers' own ``train_step`` run on the same random batches of the paper's segments (8 annotated
-patches of 54x69x69 voxels, 2 channels, plus 8 unannotated for the mean teacher), so the figures
+patches of 54x69x69 voxels, 2 channels, plus 8 unannotated for the semi-supervised trainers), so the figures
 measure the optimisation step itself, not data loading. Each trainer runs in its own subprocess so its
 peak memory is its own (peak resident memory on CPU, peak allocated GPU memory on CUDA).
 
@@ -52,10 +52,13 @@ def measure(trainer_name: str, device: str, steps: int, warmup: int) -> dict:
     import torch
 
     from nnunet_mt.trainers.nnUNetTrainerDeepMedic import nnUNetTrainerDeepMedic
+    from nnunet_mt.trainers.nnUNetTrainerDeepMedicEN import nnUNetTrainerDeepMedicEN
+    from nnunet_mt.trainers.nnUNetTrainerDeepMedicUDA import nnUNetTrainerDeepMedicUDA
     from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher
     from nnunet_mt.training.mean_teacher import make_teacher
 
-    cls = {"DeepMedic": nnUNetTrainerDeepMedic, "MeanTeacher": nnUNetTrainerMeanTeacher}[trainer_name]
+    cls = {"DeepMedic": nnUNetTrainerDeepMedic, "MeanTeacher": nnUNetTrainerMeanTeacher,
+           "DeepMedic-EN": nnUNetTrainerDeepMedicEN, "DeepMedic-UDA": nnUNetTrainerDeepMedicUDA}[trainer_name]
     dataset_json = {"channel_names": {"0": "DWI", "1": "b0"}, "labels": {"background": 0, "lesion": 1},
                     "numTraining": 1, "file_ending": ".nii.gz"}
     plans = _plans()
@@ -67,6 +70,7 @@ def measure(trainer_name: str, device: str, steps: int, warmup: int) -> dict:
              "target": torch.randint(0, 2, (8, 1, *PATCH), generator=g).to(torch.int16)}
     if trainer_name == "MeanTeacher":
         trainer.teacher = make_teacher(trainer.plain_network()).to(trainer.device)
+    if trainer_name != "DeepMedic":
         trainer.dataloader_unlabeled = itertools.repeat({"data": torch.randn(8, 2, *PATCH, generator=g)})
     trainer.network.train()
     for _ in range(warmup):
@@ -82,7 +86,7 @@ def measure(trainer_name: str, device: str, steps: int, warmup: int) -> dict:
     seconds = (time.perf_counter() - start) / steps
     peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    patches = 16 if trainer_name == "MeanTeacher" else 8
+    patches = 8 if trainer_name == "DeepMedic" else 16
     return {"trainer": trainer_name, "seconds_per_step": seconds, "patches_per_second": patches / seconds,
             "peak_memory_mib": peak, "threads": torch.get_num_threads()}
 
@@ -103,17 +107,16 @@ def main() -> None:
         env = dict(os.environ, nnUNet_raw=str(root), nnUNet_preprocessed=str(root / "preprocessed"),
                    nnUNet_results=str(root / "results"), nnUNet_compile="false")
         rows = []
-        for name in ("DeepMedic", "MeanTeacher"):
+        for name in ("DeepMedic", "MeanTeacher", "DeepMedic-EN", "DeepMedic-UDA"):
             out = subprocess.run([sys.executable, __file__, "--child", name, "--device", args.device,
                                   "--steps", str(args.steps), "--warmup", str(args.warmup)],
                                  env=env, capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"device {args.device}, {rows[0]['threads']} threads, {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"{'trainer':<12} {'s/step':>8} {'patches/s':>10} {'peak MiB':>9}")
+    print(f"{'trainer':<14} {'s/step':>8} {'patches/s':>10} {'peak MiB':>9} {'x supervised':>13}")
     for r in rows:
-        print(f"{r['trainer']:<12} {r['seconds_per_step']:8.3f} {r['patches_per_second']:10.2f} "
-              f"{r['peak_memory_mib']:9.0f}")
-    print(f"mean-teacher step / supervised step: {rows[1]['seconds_per_step'] / rows[0]['seconds_per_step']:.2f}")
+        print(f"{r['trainer']:<14} {r['seconds_per_step']:8.3f} {r['patches_per_second']:10.2f} "
+              f"{r['peak_memory_mib']:9.0f} {r['seconds_per_step'] / rows[0]['seconds_per_step']:13.2f}")
 
 
 if __name__ == "__main__":

@@ -14,48 +14,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_mt.cli import ext_trainer_value
+from nnunet_mt.pipeline import dice_per_case, run, workdir_env
 
 DATASET_ID = 990
 DATASET = "Dataset990_SyntheticStrokeDWI"
-
-
-def demo_env(workdir: Path) -> dict:
-    env = dict(os.environ)
-    env.update(nnUNet_raw=str(workdir / "nnUNet_raw"), nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
-               nnUNet_results=str(workdir / "nnUNet_results"),
-               nnUNet_extTrainer=ext_trainer_value(os.environ.get("nnUNet_extTrainer")),
-               nnUNet_compile="false", PYTHONUNBUFFERED="1")
-    return env
-
-
-def run(step: str, cmd: list[str], env: dict) -> float:
-    """Run one stage, streaming its output; returns its wall time in seconds."""
-    print(f"\n=== {step}: {' '.join(cmd)}", flush=True)
-    start = time.time()
-    exe = Path(sys.executable).parent / cmd[0]
-    subprocess.run([str(exe) if exe.exists() else cmd[0], *cmd[1:]], env=env, check=True)
-    took = time.time() - start
-    print(f"=== {step} done in {took:.0f} s", flush=True)
-    return took
-
-
-def dice_per_case(summary_file: Path) -> dict[str, float]:
-    """Case id -> lesion Dice from nnUNetv2_evaluate_folder's summary.json (label 1)."""
-    summary = json.loads(summary_file.read_text())
-    out = {}
-    for entry in summary["metric_per_case"]:
-        case = Path(entry["reference_file"]).name.split(".")[0]
-        out[case] = float(entry["metrics"]["1"]["Dice"])
-    return out
 
 
 def write_table(tables: dict[str, dict[str, float]], out_dir: Path) -> str:
@@ -110,7 +76,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     workdir = args.workdir.resolve()
-    env = demo_env(workdir)
+    env = workdir_env(workdir)
     timings = {}
     raw = workdir / "nnUNet_raw" / DATASET
     if not raw.exists():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from nnunet_mt.demo import dice_per_case, paired_t_test, write_table
+from nnunet_mt.demo import paired_t_test, write_table
+from nnunet_mt.pipeline import dice_per_case
 
 
 def test_dice_per_case_reads_nnunet_summary(tmp_path):

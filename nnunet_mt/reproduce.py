@@ -1,0 +1,638 @@
+"""``nnunet_mt_reproduce``: the paper's experiment on your nnU-Net dataset, in one command.
+
+Cui et al. (IPMI 2019), Sec. 3: with 10, 20 and 30 annotated training scans (plus all unannotated
+scans), supervised DeepMedic, DeepMedic-UDA, DeepMedic-EN and the mean teacher are compared on the
+remaining annotated scans (the test set) by Dice, with a paired t-test.
+
+Input: an nnU-Net raw dataset (``$nnUNet_raw`` or ``--raw``; ``-d`` is its ID or name) with
+``dataset.json``, ``imagesTr``/``labelsTr``, optionally ``imagesTs``/``labelsTs`` (annotated test
+cases join the pool) and ``imagesUnlabeled`` (needed by every semi-supervised method). The *pool* is
+every case with a label.
+
+Protocol, per count n (``--counts``):
+
+1. **Split.** One permutation of the sorted pool, drawn with ``numpy.random.default_rng(seed)``; the
+   first n cases train, all others are the test set (as in the paper). The draws are nested: the 10
+   training scans are among the 20. Recorded in ``WORKDIR/splits.json``.
+2. **Data.** A derived dataset ``WORKDIR/nnUNet_raw/Dataset{500+i}_{Name}_n{n}`` whose ``imagesTr`` /
+   ``labelsTr`` are symbolic links to the n training cases' files and ``imagesUnlabeled`` links to
+   the source's unannotated scans; ``nnUNetv2_plan_and_preprocess`` and
+   ``nnunet_mt_preprocess_unlabeled`` on it. Fold 0 trains on all n cases; nnU-Net needs a
+   validation set, so fold 0 "validates" on the first (sorted) *training* case: nnU-Net's
+   validation Dice (``fold_0/validation``, progress.png's pseudo-Dice) is a training Dice here. The
+   test scans are never seen in training.
+3. **A fair start.** One supervised *init* model is trained first (``--init-epochs`` epochs), then
+   *every* method, the supervised baseline included, is trained from it
+   (``-pretrained_weights init/fold_0/checkpoint_final.pth``) with the same budget (``--epochs`` x
+   ``--iterations-per-epoch``). The methods thus differ only in how they use the unannotated scans:
+   the mean teacher needs a supervised start (Sec. 2.2: the teacher is initialised with the
+   supervised network, and its pseudo-lesion sampling uses that network's predictions), and the
+   baseline gets the same number of extra steps. The init model gets its own nnU-Net output folder
+   without a new trainer class: the runner copies the plans ``nnUNetPlans.json`` to
+   ``nnUNetPlans_init.json`` with ``plans_name`` ``nnUNetPlans_init`` and trains it with ``-p
+   nnUNetPlans_init``; nnU-Net names the output folder ``<trainer>__<plans_name>__<configuration>``,
+   and the configuration's ``data_identifier`` (``nnUNetPlans_3d_fullres``) is unchanged, so the
+   preprocessed data and ``nnUNetPlans_3d_fullres_unlabeled`` are shared.
+4. **Test.** ``nnUNetv2_predict`` of the test scans with each method, ``nnUNetv2_evaluate_folder``
+   (nnU-Net's ``summary.json`` in each prediction folder) and this package's metrics.
+5. **Report.** ``WORKDIR/report/report.md``: Dice table, per-case metrics, paired t-tests against the
+   mean teacher, box plots, training curves and overlays (:mod:`nnunet_mt.evaluation.report`).
+
+Budget: ``--init-epochs``, ``--epochs``, ``--iterations-per-epoch``, ``--val-iterations`` and
+``--rampup`` reach the trainers as ``nnUNet_mt_*`` environment variables
+(:mod:`nnunet_mt.training.budget`); an option left out keeps the trainer's own (full) length. The
+variables are removed from the environment the runner was started with, so only its options count.
+
+Everything is written under ``--workdir`` (its own ``nnUNet_raw``, ``nnUNet_preprocessed``,
+``nnUNet_results``); the source dataset is only read and your nnU-Net folders are not used.
+Interrupted? Run the same command again: finished stages are skipped (a training is finished when
+its ``fold_0/checkpoint_final.pth`` exists; one with only ``checkpoint_latest.pth`` continues with
+``--c``; a prediction folder is finished when its ``.complete`` marker exists, else it is redone).
+The settings that results depend on (pool, unannotated scans, seed, counts, budget, test-time
+augmentation) are recorded in ``WORKDIR/manifest.json``; a rerun with other settings stops. Wall
+time per stage accumulates in ``WORKDIR/timings.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_mt.pipeline import run, workdir_env
+from nnunet_mt.training.budget import BUDGET_VARIABLES, env_for_budget
+
+CONFIGURATION = "3d_fullres"
+PLANS = "nnUNetPlans"
+INIT_PLANS = "nnUNetPlans_init"
+UNLABELED_FOLDER = "imagesUnlabeled"
+#: derived dataset IDs: FIRST_DERIVED_ID + index of the count in the sorted counts
+FIRST_DERIVED_ID = 500
+COMPLETE_MARKER = ".complete"
+
+#: display name -> (trainer, trainer of the supervised init model it starts from)
+METHODS: dict[str, tuple[str, str]] = {
+    "DeepMedic": ("nnUNetTrainerDeepMedic", "nnUNetTrainerDeepMedic"),
+    "DeepMedic-UDA": ("nnUNetTrainerDeepMedicUDA", "nnUNetTrainerDeepMedic"),
+    "DeepMedic-EN": ("nnUNetTrainerDeepMedicEN", "nnUNetTrainerDeepMedic"),
+    "MeanTeacher": ("nnUNetTrainerMeanTeacher", "nnUNetTrainerDeepMedic"),
+    "PiModel": ("nnUNetTrainerPiModel", "nnUNetTrainerDeepMedic"),
+    "nnUNet": ("nnUNetTrainerUNet", "nnUNetTrainerUNet"),
+    "MeanTeacherUNet": ("nnUNetTrainerMeanTeacherUNet", "nnUNetTrainerUNet"),
+}
+DEFAULT_METHODS = ["DeepMedic", "DeepMedic-UDA", "DeepMedic-EN", "MeanTeacher"]
+#: methods that use no unannotated scans
+SUPERVISED_METHODS = {"DeepMedic", "nnUNet"}
+#: manifest entries a rerun must match (results depend on them)
+MANIFEST_SETTINGS = ("source", "pool", "unlabeled", "seed", "counts", "budget", "disable_tta")
+
+
+class ReproduceError(Exception):
+    """A problem with the inputs or the work folder, reported without a traceback."""
+
+
+# ---- the source dataset ------------------------------------------------------------------------
+@dataclass
+class SourceDataset:
+    folder: Path
+    dataset_json: dict
+    file_ending: str
+    num_channels: int
+    #: case -> (channel files in channel order, label file)
+    annotated: dict[str, tuple[list[Path], Path]] = field(default_factory=dict)
+    #: case -> channel files
+    unlabeled: dict[str, list[Path]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The dataset name without ``DatasetXXX_``."""
+        return self.folder.name.split("_", 1)[1] if "_" in self.folder.name else self.folder.name
+
+    @property
+    def pool(self) -> list[str]:
+        return sorted(self.annotated)
+
+
+def find_dataset_folder(raw_root: Path, dataset: str) -> Path:
+    """The folder of dataset ``dataset`` (an ID such as ``501`` or a name ``Dataset501_X``) in ``raw_root``.
+
+    Resolved here rather than with nnU-Net's helpers, which read ``nnUNet_raw`` when imported."""
+    raw_root = Path(raw_root)
+    if not raw_root.is_dir():
+        raise ReproduceError(f"nnU-Net raw folder {raw_root} does not exist")
+    if re.fullmatch(r"\d+", dataset):
+        prefix = f"Dataset{int(dataset):03d}_"
+        found = sorted(p for p in raw_root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+        if not found:
+            raise ReproduceError(f"no dataset with ID {int(dataset)} ({prefix}*) in {raw_root}")
+        if len(found) > 1:
+            raise ReproduceError(f"more than one dataset with ID {int(dataset)} in {raw_root}: "
+                                 + ", ".join(p.name for p in found))
+        return found[0]
+    if not re.fullmatch(r"Dataset\d{3}_.+", dataset):
+        raise ReproduceError(f"-d {dataset!r}: expected a dataset ID (e.g. 501) or name (Dataset501_Name)")
+    folder = raw_root / dataset
+    if not folder.is_dir():
+        raise ReproduceError(f"dataset {dataset} not found in {raw_root}")
+    return folder
+
+
+def _images_in(folder: Path, file_ending: str, num_channels: int) -> dict[str, list[Path]]:
+    """Case -> channel files (``CASE_XXXX<ending>``) in ``folder``; every channel must be there."""
+    channels: dict[str, dict[int, Path]] = {}
+    for f in sorted(folder.iterdir()):
+        if not f.name.endswith(file_ending) or f.name.startswith("."):
+            continue
+        m = re.fullmatch(r"(.+)_(\d{4})", f.name[:-len(file_ending)])
+        if m is None:
+            raise ReproduceError(f"{f}: image files must be named CASE_XXXX{file_ending} (XXXX: channel)")
+        channels.setdefault(m.group(1), {})[int(m.group(2))] = f
+    cases = {}
+    for case, files in channels.items():
+        missing = [c for c in range(num_channels) if c not in files]
+        extra = sorted(set(files) - set(range(num_channels)))
+        if missing or extra:
+            raise ReproduceError(f"case {case} in {folder}: expected channels 0..{num_channels - 1} "
+                                 f"(dataset.json), missing {missing}, unexpected {extra}")
+        cases[case] = [files[c] for c in range(num_channels)]
+    return cases
+
+
+def _labels_in(folder: Path, file_ending: str) -> dict[str, Path]:
+    return {f.name[:-len(file_ending)]: f for f in sorted(folder.iterdir())
+            if f.name.endswith(file_ending) and not f.name.startswith(".")}
+
+
+def read_source(folder: Path) -> SourceDataset:
+    """The annotated pool (imagesTr/labelsTr and imagesTs/labelsTs) and the unannotated scans."""
+    folder = Path(folder)
+    dj_file = folder / "dataset.json"
+    if not dj_file.is_file():
+        raise ReproduceError(f"{dj_file} is missing")
+    dataset_json = json.loads(dj_file.read_text())
+    if "dataset" in dataset_json:
+        raise ReproduceError(f"{dj_file} lists its files explicitly (a 'dataset' entry); the runner needs the "
+                             f"standard imagesTr/labelsTr layout")
+    channel_names = dataset_json.get("channel_names", dataset_json.get("modality"))
+    if not channel_names or "file_ending" not in dataset_json:
+        raise ReproduceError(f"{dj_file} needs 'channel_names' and 'file_ending'")
+    ending = dataset_json["file_ending"]
+    source = SourceDataset(folder, dataset_json, ending, len(channel_names))
+    seen: dict[str, str] = {}
+
+    def claim(case: str, where: str) -> None:
+        if case in seen:
+            raise ReproduceError(f"case id {case} occurs in both {seen[case]} and {where} of {folder}; "
+                                 f"case ids must be unique")
+        seen[case] = where
+
+    if not (folder / "imagesTr").is_dir() or not (folder / "labelsTr").is_dir():
+        raise ReproduceError(f"{folder} needs imagesTr/ and labelsTr/")
+    for images_dir, labels_dir in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
+        if not (folder / images_dir).is_dir():
+            continue
+        images = _images_in(folder / images_dir, ending, source.num_channels)
+        labels = _labels_in(folder / labels_dir, ending) if (folder / labels_dir).is_dir() else {}
+        orphans = sorted(set(labels) - set(images))
+        if orphans:
+            raise ReproduceError(f"{folder / labels_dir} has labels without images in {images_dir}: {orphans}")
+        unlabelled = sorted(set(images) - set(labels))
+        if unlabelled:
+            print(f"note: {len(unlabelled)} case(s) in {images_dir} have no label in {labels_dir} and are not "
+                  f"used: {', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''}")
+        for case in sorted(labels):
+            claim(case, images_dir)
+            source.annotated[case] = (images[case], labels[case])
+    if (folder / UNLABELED_FOLDER).is_dir():
+        for case, files in _images_in(folder / UNLABELED_FOLDER, ending, source.num_channels).items():
+            claim(case, UNLABELED_FOLDER)
+            source.unlabeled[case] = files
+    return source
+
+
+# ---- checks, splits, manifest ------------------------------------------------------------------
+def check_methods(methods: list[str]) -> None:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ReproduceError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ReproduceError(f"--methods lists a method twice: {' '.join(methods)}")
+
+
+def check_inputs(source: SourceDataset, counts: list[int], methods: list[str]) -> None:
+    """Counts fit the pool (each leaves at least one test case); semi-supervised methods have scans."""
+    pool = len(source.annotated)
+    for n in counts:
+        if n < 1 or n >= pool:
+            raise ReproduceError(
+                f"count {n}: needs 1 <= count < pool size (the rest are the test set); the pool of {source.folder} "
+                f"has {pool} annotated case(s) (labelsTr + labelsTs)")
+    semi = [m for m in methods if m not in SUPERVISED_METHODS]
+    if semi and not source.unlabeled:
+        raise ReproduceError(f"{', '.join(semi)} need(s) unannotated scans in {source.folder / UNLABELED_FOLDER}/ "
+                             f"(missing or empty); add them there or run only {', '.join(sorted(SUPERVISED_METHODS))}")
+
+
+def draw_splits(pool: list[str], counts: list[int], seed: int) -> dict[int, dict[str, list[str]]]:
+    """Per count n: ``train`` = the first n cases of one seeded permutation of the sorted pool (nested
+    across counts), ``test`` = all the others; both lists sorted."""
+    pool = sorted(pool)
+    order = np.random.default_rng(seed).permutation(len(pool))
+    drawn = [pool[i] for i in order]
+    return {n: {"train": sorted(drawn[:n]), "test": sorted(drawn[n:])} for n in counts}
+
+
+def check_manifest(path: Path, manifest: dict) -> None:
+    """Stop if ``path`` records other settings than ``manifest`` (for the keys in MANIFEST_SETTINGS)."""
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    differ = [k for k in MANIFEST_SETTINGS if k in old and old[k] != manifest.get(k)]
+    if differ:
+        def show(v):
+            text = json.dumps(v)
+            return text if len(text) < 120 else text[:117] + "..."
+        lines = [f"  {k}: recorded {show(old[k])}, now {show(manifest.get(k))}" for k in differ]
+        raise ReproduceError(
+            f"{path.parent} was used with other settings:\n" + "\n".join(lines) + "\n"
+            "Its finished trainings and predictions were made with the recorded settings. Use a new --workdir "
+            "for the new settings (or rerun with the recorded ones to continue).")
+
+
+def write_init_plans(preprocessed: Path) -> Path:
+    """``nnUNetPlans_init.json``: the plans with ``plans_name`` ``nnUNetPlans_init`` (its own results folder),
+    configurations and their ``data_identifier`` unchanged (same preprocessed data)."""
+    plans = json.loads((preprocessed / f"{PLANS}.json").read_text())
+    plans["plans_name"] = INIT_PLANS
+    out = preprocessed / f"{INIT_PLANS}.json"
+    _write_json(out, plans)
+    return out
+
+
+def write_fold0_split(preprocessed: Path, train: list[str]) -> None:
+    """Fold 0 trains on every training case and validates on the first of them (nnU-Net needs a validation
+    set; one case keeps its final dense validation short)."""
+    _write_json(preprocessed / "splits_final.json", [{"train": sorted(train), "val": sorted(train)[:1]}])
+
+
+def training_command(dataset_id: int, trainer: str, fold_dir: Path, device: str, plans: str = PLANS,
+                     pretrained: Path | None = None) -> list[str] | None:
+    """``nnUNetv2_train`` for one model: None if finished (``checkpoint_final.pth``), ``--c`` if
+    ``checkpoint_latest.pth`` exists, else from ``pretrained`` (if given)."""
+    if (fold_dir / "checkpoint_final.pth").exists():
+        return None
+    cmd = ["nnUNetv2_train", str(dataset_id), CONFIGURATION, "0", "-tr", trainer, "-device", device]
+    if plans != PLANS:
+        cmd += ["-p", plans]
+    if (fold_dir / "checkpoint_latest.pth").exists():
+        cmd.append("--c")
+    elif pretrained is not None:
+        cmd += ["-pretrained_weights", str(pretrained)]
+    return cmd
+
+
+def training_log(fold_dir: Path) -> Path | None:
+    """The semi-supervised trainers' per-step log (``mean_teacher_log.json``, or another ``<name>_log.json``)."""
+    preferred = fold_dir / "mean_teacher_log.json"
+    if preferred.exists():
+        return preferred
+    found = sorted(fold_dir.glob("*_log.json")) if fold_dir.is_dir() else []
+    return found[0] if found else None
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _link(target: Path, link: Path) -> None:
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path(target).resolve())
+
+
+# ---- the runner --------------------------------------------------------------------------------
+class Reproduction:
+    def __init__(self, args: argparse.Namespace, source: SourceDataset) -> None:
+        self.args = args
+        self.source = source
+        self.workdir: Path = args.workdir
+        self.counts: list[int] = args.counts
+        self.methods: list[str] = args.methods
+        self.splits = draw_splits(source.pool, self.counts, args.seed)
+        self.semi = any(m not in SUPERVISED_METHODS for m in self.methods)
+        self.timings_file = self.workdir / "timings.json"
+        self.timings: dict[str, float] = (json.loads(self.timings_file.read_text())
+                                          if self.timings_file.exists() else {})
+        self.run_timings: dict[str, float] = {}
+        base = workdir_env(self.workdir)
+        base["nnUNet_compile"] = os.environ.get("nnUNet_compile", "false")
+        for name in BUDGET_VARIABLES:
+            base.pop(name, None)
+        self.env = base
+        self.preprocess_env = {k: v for k, v in base.items() if k != "nnUNet_n_proc_DA"}  # crashes with 0
+
+    # -- bookkeeping
+    def budget(self) -> dict:
+        a = self.args
+        return {"init_epochs": a.init_epochs, "epochs": a.epochs, "iterations_per_epoch": a.iterations_per_epoch,
+                "val_iterations": a.val_iterations, "rampup": a.rampup}
+
+    def manifest(self) -> dict:
+        return {"source": self.source.folder.name, "source_folder": str(self.source.folder.resolve()),
+                "pool": self.source.pool, "unlabeled": sorted(self.source.unlabeled), "seed": self.args.seed,
+                "counts": self.counts, "budget": self.budget(), "disable_tta": self.args.disable_tta,
+                "methods": self.methods, "trainer_suffix": self.args.trainer_suffix}
+
+    def stage(self, name: str, cmd: list[str], env: dict) -> None:
+        took = run(name, cmd, env)
+        self.timings[name] = self.timings.get(name, 0.0) + took
+        self.run_timings[name] = took
+        _write_json(self.timings_file, self.timings)
+
+    @staticmethod
+    def skip(name: str) -> None:
+        print(f"=== {name}: skip (done)", flush=True)
+
+    def trainer(self, method: str) -> str:
+        return METHODS[method][0] + self.args.trainer_suffix
+
+    def init_trainer(self, method: str) -> str:
+        return METHODS[method][1] + self.args.trainer_suffix
+
+    def dataset(self, n: int) -> tuple[int, str]:
+        i = self.counts.index(n)
+        dataset_id = FIRST_DERIVED_ID + i
+        return dataset_id, f"Dataset{dataset_id:03d}_{self.source.name}_n{n}"
+
+    def count_dir(self, n: int) -> Path:
+        return self.workdir / f"n{n}"
+
+    def model_dir(self, n: int, trainer: str, plans: str = PLANS) -> Path:
+        return self.workdir / "nnUNet_results" / self.dataset(n)[1] / f"{trainer}__{plans}__{CONFIGURATION}"
+
+    # -- stages
+    def prepare(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        manifest_file = self.workdir / "manifest.json"
+        check_manifest(manifest_file, self.manifest())
+        _write_json(manifest_file, self.manifest())
+        _write_json(self.workdir / "splits.json", {
+            "seed": self.args.seed, "pool": self.source.pool,
+            "counts": {str(n): self.splits[n] for n in self.counts}})
+
+    def build_raw(self, n: int) -> Path:
+        """The derived raw dataset (links to the source's files) and the test inputs for count n."""
+        dataset_id, name = self.dataset(n)
+        ending = self.source.file_ending
+        folder = self.workdir / "nnUNet_raw" / name
+        if not (folder / "dataset.json").exists():
+            tmp = folder.with_name(folder.name + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            for sub in ("imagesTr", "labelsTr"):
+                (tmp / sub).mkdir(parents=True)
+            for case in self.splits[n]["train"]:
+                images, label = self.source.annotated[case]
+                for c, f in enumerate(images):
+                    _link(f, tmp / "imagesTr" / f"{case}_{c:04d}{ending}")
+                _link(label, tmp / "labelsTr" / f"{case}{ending}")
+            if self.source.unlabeled:
+                (tmp / UNLABELED_FOLDER).mkdir()
+                for case, images in self.source.unlabeled.items():
+                    for c, f in enumerate(images):
+                        _link(f, tmp / UNLABELED_FOLDER / f"{case}_{c:04d}{ending}")
+            dataset_json = dict(self.source.dataset_json, numTraining=n)
+            _write_json(tmp / "dataset.json", dataset_json)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        test_images, test_labels = self.count_dir(n) / "imagesTest", self.count_dir(n) / "labelsTest"
+        for d in (test_images, test_labels):
+            d.mkdir(parents=True, exist_ok=True)
+        for case in self.splits[n]["test"]:
+            images, label = self.source.annotated[case]
+            for c, f in enumerate(images):
+                if not (test_images / f"{case}_{c:04d}{ending}").is_symlink():
+                    _link(f, test_images / f"{case}_{c:04d}{ending}")
+            if not (test_labels / f"{case}{ending}").is_symlink():
+                _link(label, test_labels / f"{case}{ending}")
+        return folder
+
+    def preprocess(self, n: int) -> None:
+        dataset_id, name = self.dataset(n)
+        preprocessed = self.workdir / "nnUNet_preprocessed" / name
+        np_ = str(max(1, self.args.num_processes))
+        marker = self.count_dir(n) / ".preprocessed"
+        if marker.exists():
+            self.skip(f"n{n}/plan_and_preprocess")
+        else:
+            (self.count_dir(n) / ".preprocessed_unlabeled").unlink(missing_ok=True)
+            self.stage(f"n{n}/plan_and_preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c",
+                                                     CONFIGURATION, "-np", np_], self.preprocess_env)
+            marker.touch()
+        write_fold0_split(preprocessed, self.splits[n]["train"])
+        write_init_plans(preprocessed)
+        if self.semi:
+            marker = self.count_dir(n) / ".preprocessed_unlabeled"
+            if marker.exists():
+                self.skip(f"n{n}/preprocess_unlabeled")
+            else:
+                self.stage(f"n{n}/preprocess_unlabeled", ["nnunet_mt_preprocess_unlabeled", "-d", str(dataset_id),
+                                                          "-c", CONFIGURATION, "-np", np_], self.preprocess_env)
+                marker.touch()
+
+    def train(self, name: str, n: int, trainer: str, plans: str, epochs: int | None,
+              pretrained: Path | None = None) -> None:
+        fold_dir = self.model_dir(n, trainer, plans) / "fold_0"
+        cmd = training_command(self.dataset(n)[0], trainer, fold_dir, self.args.device, plans, pretrained)
+        if cmd is None:
+            self.skip(name)
+            return
+        if pretrained is not None and "--c" not in cmd and not pretrained.exists():
+            raise ReproduceError(f"{pretrained} is missing (the init model did not finish)")
+        env = dict(self.env, **env_for_budget(epochs=epochs, iterations_per_epoch=self.args.iterations_per_epoch,
+                                              val_iterations=self.args.val_iterations, rampup=self.args.rampup))
+        self.stage(name, cmd, env)
+
+    def predict(self, n: int, method: str) -> Path:
+        dataset_id, _ = self.dataset(n)
+        out = self.count_dir(n) / "predictions" / method
+        name = f"n{n}/predict_{method}"
+        if (out / COMPLETE_MARKER).exists():
+            self.skip(name)
+        else:
+            if out.exists():
+                shutil.rmtree(out)  # a half-written prediction folder: start again
+            np_ = str(self.args.num_processes)
+            cmd = ["nnUNetv2_predict", "-i", str(self.count_dir(n) / "imagesTest"), "-o", str(out), "-d",
+                   str(dataset_id), "-c", CONFIGURATION, "-f", "0", "-tr", self.trainer(method), "-chk",
+                   "checkpoint_final.pth", "-device", self.args.device, "-npp", np_, "-nps", np_]
+            if self.args.disable_tta:
+                cmd.append("--disable_tta")
+            self.stage(name, cmd, self.env)
+            missing = [c for c in self.splits[n]["test"] if not (out / f"{c}{self.source.file_ending}").exists()]
+            if missing:
+                raise ReproduceError(f"nnUNetv2_predict wrote no prediction for {missing} in {out}")
+            (out / COMPLETE_MARKER).touch()
+        name = f"n{n}/evaluate_{method}"
+        if (out / "summary.json").exists():
+            self.skip(name)
+        else:
+            model = self.model_dir(n, self.trainer(method))
+            self.stage(name, ["nnUNetv2_evaluate_folder", str(self.count_dir(n) / "labelsTest"), str(out),
+                              "-djfile", str(model / "dataset.json"), "-pfile", str(model / "plans.json"),
+                              "-np", str(max(1, self.args.num_processes))], self.env)
+        return out
+
+    def run_count(self, n: int):
+        from nnunet_mt.evaluation.metrics import evaluate_cases
+        from nnunet_mt.evaluation.report import CountResult
+
+        print(f"\n##### {n} annotated training scans: {len(self.splits[n]['test'])} test scans", flush=True)
+        self.build_raw(n)
+        self.preprocess(n)
+        inits = {}
+        for init in dict.fromkeys(self.init_trainer(m) for m in self.methods):
+            self.train(f"n{n}/train_init_{init}", n, init, INIT_PLANS, self.args.init_epochs)
+            inits[init] = self.model_dir(n, init, INIT_PLANS) / "fold_0" / "checkpoint_final.pth"
+        for method in self.methods:
+            self.train(f"n{n}/train_{method}", n, self.trainer(method), PLANS, self.args.epochs,
+                       pretrained=inits[self.init_trainer(method)])
+        ending = self.source.file_ending
+        test = self.splits[n]["test"]
+        refs = {c: self.count_dir(n) / "labelsTest" / f"{c}{ending}" for c in test}
+        images = {c: self.count_dir(n) / "imagesTest" / f"{c}_0000{ending}" for c in test}
+        predictions, metrics, logs = {}, {}, {}
+        for method in self.methods:
+            out = self.predict(n, method)
+            predictions[method] = {c: out / f"{c}{ending}" for c in test}
+            metrics[method] = evaluate_cases(predictions[method], refs)
+            log = training_log(self.model_dir(n, self.trainer(method)) / "fold_0")
+            if log is not None:
+                logs[method] = log
+        return CountResult(count=n, images=images, references=refs, predictions=predictions, metrics=metrics,
+                           training_logs=logs)
+
+    def notes(self, started: float) -> str:
+        a, s = self.args, self.source
+        budget = self.budget()
+        shown = ", ".join(f"{k} {v if v is not None else 'trainer default'}" for k, v in budget.items())
+        lines = [
+            f"Source dataset: `{s.folder}` ({len(s.pool)} annotated scans in the pool, {len(s.unlabeled)} "
+            f"unannotated). Seed {a.seed}; counts {', '.join(map(str, self.counts))} "
+            f"(test set = the other {', '.join(str(len(s.pool) - n) for n in self.counts)} annotated scans).",
+            "",
+            f"Protocol: per count a supervised init model, then every method trained from it with the same "
+            f"budget ({shown}). Trainer suffix `{a.trainer_suffix or '(none)'}`; device `{a.device}`; "
+            f"test-time mirroring {'off' if a.disable_tta else 'as the trainer allows'}.",
+            "",
+            "nnU-Net's own validation in each results folder uses training scans (a training Dice); the test "
+            "scans were never seen in training.",
+            "",
+            "Wall time per stage (s, accumulated over invocations):",
+            "",
+            "| stage | s |", "|---|---|",
+            *[f"| {k} | {v:.0f} |" for k, v in self.timings.items()],
+            "",
+            f"This invocation: {time.time() - started:.0f} s.",
+        ]
+        return "\n".join(lines)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnunet_mt_reproduce", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-d", dest="dataset", required=True, help="source dataset ID or name (e.g. 501 or Dataset501_X)")
+    p.add_argument("--workdir", type=Path, required=True, help="everything the runner writes goes here")
+    p.add_argument("--raw", type=Path, default=None, help="nnU-Net raw folder holding the source (default $nnUNet_raw)")
+    p.add_argument("--counts", type=_positive_int, nargs="+", default=[10, 20, 30],
+                   help="numbers of annotated training scans (default 10 20 30)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   help=f"methods to compare (default {' '.join(DEFAULT_METHODS)}; all: {' '.join(METHODS)})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training/test draw (default 0)")
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
+                   help="training and inference device (default cuda if available, else cpu)")
+    p.add_argument("--init-epochs", type=_positive_int, default=None, help="epochs of the supervised init model")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs of every method after the init")
+    p.add_argument("--iterations-per-epoch", type=_positive_int, default=None, help="optimizer steps per epoch")
+    p.add_argument("--val-iterations", type=_positive_int, default=None, help="validation batches per epoch")
+    p.add_argument("--rampup", type=_positive_int, default=None, help="consistency ramp-up length in steps")
+    p.add_argument("--trainer-suffix", default="", help="appended to every trainer name (e.g. _tiny for tests)")
+    p.add_argument("--num-processes", type=_non_negative_int, default=None,
+                   help="processes for preprocessing, prediction and evaluation (default $nnUNet_def_n_proc or 8); "
+                        "0: nnUNetv2_predict runs sequentially without worker processes (-npp 0 -nps 0), the "
+                        "other steps use 1")
+    p.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (nnUNetv2_predict --disable_tta)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    started = time.time()
+    try:
+        args.counts = sorted(set(args.counts))
+        check_methods(args.methods)
+        raw = args.raw or (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw") else None)
+        if raw is None:
+            raise ReproduceError("set nnUNet_raw or pass --raw (the nnU-Net raw folder holding the source dataset)")
+        source = read_source(find_dataset_folder(raw, args.dataset))
+        check_inputs(source, args.counts, args.methods)
+        if args.device is None:
+            import torch
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.num_processes is None:
+            args.num_processes = int(os.environ.get("nnUNet_def_n_proc", 8))
+        args.workdir = args.workdir.resolve()
+        repro = Reproduction(args, source)
+        repro.prepare()
+        print(f"source {source.folder}: pool of {len(source.pool)} annotated scans, {len(source.unlabeled)} "
+              f"unannotated; counts {args.counts}; methods {', '.join(args.methods)}; work folder {args.workdir}",
+              flush=True)
+        results = [repro.run_count(n) for n in args.counts]
+    except ReproduceError as e:
+        sys.exit(f"nnunet_mt_reproduce: error: {e}")
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"nnunet_mt_reproduce: error: {' '.join(map(str, e.cmd))} failed with exit code {e.returncode} "
+                 f"(its output is above); run the same command again to continue from the finished stages")
+
+    from nnunet_mt.evaluation.report import write_report
+
+    reference = "MeanTeacher" if "MeanTeacher" in args.methods else args.methods[-1]
+    report_dir = args.workdir / "report"
+    write_report(report_dir, results, args.methods, reference_method=reference,
+                 title=f"Semi-supervised lesion segmentation (Cui et al. 2019) on {source.folder.name}",
+                 notes=repro.notes(started))
+    table = report_dir / "table_dice.md"
+    if table.exists():
+        print("\n" + table.read_text())
+    print("wall time per stage this run (s): " + (", ".join(f"{k} {v:.0f}" for k, v in repro.run_timings.items())
+                                                  or "none (everything was finished)"))
+    print(f"total {time.time() - started:.0f} s; report: {report_dir / 'report.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

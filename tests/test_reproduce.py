@@ -1,0 +1,320 @@
+"""``nnunet_mt_reproduce``: splits, input checks, the init plans, the manifest, and one end-to-end run on the
+tiny dataset (two counts, DeepMedic and the mean teacher) that is killed, resumed and rerun."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import TINY_NAME, VENV_BIN, write_tiny_raw
+from nnunet_mt import reproduce
+from nnunet_mt.reproduce import (INIT_PLANS, ReproduceError, check_inputs, check_manifest, draw_splits,
+                                 find_dataset_folder, read_source, training_command, write_init_plans)
+
+# ---- unit tests ----------------------------------------------------------------------------------
+
+
+def test_draw_splits_nested_seeded_complement():
+    pool = [f"c{i:02d}" for i in range(12)]
+    splits = draw_splits(list(reversed(pool)), [2, 5, 8], seed=3)  # input order does not matter
+    assert splits == draw_splits(pool, [2, 5, 8], seed=3)  # reproducible
+    for n, s in splits.items():
+        assert len(s["train"]) == n and s["train"] == sorted(s["train"])
+        assert sorted(s["train"] + s["test"]) == pool and not set(s["train"]) & set(s["test"])
+    assert set(splits[2]["train"]) < set(splits[5]["train"]) < set(splits[8]["train"])  # nested
+    others = [draw_splits(pool, [5], seed)[5]["train"] for seed in range(4, 10)]
+    assert any(o != splits[5]["train"] for o in others)  # the seed matters
+
+
+def _fake_dataset(raw: Path, name: str = "Dataset321_Fake", tr=("a", "b", "c"), ts_labelled=("d",),
+                  ts_unlabelled=("e",), unlabeled=("u1", "u2"), channels: int = 2) -> Path:
+    """File names only (read_source does not open the images)."""
+    folder = raw / name
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True)
+    for case in tr:
+        for c in range(channels):
+            (folder / "imagesTr" / f"{case}_{c:04d}.nii.gz").touch()
+        (folder / "labelsTr" / f"{case}.nii.gz").touch()
+    for case in (*ts_labelled, *ts_unlabelled):
+        for c in range(channels):
+            (folder / "imagesTs" / f"{case}_{c:04d}.nii.gz").touch()
+    for case in ts_labelled:
+        (folder / "labelsTs" / f"{case}.nii.gz").touch()
+    if unlabeled is not None:
+        (folder / "imagesUnlabeled").mkdir()
+        for case in unlabeled:
+            for c in range(channels):
+                (folder / "imagesUnlabeled" / f"{case}_{c:04d}.nii.gz").touch()
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {str(c): f"ch{c}" for c in range(channels)}, "labels": {"background": 0, "lesion": 1},
+        "numTraining": len(tr), "file_ending": ".nii.gz"}))
+    return folder
+
+
+def test_read_source_pool_and_lookup(tmp_path):
+    folder = _fake_dataset(tmp_path)
+    assert find_dataset_folder(tmp_path, "321") == folder
+    assert find_dataset_folder(tmp_path, "Dataset321_Fake") == folder
+    with pytest.raises(ReproduceError, match="no dataset with ID 7"):
+        find_dataset_folder(tmp_path, "7")
+    source = read_source(folder)
+    assert source.pool == ["a", "b", "c", "d"]  # labelled imagesTs cases join; 'e' has no label
+    assert sorted(source.unlabeled) == ["u1", "u2"] and source.name == "Fake"
+    images, label = source.annotated["d"]
+    assert [p.name for p in images] == ["d_0000.nii.gz", "d_0001.nii.gz"] and label.parent.name == "labelsTs"
+
+
+def test_read_source_rejects_duplicates_and_missing_channels(tmp_path):
+    with pytest.raises(ReproduceError, match="case id a occurs in both imagesTr and imagesUnlabeled"):
+        read_source(_fake_dataset(tmp_path / "dup", unlabeled=("a",)))
+    folder = _fake_dataset(tmp_path / "chan")
+    (folder / "imagesTr" / "b_0001.nii.gz").unlink()
+    with pytest.raises(ReproduceError, match=r"case b .*missing \[1\]"):
+        read_source(folder)
+
+
+def test_input_checks(tmp_path):
+    source = read_source(_fake_dataset(tmp_path / "ok"))
+    with pytest.raises(ReproduceError, match="count 4: .*has 4 annotated case"):
+        check_inputs(source, [2, 4], ["DeepMedic"])
+    with pytest.raises(ReproduceError, match="unknown method.*Bogus; valid: DeepMedic, DeepMedic-UDA, DeepMedic-EN, "
+                                             "MeanTeacher"):
+        reproduce.check_methods(["DeepMedic", "Bogus"])
+    no_unlabeled = read_source(_fake_dataset(tmp_path / "nu", unlabeled=None))
+    check_inputs(no_unlabeled, [2], ["DeepMedic"])  # supervised only: fine
+    with pytest.raises(ReproduceError, match=r"MeanTeacher need.*/imagesUnlabeled/ \(missing or empty\)"):
+        check_inputs(no_unlabeled, [2], ["DeepMedic", "MeanTeacher"])
+
+
+def test_cli_errors_write_nothing(tmp_path):
+    _fake_dataset(tmp_path / "raw")
+    work = tmp_path / "work"
+    for extra, message in ((["--counts", "3", "9"], "count 9: needs 1 <= count < pool size"),
+                           (["--methods", "MeanTeacher", "Nope"], "unknown method(s) Nope; valid: DeepMedic"),
+                           (["-d", "322"], "no dataset with ID 322")):
+        argv = ["-d", "321", "--raw", str(tmp_path / "raw"), "--workdir", str(work), "--device", "cpu", *extra]
+        with pytest.raises(SystemExit) as exc:
+            reproduce.main(argv)
+        assert message in str(exc.value)
+    assert not work.exists()
+
+
+def test_init_plans_copy(tmp_path):
+    plans = {"dataset_name": "Dataset500_X_n3", "plans_name": "nnUNetPlans",
+             "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [8, 8, 8]}}}
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
+    out = write_init_plans(tmp_path)
+    assert out == tmp_path / f"{INIT_PLANS}.json"
+    init = json.loads(out.read_text())
+    assert init["plans_name"] == INIT_PLANS
+    assert init["configurations"] == plans["configurations"]  # data_identifier (preprocessed data) shared
+    assert json.loads((tmp_path / "nnUNetPlans.json").read_text()) == plans
+
+
+def test_manifest_mismatch(tmp_path):
+    manifest = {"source": "Dataset1_X", "pool": ["a", "b"], "unlabeled": [], "seed": 0, "counts": [1],
+                "budget": {"epochs": 2}, "disable_tta": False, "methods": ["DeepMedic"]}
+    check_manifest(tmp_path / "manifest.json", manifest)  # nothing recorded yet
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    check_manifest(tmp_path / "manifest.json", dict(manifest, methods=["DeepMedic", "MeanTeacher"]))  # may add
+    with pytest.raises(ReproduceError) as exc:
+        check_manifest(tmp_path / "manifest.json", dict(manifest, seed=1, budget={"epochs": 3}))
+    text = str(exc.value)
+    assert "seed: recorded 0, now 1" in text and 'budget: recorded {"epochs": 2}, now {"epochs": 3}' in text
+    assert "finished trainings" in text and "new --workdir" in text
+
+
+def test_training_command_resume_rules(tmp_path):
+    fold = tmp_path / "fold_0"
+    init = tmp_path / "init.pth"
+    assert training_command(5, "T", fold, "cpu", INIT_PLANS) == [
+        "nnUNetv2_train", "5", "3d_fullres", "0", "-tr", "T", "-device", "cpu", "-p", INIT_PLANS]
+    assert training_command(5, "T", fold, "cpu", pretrained=init)[-2:] == ["-pretrained_weights", str(init)]
+    fold.mkdir()
+    (fold / "checkpoint_latest.pth").touch()
+    cmd = training_command(5, "T", fold, "cpu", pretrained=init)
+    assert cmd[-1] == "--c" and "-pretrained_weights" not in cmd  # nnU-Net refuses both together
+    (fold / "checkpoint_final.pth").touch()
+    assert training_command(5, "T", fold, "cpu", pretrained=init) is None
+
+
+# ---- end to end ----------------------------------------------------------------------------------
+COUNTS = (3, 4)
+METHODS = ("DeepMedic", "MeanTeacher")
+STAGES_PER_COUNT = ("plan_and_preprocess", "preprocess_unlabeled", "train_init_nnUNetTrainerDeepMedic_tiny",
+                    *[f"train_{m}" for m in METHODS], *[f"predict_{m}" for m in METHODS],
+                    *[f"evaluate_{m}" for m in METHODS])
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() + f" {p.stat().st_mtime_ns}"
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _outputs(work: Path) -> dict[str, tuple[int, int]]:
+    """mtime and size of every checkpoint and prediction."""
+    files = [*(work / "nnUNet_results").rglob("*.pth"), *(work.glob("n*/predictions/*/*"))]
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in files}
+
+
+@pytest.fixture(scope="module")
+def reproduction(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    source_raw = root / "source_raw"
+    write_tiny_raw(source_raw)  # 5 train + 2 labelled test (pool 7), 3 unannotated
+    user_pre, user_res = root / "user_preprocessed", root / "user_results"
+    user_pre.mkdir()
+    user_res.mkdir()
+    before = _snapshot(source_raw)
+    work = root / "work"
+    env = dict(os.environ, nnUNet_raw=str(source_raw), nnUNet_preprocessed=str(user_pre),
+               nnUNet_results=str(user_res), nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1",
+               PYTHONUNBUFFERED="1")
+    cmd = [str(VENV_BIN / "nnunet_mt_reproduce"), "-d", "901", "--workdir", str(work),
+           "--counts", *map(str, COUNTS), "--methods", *METHODS, "--trainer-suffix", "_tiny",
+           "--init-epochs", "1", "--epochs", "1", "--iterations-per-epoch", "2", "--val-iterations", "1",
+           "--rampup", "2", "--device", "cpu", "--num-processes", "0"]
+    first_init = (work / "nnUNet_results" / "Dataset500_Tiny_n3"
+                  / f"nnUNetTrainerDeepMedic_tiny__{INIT_PLANS}__3d_fullres" / "fold_0" / "checkpoint_final.pth")
+
+    # 1: killed (whole process group) as soon as the first training has finished
+    with open(root / "run1.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 1200
+        while not first_init.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"runner ended ({proc.returncode}) before the first training:\n"
+                            + (root / "run1.log").read_text()[-4000:])
+            if time.time() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                pytest.fail("first training did not finish in time")
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first_init_stat = (first_init.stat().st_mtime_ns, first_init.stat().st_size)
+
+    # 2: resumed to the end; 3: nothing left to do
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+        runs.append(done.stdout + done.stderr)
+        if len(runs) == 1:
+            outputs_after_2 = _outputs(work)
+    return SimpleNamespace(root=root, work=work, source=source_raw / TINY_NAME, source_raw=source_raw,
+                           user_folders=(user_pre, user_res), before=before, cmd=cmd, env=env,
+                           first_init=first_init, first_init_stat=first_init_stat, run2=runs[0], run3=runs[1],
+                           outputs_after_2=outputs_after_2, run1=(root / "run1.log").read_text())
+
+
+def test_resume_keeps_the_finished_training(reproduction):
+    r = reproduction
+    assert "=== n3/train_init_nnUNetTrainerDeepMedic_tiny: skip (done)" in r.run2
+    assert "=== n3/plan_and_preprocess: skip (done)" in r.run2
+    assert "=== n3/train_DeepMedic: nnUNetv2_train 500 3d_fullres 0 -tr nnUNetTrainerDeepMedic_tiny" in r.run2
+    assert (r.first_init.stat().st_mtime_ns, r.first_init.stat().st_size) == r.first_init_stat
+
+
+def test_third_run_redoes_nothing(reproduction):
+    r = reproduction
+    for n in COUNTS:
+        for stage in STAGES_PER_COUNT:
+            assert f"=== n{n}/{stage}: skip (done)" in r.run3
+    assert "nnUNetv2_" not in r.run3 and "nnunet_mt_preprocess_unlabeled" not in r.run3
+    assert "none (everything was finished)" in r.run3
+    assert _outputs(r.work) == r.outputs_after_2
+
+
+def test_every_method_starts_from_the_init_model(reproduction):
+    r = reproduction
+    for n, dataset in ((3, "Dataset500_Tiny_n3"), (4, "Dataset501_Tiny_n4")):
+        results = r.work / "nnUNet_results" / dataset
+        init = results / f"nnUNetTrainerDeepMedic_tiny__{INIT_PLANS}__3d_fullres"
+        plans = json.loads((init / "plans.json").read_text())
+        assert plans["plans_name"] == INIT_PLANS
+        assert plans["configurations"]["3d_fullres"]["data_identifier"] == "nnUNetPlans_3d_fullres"
+        for trainer in ("nnUNetTrainerDeepMedic_tiny", "nnUNetTrainerMeanTeacher_tiny"):
+            fold = results / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+            assert (fold / "checkpoint_final.pth").exists()
+            log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+            assert "training budget from the environment (nnUNet_mt_*): {'num_epochs': 1, " \
+                   "'num_iterations_per_epoch': 2, 'num_val_iterations_per_epoch': 1, 'rampup_length': 2}" in log
+        assert f"Loading pretrained weights from file  {init / 'fold_0' / 'checkpoint_final.pth'}" in r.run1 + r.run2
+
+
+def test_splits_and_derived_datasets(reproduction):
+    r = reproduction
+    splits = json.loads((r.work / "splits.json").read_text())
+    pool = [f"tr_{i:03d}" for i in range(5)] + ["ts_000", "ts_001"]
+    assert splits["seed"] == 0 and splits["pool"] == pool
+    expected = draw_splits(pool, list(COUNTS), 0)
+    assert splits["counts"] == {str(n): expected[n] for n in COUNTS}
+    for i, n in enumerate(COUNTS):
+        name = f"Dataset{500 + i}_Tiny_n{n}"
+        raw = r.work / "nnUNet_raw" / name
+        train = expected[n]["train"]
+        assert sorted(p.name for p in (raw / "labelsTr").iterdir()) == [f"{c}.nii.gz" for c in train]
+        assert len(list((raw / "imagesTr").iterdir())) == 2 * n and len(list((raw / "imagesUnlabeled").iterdir())) == 6
+        assert all(p.is_symlink() and str(p.resolve()).startswith(str(r.source_raw.resolve()))
+                   for p in [*(raw / "imagesTr").iterdir(), *(raw / "labelsTr").iterdir()])
+        assert json.loads((raw / "dataset.json").read_text())["numTraining"] == n
+        fold0 = json.loads((r.work / "nnUNet_preprocessed" / name / "splits_final.json").read_text())
+        assert fold0 == [{"train": train, "val": train[:1]}]
+        assert sorted(p.name for p in (r.work / f"n{n}" / "labelsTest").iterdir()) == \
+            [f"{c}.nii.gz" for c in expected[n]["test"]]
+
+
+def test_predictions_and_nnunet_summaries(reproduction):
+    r = reproduction
+    test = draw_splits([f"tr_{i:03d}" for i in range(5)] + ["ts_000", "ts_001"], list(COUNTS), 0)
+    for n in COUNTS:
+        for method in METHODS:
+            pred = r.work / f"n{n}" / "predictions" / method
+            assert (pred / ".complete").exists()
+            for case in test[n]["test"]:
+                assert (pred / f"{case}.nii.gz").exists()
+            summary = json.loads((pred / "summary.json").read_text())
+            assert len(summary["metric_per_case"]) == len(test[n]["test"])
+
+
+def test_report_and_records(reproduction):
+    r = reproduction
+    report = r.work / "report"
+    names = ["report.md", "table_dice.md", "table_dice.csv", "per_case_metrics.csv", "statistics.csv",
+             "statistics.md"]
+    for n in COUNTS:
+        names += [f"boxplot_dice_n{n}.png", f"fig2_training_dice_n{n}.png", f"fig3_overlays_n{n}.png"]
+    for name in names:
+        assert (report / name).is_file(), name
+    text = (report / "report.md").read_text()
+    assert "Dataset901_Tiny" in text and "Seed 0" in text and "n3/train_MeanTeacher" in text
+    timings = json.loads((r.work / "timings.json").read_text())
+    # every stage that finished inside an invocation (the killed one's run 1 ended before it could record)
+    finished = {f"n{n}/{s}" for n in COUNTS for s in STAGES_PER_COUNT} - {"n3/train_init_nnUNetTrainerDeepMedic_tiny"}
+    assert finished == set(timings)
+    manifest = json.loads((r.work / "manifest.json").read_text())
+    assert manifest["counts"] == list(COUNTS) and manifest["budget"]["epochs"] == 1
+    assert f"report: {report / 'report.md'}" in r.run3
+
+
+def test_source_and_user_folders_untouched(reproduction):
+    r = reproduction
+    assert _snapshot(r.source_raw) == r.before
+    assert all(not any(folder.iterdir()) for folder in r.user_folders)
+
+
+def test_rerun_with_other_settings_stops(reproduction):
+    r = reproduction
+    manifest = (r.work / "manifest.json").read_text()
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main([*r.cmd[1:], "--seed", "1", "--raw", str(r.source_raw)])
+    assert "seed: recorded 0, now 1" in str(exc.value) and "new --workdir" in str(exc.value)
+    assert (r.work / "manifest.json").read_text() == manifest
