@@ -119,6 +119,13 @@ class NNUNetEnv:
         return self.run("nnUNetv2_train", str(TINY_ID), "3d_fullres", fold, "-tr", trainer, "-device", "cpu",
                         *extra, extra_env={"nnUNet_n_proc_DA": "0"})
 
+    def predict_test_cases(self, trainer: str, out: Path) -> list[str]:
+        """nnUNetv2_predict of the tiny dataset's imagesTs with ``trainer``'s final checkpoint; file names written."""
+        self.run("nnUNetv2_predict", "-i", str(self.raw / TINY_NAME / "imagesTs"), "-o", str(out), "-d", str(TINY_ID),
+                 "-c", "3d_fullres", "-f", "0", "-tr", trainer, "-chk", "checkpoint_final.pth", "-device", "cpu",
+                 "-npp", "1", "-nps", "1")
+        return sorted(p.name for p in out.glob("*.nii.gz"))
+
     def model_folder(self, trainer: str) -> Path:
         return self.results / TINY_NAME / f"{trainer}__nnUNetPlans__3d_fullres"
 

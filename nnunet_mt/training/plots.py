@@ -42,6 +42,12 @@ def _draw(history: dict, filename: str, rampup_length: int | None) -> None:
     for ax in axes:
         if rampup_length is not None and history["step"] and history["step"][-1] >= rampup_length:
             ax.axvline(rampup_length, color="grey", ls=":", label="end of ramp-up")
+    _save(fig, axes, filename)
+
+
+def _save(fig, axes, filename: str) -> None:
+    """Legends and grids on every panel, then write the figure to a temporary file and rename it."""
+    for ax in axes:
         ax.legend(loc="best")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -67,11 +73,4 @@ def plot_semi_supervised_progress(history: dict, filename: str, title: str, step
             ax.plot(history["step"], history[key], label=key)
             ax.set_ylabel(key)
         axes[-1].set_xlabel("optimizer step")
-        for ax in axes:
-            ax.legend(loc="best")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        tmp = filename + ".tmp.png"
-        fig.savefig(tmp, dpi=80)
-        plt.close(fig)
-        os.replace(tmp, filename)
+        _save(fig, axes, filename)

@@ -50,8 +50,4 @@ def test_checkpoint_holds_the_segmenter_as_model_and_the_evaluation_network(trai
 
 
 def test_nnunetv2_predict_applies_it(tiny_nnunet, trained_en, tmp_path):
-    out = tmp_path / "pred"
-    tiny_nnunet.run("nnUNetv2_predict", "-i", str(tiny_nnunet.raw / "Dataset901_Tiny" / "imagesTs"), "-o", str(out),
-                    "-d", str(TINY_ID), "-c", "3d_fullres", "-f", "0", "-tr", EN, "-chk", "checkpoint_final.pth",
-                    "-device", "cpu", "-npp", "1", "-nps", "1")
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["ts_000.nii.gz", "ts_001.nii.gz"]
+    assert tiny_nnunet.predict_test_cases(EN, tmp_path / "pred") == ["ts_000.nii.gz", "ts_001.nii.gz"]

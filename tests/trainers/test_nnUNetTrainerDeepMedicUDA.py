@@ -46,8 +46,4 @@ def test_checkpoint_holds_the_discriminator_and_resume_continues_it(tiny_nnunet,
 
 
 def test_nnunetv2_predict_applies_it(tiny_nnunet, trained_uda, tmp_path):
-    out = tmp_path / "pred"
-    tiny_nnunet.run("nnUNetv2_predict", "-i", str(tiny_nnunet.raw / "Dataset901_Tiny" / "imagesTs"), "-o", str(out),
-                    "-d", str(TINY_ID), "-c", "3d_fullres", "-f", "0", "-tr", UDA, "-chk", "checkpoint_final.pth",
-                    "-device", "cpu", "-npp", "1", "-nps", "1")
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["ts_000.nii.gz", "ts_001.nii.gz"]
+    assert tiny_nnunet.predict_test_cases(UDA, tmp_path / "pred") == ["ts_000.nii.gz", "ts_001.nii.gz"]
