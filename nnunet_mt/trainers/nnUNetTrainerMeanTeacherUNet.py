@@ -10,6 +10,9 @@ supervision heads serve the supervised loss. Start from an ``nnUNetTrainer`` che
 """
 from __future__ import annotations
 
+import sys
+from typing import Sequence
+
 import torch
 
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
@@ -34,6 +37,10 @@ class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, nnUNetTrainer):
         self.oversample_foreground_percent = 0.5
         shorten(self)
         self._init_mean_teacher()
+
+    def _on_fresh_start(self) -> None:
+        restore_segmentation_layers(self)  # before the teacher copies the student
+        super()._on_fresh_start()
 
     def _crop_target(self, batch: dict) -> dict:
         return batch  # the U-Net's output has the patch's size
@@ -70,14 +77,55 @@ def shorten(trainer) -> None:
     trainer.budget = apply_budget(trainer)
 
 
+def pretrained_weights_argument(argv: Sequence[str] | None = None) -> str | None:
+    """The file given to ``nnUNetv2_train -pretrained_weights`` (None if absent). nnU-Net does not hand
+    it to the trainer; DDP workers started by ``mp.spawn`` inherit the parent's ``sys.argv``."""
+    argv = list(sys.argv if argv is None else argv)
+    if "-pretrained_weights" in argv:
+        i = argv.index("-pretrained_weights")
+        return argv[i + 1] if i + 1 < len(argv) else None
+    return None
+
+
+def restore_segmentation_layers(trainer, argv: Sequence[str] | None = None) -> list[str]:
+    """Load the ``.seg_layers.`` weights of the ``-pretrained_weights`` checkpoint into the network.
+
+    nnU-Net's ``load_pretrained_weights`` deliberately skips a U-Net's segmentation layers (pretraining
+    is meant for transfer to other label sets), so a model "started from" a supervised U-Net would get a
+    random output layer. Continuing *the same task* (the mean teacher's start, the runner's fair
+    protocol) needs the whole model: this reads the same file again and copies those layers when their
+    shapes match. Returns the keys it loaded (none without ``-pretrained_weights``)."""
+    fname = pretrained_weights_argument(argv)
+    if fname is None:
+        return []
+    net = trainer.network.module if hasattr(trainer.network, "module") else trainer.network
+    net = getattr(net, "_orig_mod", net)
+    own = net.state_dict()
+    saved = torch.load(fname, map_location="cpu", weights_only=False)["network_weights"]
+    keys = [k for k in own if ".seg_layers." in k and k in saved and saved[k].shape == own[k].shape]
+    if keys:
+        net.load_state_dict({k: saved[k] for k in keys}, strict=False)
+        trainer.print_to_log_file(f"loaded the {len(keys)} segmentation-layer tensors that nnU-Net's "
+                                  f"load_pretrained_weights leaves out, from {fname}: the whole supervised model")
+    return keys
+
+
 class nnUNetTrainerUNet(nnUNetTrainer):
     """nnU-Net's own supervised ``nnUNetTrainer``, unchanged except that it honours the ``nnUNet_mt_*``
-    budget, so the reproduction runner can shorten the U-Net baseline like every other method."""
+    budget, so the reproduction runner can shorten the U-Net baseline like every other method, and that
+    ``-pretrained_weights`` continues the whole model, segmentation layers included (the runner's
+    protocol starts every method from the same supervised model; see :func:`restore_segmentation_layers`)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         shorten(self)
+
+    def on_train_start(self):
+        if not self.was_initialized:
+            self.initialize()
+        restore_segmentation_layers(self)
+        super().on_train_start()
 
 
 class nnUNetTrainerUNet_tiny(nnUNetTrainer):

@@ -24,8 +24,48 @@ def test_unet_mean_teacher_trains_and_predicts_with_the_teacher(tiny_nnunet, tin
     log = json.loads((fold / "mean_teacher_log.json").read_text())
     assert log["alpha"] == [0.99, 0.99, 0.99, 0.999]
     assert all(np.isfinite(log["Lc"]))
+    # the teacher started from the whole supervised U-Net, output layers included
+    train_log = sorted(fold.glob("training_log_*.txt"))[-1].read_text()
+    assert "segmentation-layer tensors that nnU-Net's load_pretrained_weights leaves out" in train_log
     out = tmp_path / "pred"
     tiny_nnunet.run("nnUNetv2_predict", "-i", str(tiny_nnunet.raw / TINY_NAME / "imagesTs"), "-o", str(out),
                     "-d", str(TINY_ID), "-c", "3d_fullres", "-f", "0", "-tr", UNET_MT, "-device", "cpu",
                     "--disable_tta", "-npp", "1", "-nps", "1")
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["ts_000.nii.gz", "ts_001.nii.gz"]
+
+
+class _FakeTrainer:
+    def __init__(self, network):
+        self.network = network
+        self.logged = []
+
+    def print_to_log_file(self, *args):
+        self.logged.append(" ".join(map(str, args)))
+
+
+def _unet_like(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = torch.nn.Module()
+    net.decoder = torch.nn.Module()
+    net.decoder.stage = torch.nn.Conv3d(2, 4, 3)
+    net.decoder.seg_layers = torch.nn.ModuleList([torch.nn.Conv3d(4, 2, 1)])
+    return net
+
+
+def test_pretrained_segmentation_layers_are_restored(tmp_path):
+    from nnunet_mt.trainers.nnUNetTrainerMeanTeacherUNet import (pretrained_weights_argument,
+                                                                  restore_segmentation_layers)
+    saved = _unet_like(0)
+    fname = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": saved.state_dict()}, fname)
+    trainer = _FakeTrainer(_unet_like(1))
+    argv = ["nnUNetv2_train", "1", "3d_fullres", "0", "-pretrained_weights", str(fname)]
+    assert pretrained_weights_argument(argv) == str(fname)
+    assert pretrained_weights_argument(["nnUNetv2_train", "1"]) is None
+    keys = restore_segmentation_layers(trainer, argv)
+    assert keys == ["decoder.seg_layers.0.weight", "decoder.seg_layers.0.bias"]
+    assert torch.equal(trainer.network.decoder.seg_layers[0].weight, saved.decoder.seg_layers[0].weight)
+    # only the layers nnU-Net leaves out: the rest is load_pretrained_weights' business
+    assert not torch.equal(trainer.network.decoder.stage.weight, saved.decoder.stage.weight)
+    assert "segmentation-layer" in trainer.logged[0]
+    assert restore_segmentation_layers(_FakeTrainer(_unet_like(2)), ["nnUNetv2_train"]) == []
