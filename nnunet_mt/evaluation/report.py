@@ -33,6 +33,8 @@ METRIC_NAMES = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "avd_ml": "absolute volu
 SIGNIFICANCE_LEVEL = 0.05
 #: colour of the segmentation overlays in Fig. 3: pure red stands out of a grey-scale image
 OVERLAY_RGB = (1.0, 0.0, 0.0)
+#: the ground truth's outline on every method's panel, so misses and false positives show at a glance
+REFERENCE_RGB = (0.2, 1.0, 0.2)
 REFERENCE_COLOR = "tab:red"
 OTHER_COLOR = "tab:blue"
 DPI = 150
@@ -315,13 +317,17 @@ def _crop_box(image: np.ndarray, margin: int = 3) -> tuple[slice, slice]:
     return slice(lo[0], hi[0]), slice(lo[1], hi[1])
 
 
-def _show_panel(ax, image_slice: np.ndarray, mask: np.ndarray, window: tuple[float, float], aspect: float) -> None:
+def _show_panel(ax, image_slice: np.ndarray, mask: np.ndarray, window: tuple[float, float], aspect: float,
+                reference: np.ndarray | None = None) -> None:
     ax.imshow(image_slice, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest")
     rgba = np.zeros((*mask.shape, 4))
     rgba[mask] = (*OVERLAY_RGB, 0.4)
     ax.imshow(rgba, aspect=aspect, interpolation="nearest")
-    if mask.any() and not mask.all():  # contour of a constant mask is undefined (matplotlib warns)
+    # a contour of a constant mask is undefined (matplotlib warns)
+    if mask.any() and not mask.all():
         ax.contour(mask.astype(float), levels=[0.5], colors=[OVERLAY_RGB], linewidths=1.2)
+    if reference is not None and reference.any() and not reference.all():
+        ax.contour(reference.astype(float), levels=[0.5], colors=[REFERENCE_RGB], linewidths=1.0, linestyles="--")
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -365,13 +371,15 @@ def plot_overlays(result: CountResult, methods: list[str], path: Path, label: in
                 panels.append((m, pred == label, result.metrics.get(m, {}).get(case, {}).get("dice", math.nan)))
             for col, (name, mask, dice) in enumerate(panels):
                 ax = axes[row][col]
-                _show_panel(ax, image[z][ys, xs], mask[z][ys, xs], window, aspect)
+                _show_panel(ax, image[z][ys, xs], mask[z][ys, xs], window, aspect,
+                            reference=None if col == 0 else ref_mask[z][ys, xs])
                 head = name if row == 0 else ""
                 tail = "" if dice is None else f"Dice {_fmt(dice, '.3f')}"
                 ax.set_title("\n".join(t for t in (head, tail) if t) or " ", fontsize=10)
             axes[row][0].set_ylabel(f"{case}\nlesion {lesion_ml[case]:.2f} mL\naxial slice z = {z}", fontsize=10)
         fig.suptitle(f"Segmentations of a small and a large lesion, {result.count} annotated training scans "
-                     f"(cf. Fig. 3; red = segmentation, Dice over the 3D case)", fontsize=11)
+                     f"(cf. Fig. 3)\nred = segmentation, dashed green = ground truth outline, "
+                     f"Dice over the whole 3D case", fontsize=11)
         fig.savefig(path, dpi=DPI)
         plt.close(fig)
     return path
