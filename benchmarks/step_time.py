@@ -5,7 +5,18 @@ patches of 54x69x69 voxels, 2 channels, plus 8 unannotated for the semi-supervis
 measure the optimisation step itself, not data loading. Each trainer runs in its own subprocess so its
 peak memory is its own (peak resident memory on CPU, peak allocated GPU memory on CUDA).
 
-usage: python benchmarks/step_time.py [--device cpu|cuda] [--steps 5] [--warmup 1]
+Each step's work is counted, not assumed: forward hooks add up the FLOPs of every 3-D convolution the
+step runs (student, teacher, adversaries), three times for those whose output receives a gradient
+(forward + backward of inputs and weights), once for the rest. ``efficiency`` is that count over the
+step time and the fp32 matmul peak measured in the same process; ``x work`` is the step's FLOPs over the
+supervised step's, to compare with ``x supervised`` (its time).
+
+Then (unless ``--real-iterations 0``) a real ``nnUNetv2_train`` of the supervised DeepMedic and of the
+mean teacher on a small synthetic cohort (4 annotated + 2 unannotated scans of 240 x 240 x 21), with
+nnU-Net's augmentation workers on the same cores: seconds per iteration from the second epoch's
+"Epoch time" (train iterations + one validation batch), to compare with the pure step.
+
+usage: python benchmarks/step_time.py [--device cpu|cuda] [--steps 5] [--warmup 1] [--real-iterations 10]
 """
 from __future__ import annotations
 
@@ -75,6 +86,8 @@ def measure(trainer_name: str, device: str, steps: int, warmup: int) -> dict:
     trainer.network.train()
     for _ in range(warmup):
         trainer.train_step(batch)
+    flops = _count_step_flops(trainer, batch)
+    peak_gflops = _matmul_peak()
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -88,7 +101,83 @@ def measure(trainer_name: str, device: str, steps: int, warmup: int) -> dict:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     patches = 8 if trainer_name == "DeepMedic" else 16
     return {"trainer": trainer_name, "seconds_per_step": seconds, "patches_per_second": patches / seconds,
-            "peak_memory_mib": peak, "threads": torch.get_num_threads()}
+            "peak_memory_mib": peak, "threads": torch.get_num_threads(), "gflop_per_step": flops / 1e9,
+            "matmul_peak_gflops": peak_gflops, "efficiency": flops / seconds / (peak_gflops * 1e9)}
+
+
+def _count_step_flops(trainer, batch) -> int:
+    """FLOPs of one ``train_step``: every Conv3d forward it runs, x3 where the output gets a gradient."""
+    import math
+
+    import torch
+
+    total = [0]
+
+    def hook(module, inputs, output):
+        fwd = 2 * module.in_channels * module.out_channels // module.groups * math.prod(module.kernel_size) \
+            * output[0, 0].numel() * output.shape[0]
+        total[0] += 3 * fwd if output.requires_grad else fwd
+
+    handles = [m.register_forward_hook(hook) for m in torch.nn.Module.modules(trainer.network)
+               if isinstance(m, torch.nn.Conv3d)]
+    for name in ("teacher", "adversary"):
+        module = getattr(trainer, name, None)
+        if isinstance(module, torch.nn.Module):
+            handles += [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Conv3d)]
+    try:
+        trainer.train_step(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def _matmul_peak(repeats: int = 10) -> float:
+    """fp32 GFLOP/s of a 2048^2 matrix product, best of ``repeats``, in this process."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def real_iterations(root: Path, env: dict, iterations: int) -> dict:
+    """Seconds per iteration of real nnUNetv2_train runs (second epoch), DeepMedic then the mean teacher."""
+    import re
+
+    from nnunet_mt.cli import ext_trainer_value
+    from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import generate_synthetic_stroke_dwi
+
+    env = dict(env, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
+               nnUNet_results=str(root / "res"), nnUNet_extTrainer=ext_trainer_value(None),
+               nnUNet_mt_epochs="2", nnUNet_mt_iterations_per_epoch=str(iterations), nnUNet_mt_val_iterations="1")
+    generate_synthetic_stroke_dwi(root / "raw", dataset_id=821, num_train=4, num_test=0, num_unlabeled=2,
+                                  montage=False)
+
+    def run(*cmd):
+        subprocess.run(list(cmd), env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    run("nnUNetv2_plan_and_preprocess", "-d", "821", "-c", "3d_fullres", "-np", "1")
+    run("nnunet_mt_preprocess_unlabeled", "-d", "821", "-c", "3d_fullres")
+    out = {}
+    for label, trainer, extra in (("DeepMedic", "nnUNetTrainerDeepMedic", []),
+                                  ("MeanTeacher", "nnUNetTrainerMeanTeacher", ["-pretrained_weights", str(
+                                      root / "res" / "Dataset821_SyntheticStrokeDWI" /
+                                      "nnUNetTrainerDeepMedic__nnUNetPlans__3d_fullres" / "fold_0" /
+                                      "checkpoint_final.pth")])):
+        run("nnUNetv2_train", "821", "3d_fullres", "0", "-tr", trainer, "-device", "cpu", *extra)
+        folder = root / "res" / "Dataset821_SyntheticStrokeDWI" / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+        log = "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
+        epoch_times = [float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", log)]
+        out[label] = epoch_times[-1] / iterations
+    return out
 
 
 def main() -> None:
@@ -96,6 +185,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--real-iterations", type=int, default=10,
+                   help="iterations per epoch of the real nnUNetv2_train runs (0: skip them)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -112,11 +203,19 @@ def main() -> None:
                                   "--steps", str(args.steps), "--warmup", str(args.warmup)],
                                  env=env, capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        real = real_iterations(root / "real", env, args.real_iterations) \
+            if args.real_iterations > 0 and args.device == "cpu" else {}
     print(f"device {args.device}, {rows[0]['threads']} threads, {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"{'trainer':<14} {'s/step':>8} {'patches/s':>10} {'peak MiB':>9} {'x supervised':>13}")
+    print("| trainer | s/step | patches/s | peak MiB | GFLOP/step | matmul peak GFLOP/s | efficiency | "
+          "x supervised | x work | real nnUNetv2_train s/iteration |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    base = rows[0]
     for r in rows:
-        print(f"{r['trainer']:<14} {r['seconds_per_step']:8.3f} {r['patches_per_second']:10.2f} "
-              f"{r['peak_memory_mib']:9.0f} {r['seconds_per_step'] / rows[0]['seconds_per_step']:13.2f}")
+        it = f"{real[r['trainer']]:.2f}" if r["trainer"] in real else "-"
+        print(f"| {r['trainer']} | {r['seconds_per_step']:.3f} | {r['patches_per_second']:.2f} | "
+              f"{r['peak_memory_mib']:.0f} | {r['gflop_per_step']:.0f} | {r['matmul_peak_gflops']:.0f} | "
+              f"{100 * r['efficiency']:.0f} % | {r['seconds_per_step'] / base['seconds_per_step']:.2f} | "
+              f"{r['gflop_per_step'] / base['gflop_per_step']:.2f} | {it} |")
 
 
 if __name__ == "__main__":

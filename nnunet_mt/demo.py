@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_mt.pipeline import dice_per_case, run, workdir_env
+from nnunet_mt.pipeline import dice_per_case, run, skipped, workdir_env
 
 DATASET_ID = 990
 DATASET = "Dataset990_SyntheticStrokeDWI"
@@ -85,10 +85,13 @@ def main(argv=None) -> None:
             str(args.num_test), "--num-unlabeled", str(args.num_unlabeled), "--seed", str(args.seed),
             "--num-workers", "2", "--raw-root", env["nnUNet_raw"]], env)
     else:
-        print(f"using the existing cohort in {raw}")
-    if not (workdir / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json").exists():
+        skipped("generate synthetic cohort", raw)
+    plans = workdir / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json"
+    if not plans.exists():
         timings["plan_and_preprocess"] = run("plan and preprocess", [
             "nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env)
+    else:
+        skipped("plan and preprocess", plans)
     write_demo_split(workdir / "nnUNet_preprocessed" / DATASET)
     timings["preprocess_unlabeled"] = run("preprocess the unannotated scans", [
         "nnunet_mt_preprocess_unlabeled", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env)
@@ -100,10 +103,14 @@ def main(argv=None) -> None:
         timings["train_supervised"] = run("train supervised DeepMedic", [
             "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", args.supervised_trainer,
             "-device", args.device], env)
+    else:
+        skipped("train supervised DeepMedic", supervised / "fold_0" / "checkpoint_final.pth")
     if not (teacher / "fold_0" / "checkpoint_final.pth").exists():
         timings["train_mean_teacher"] = run("train the mean teacher from it", [
             "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", args.mean_teacher_trainer,
             "-device", args.device, "-pretrained_weights", str(supervised / "fold_0" / "checkpoint_final.pth")], env)
+    else:
+        skipped("train the mean teacher from it", teacher / "fold_0" / "checkpoint_final.pth")
 
     tables = {}
     for label, trainer, model in (("DeepMedic", args.supervised_trainer, supervised),
@@ -116,6 +123,8 @@ def main(argv=None) -> None:
             timings[f"evaluate_{label}"] = run(f"evaluate ({label})", [
                 "nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred), "-djfile", str(model / "dataset.json"),
                 "-pfile", str(model / "plans.json"), "-np", "1"], env)
+        else:
+            skipped(f"predict and evaluate the test scans ({label})", pred / "summary.json")
         tables[label] = dice_per_case(pred / "summary.json")
 
     table = write_table(tables, workdir)
@@ -124,9 +133,24 @@ def main(argv=None) -> None:
     with open(workdir / "dice_table.md", "a") as f:
         f.write(f"\n{test_line}\n")
     print("\nPer-case lesion Dice on the synthetic test scans:\n" + table + "\n" + test_line)
-    print("\nwall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    print(f"tables: {workdir / 'dice_table.md'} and {workdir / 'dice_table.csv'}; "
-          f"training curves: {teacher / 'fold_0' / 'progress_mean_teacher.png'}")
+    print("\nwall time per stage (s): " + (", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+                                            or "none, every stage was done already"))
+    print(closing_lines(workdir, raw, supervised, teacher))
+
+
+def closing_lines(workdir: Path, raw: Path, supervised: Path, teacher: Path) -> str:
+    """Where the demo's results are: tables, the per-case CSV, the cohort's montage, the training curves."""
+    return "\n".join([
+        "results:",
+        f"  per-case Dice table:       {workdir / 'dice_table.md'}",
+        f"  the same as CSV (one row per test scan, one column per method; e.g. for a box plot): "
+        f"{workdir / 'dice_table.csv'}",
+        f"  nnU-Net's per-case metrics: {workdir / 'predictions' / '<trainer>' / 'summary.json'}",
+        f"  the synthetic cohort:      {raw / 'montage.png'} (a few subjects: DWI, b0, ADC, lesion outline)",
+        f"  training curves:           {supervised / 'fold_0' / 'progress.png'} (DeepMedic), "
+        f"{teacher / 'fold_0' / 'progress.png'} and {teacher / 'fold_0' / 'progress_mean_teacher.png'} "
+        f"(mean teacher: student vs teacher Dice, Ls, Lc, beta, alpha)",
+    ])
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ def run(step: str, cmd: list[str], env: dict) -> float:
     return took
 
 
+def skipped(step: str, because: Path | str) -> None:
+    """Say that a stage is not run again, and which file shows it is done (a rerun names what it skips)."""
+    print(f"\n=== {step}: skipped, already done ({because})", flush=True)
+
+
 def dice_per_case(summary_file: Path) -> dict[str, float]:
     """Case id -> lesion Dice from nnUNetv2_evaluate_folder's summary.json (label 1)."""
     summary = json.loads(Path(summary_file).read_text())

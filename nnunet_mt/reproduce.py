@@ -2,7 +2,10 @@
 
 Cui et al. (IPMI 2019), Sec. 3: with 10, 20 and 30 annotated training scans (plus all unannotated
 scans), supervised DeepMedic, DeepMedic-UDA, DeepMedic-EN and the mean teacher are compared on the
-remaining annotated scans (the test set) by Dice, with a paired t-test.
+remaining annotated scans (the test set) by Dice, with a paired t-test. Besides the paper's four (the
+default ``--methods``): ``PiModel`` (ablation), ``PseudoLabel`` (the pseudo-label recipe nnU-Net's
+maintainers give: cross-entropy on the init model's hard labels of the unannotated scans,
+:mod:`nnunet_mt.trainers.nnUNetTrainerDeepMedicPseudoLabel`), ``nnUNet`` and ``MeanTeacherUNet``.
 
 Input: an nnU-Net raw dataset (``$nnUNet_raw`` or ``--raw``; ``-d`` is its ID or name) with
 ``dataset.json``, ``imagesTr``/``labelsTr``, optionally ``imagesTs``/``labelsTs`` (annotated test
@@ -13,7 +16,10 @@ Protocol, per count n (``--counts``):
 
 1. **Split.** One permutation of the sorted pool, drawn with ``numpy.random.default_rng(seed)``; the
    first n cases train, all others are the test set (as in the paper). The draws are nested: the 10
-   training scans are among the 20. Recorded in ``WORKDIR/splits.json``.
+   training scans are among the 20. With ``--shared-test N`` the first N cases of the permutation are
+   the test set of every count and the n training cases follow them (still nested), so the counts'
+   columns of the table are measured on the same scans and compare. Recorded in ``WORKDIR/splits.json``
+   and ``manifest.json``.
 2. **Data.** A derived dataset ``WORKDIR/nnUNet_raw/Dataset{500+i}_{Name}_n{n}`` whose ``imagesTr`` /
    ``labelsTr`` are symbolic links to the n training cases' files and ``imagesUnlabeled`` links to
    the source's unannotated scans; ``nnUNetv2_plan_and_preprocess`` and
@@ -46,11 +52,12 @@ variables are removed from the environment the runner was started with, so only 
 Everything is written under ``--workdir`` (its own ``nnUNet_raw``, ``nnUNet_preprocessed``,
 ``nnUNet_results``); the source dataset is only read and your nnU-Net folders are not used.
 Interrupted? Run the same command again: finished stages are skipped (a training is finished when
-its ``fold_0/checkpoint_final.pth`` exists; one with only ``checkpoint_latest.pth`` continues with
-``--c``; a prediction folder is finished when its ``.complete`` marker exists, else it is redone).
-The settings that results depend on (pool, unannotated scans, seed, counts, budget, test-time
-augmentation) are recorded in ``WORKDIR/manifest.json``; a rerun with other settings stops. Wall
-time per stage accumulates in ``WORKDIR/timings.json``.
+its ``fold_0/checkpoint_final.pth`` exists; one with only ``checkpoint_latest.pth``, which every
+trainer here writes after each epoch, continues from it with ``--c``; a prediction folder is
+finished when its ``.complete`` marker exists, else it is redone). The settings that results depend
+on (pool, unannotated scans, seed, counts, shared test set, budget, test-time augmentation) are
+recorded in ``WORKDIR/manifest.json``; a rerun with other settings stops. Wall time per stage
+accumulates in ``WORKDIR/timings.json``.
 """
 from __future__ import annotations
 
@@ -85,6 +92,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "DeepMedic-EN": ("nnUNetTrainerDeepMedicEN", "nnUNetTrainerDeepMedic"),
     "MeanTeacher": ("nnUNetTrainerMeanTeacher", "nnUNetTrainerDeepMedic"),
     "PiModel": ("nnUNetTrainerPiModel", "nnUNetTrainerDeepMedic"),
+    "PseudoLabel": ("nnUNetTrainerDeepMedicPseudoLabel", "nnUNetTrainerDeepMedic"),
     "nnUNet": ("nnUNetTrainerUNet", "nnUNetTrainerUNet"),
     "MeanTeacherUNet": ("nnUNetTrainerMeanTeacherUNet", "nnUNetTrainerUNet"),
 }
@@ -92,7 +100,9 @@ DEFAULT_METHODS = ["DeepMedic", "DeepMedic-UDA", "DeepMedic-EN", "MeanTeacher"]
 #: methods that use no unannotated scans
 SUPERVISED_METHODS = {"DeepMedic", "nnUNet"}
 #: manifest entries a rerun must match (results depend on them)
-MANIFEST_SETTINGS = ("source", "pool", "unlabeled", "seed", "counts", "budget", "disable_tta")
+MANIFEST_SETTINGS = ("source", "pool", "unlabeled", "seed", "counts", "shared_test", "budget", "disable_tta")
+#: what a manifest written before a setting existed means by its absence
+MANIFEST_DEFAULTS = {"shared_test": None}
 
 
 class ReproduceError(Exception):
@@ -227,10 +237,22 @@ def check_methods(methods: list[str]) -> None:
         raise ReproduceError(f"--methods lists a method twice: {' '.join(methods)}")
 
 
-def check_inputs(source: SourceDataset, counts: list[int], methods: list[str]) -> None:
-    """Counts fit the pool (each leaves at least one test case); semi-supervised methods have scans."""
+def check_inputs(source: SourceDataset, counts: list[int], methods: list[str],
+                 shared_test: int | None = None) -> None:
+    """Counts fit the pool (each leaves at least one test case; with a shared test set, they fit beside it);
+    semi-supervised methods have scans."""
     pool = len(source.annotated)
-    for n in counts:
+    if shared_test is not None:
+        if shared_test < 1 or shared_test >= pool:
+            raise ReproduceError(f"--shared-test {shared_test}: needs 1 <= N < pool size; the pool of {source.folder} "
+                                 f"has {pool} annotated case(s) (labelsTr + labelsTs)")
+        for n in counts:
+            if n < 1 or n > pool - shared_test:
+                raise ReproduceError(
+                    f"count {n}: with --shared-test {shared_test} the training scans come from the other "
+                    f"{pool - shared_test} of the {pool} annotated case(s) of {source.folder}; needs "
+                    f"1 <= count <= {pool - shared_test}")
+    for n in counts if shared_test is None else ():
         if n < 1 or n >= pool:
             raise ReproduceError(
                 f"count {n}: needs 1 <= count < pool size (the rest are the test set); the pool of {source.folder} "
@@ -241,13 +263,21 @@ def check_inputs(source: SourceDataset, counts: list[int], methods: list[str]) -
                              f"(missing or empty); add them there or run only {', '.join(sorted(SUPERVISED_METHODS))}")
 
 
-def draw_splits(pool: list[str], counts: list[int], seed: int) -> dict[int, dict[str, list[str]]]:
-    """Per count n: ``train`` = the first n cases of one seeded permutation of the sorted pool (nested
-    across counts), ``test`` = all the others; both lists sorted."""
+def draw_splits(pool: list[str], counts: list[int], seed: int,
+                shared_test: int | None = None) -> dict[int, dict[str, list[str]]]:
+    """Per count n, from one seeded permutation of the sorted pool; both lists sorted.
+
+    Default (the paper's): ``train`` = the first n cases of the permutation (nested across counts),
+    ``test`` = all the others, so each count has its own test set. ``shared_test`` = N: the first N
+    cases of the permutation are the test set of *every* count, and ``train`` = the n cases after
+    them (nested across counts, never among the N), so the counts' results compare on the same scans."""
     pool = sorted(pool)
     order = np.random.default_rng(seed).permutation(len(pool))
     drawn = [pool[i] for i in order]
-    return {n: {"train": sorted(drawn[:n]), "test": sorted(drawn[n:])} for n in counts}
+    if shared_test is None:
+        return {n: {"train": sorted(drawn[:n]), "test": sorted(drawn[n:])} for n in counts}
+    test, rest = sorted(drawn[:shared_test]), drawn[shared_test:]
+    return {n: {"train": sorted(rest[:n]), "test": list(test)} for n in counts}
 
 
 def check_manifest(path: Path, manifest: dict) -> None:
@@ -255,6 +285,7 @@ def check_manifest(path: Path, manifest: dict) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text())
+    old = {**{k: v for k, v in MANIFEST_DEFAULTS.items() if k not in old}, **old}
     differ = [k for k in MANIFEST_SETTINGS if k in old and old[k] != manifest.get(k)]
     if differ:
         def show(v):
@@ -328,7 +359,8 @@ class Reproduction:
         self.workdir: Path = args.workdir
         self.counts: list[int] = args.counts
         self.methods: list[str] = args.methods
-        self.splits = draw_splits(source.pool, self.counts, args.seed)
+        self.shared_test: int | None = getattr(args, "shared_test", None)
+        self.splits = draw_splits(source.pool, self.counts, args.seed, self.shared_test)
         self.semi = any(m not in SUPERVISED_METHODS for m in self.methods)
         self.timings_file = self.workdir / "timings.json"
         self.timings: dict[str, float] = (json.loads(self.timings_file.read_text())
@@ -350,7 +382,9 @@ class Reproduction:
     def manifest(self) -> dict:
         return {"source": self.source.folder.name, "source_folder": str(self.source.folder.resolve()),
                 "pool": self.source.pool, "unlabeled": sorted(self.source.unlabeled), "seed": self.args.seed,
-                "counts": self.counts, "budget": self.budget(), "disable_tta": self.args.disable_tta,
+                "counts": self.counts, "shared_test": self.shared_test,
+                "test_set": "shared" if self.shared_test is not None else "rest of the pool",
+                "budget": self.budget(), "disable_tta": self.args.disable_tta,
                 "methods": self.methods, "trainer_suffix": self.args.trainer_suffix}
 
     def stage(self, name: str, cmd: list[str], env: dict) -> None:
@@ -387,7 +421,7 @@ class Reproduction:
         check_manifest(manifest_file, self.manifest())
         _write_json(manifest_file, self.manifest())
         _write_json(self.workdir / "splits.json", {
-            "seed": self.args.seed, "pool": self.source.pool,
+            "seed": self.args.seed, "pool": self.source.pool, "shared_test": self.shared_test,
             "counts": {str(n): self.splits[n] for n in self.counts}})
 
     def build_raw(self, n: int) -> Path:
@@ -530,7 +564,11 @@ class Reproduction:
         lines = [
             f"Source dataset: `{s.folder}` ({len(s.pool)} annotated scans in the pool, {len(s.unlabeled)} "
             f"unannotated). Seed {a.seed}; counts {', '.join(map(str, self.counts))} "
-            f"(test set = the other {', '.join(str(len(s.pool) - n) for n in self.counts)} annotated scans).",
+            + (f"(test set = the other {', '.join(str(len(s.pool) - n) for n in self.counts)} annotated scans)."
+               if self.shared_test is None else
+               f"(one shared test set of {self.shared_test} annotated scans for every count, drawn first; the "
+               f"training scans of every count from the other {len(s.pool) - self.shared_test}: the columns "
+               f"compare)."),
             "",
             f"Protocol: per count a supervised init model, then every method trained from it with the same "
             f"budget ({shown}). Trainer suffix `{a.trainer_suffix or '(none)'}`; device `{a.device}`; "
@@ -574,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                    help=f"methods to compare (default {' '.join(DEFAULT_METHODS)}; all: {' '.join(METHODS)})")
     p.add_argument("--seed", type=int, default=0, help="seed of the training/test draw (default 0)")
+    p.add_argument("--shared-test", type=_positive_int, default=None, metavar="N",
+                   help="test every count on the same N annotated scans, drawn once from the pool; the counts' "
+                        "training scans are drawn, nested, from the rest (default: the paper's, each count tests "
+                        "on all annotated scans it does not train on)")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
                    help="training and inference device (default cuda if available, else cpu)")
     p.add_argument("--init-epochs", type=_positive_int, default=None, help="epochs of the supervised init model")
@@ -600,7 +642,7 @@ def main(argv: list[str] | None = None) -> None:
         if raw is None:
             raise ReproduceError("set nnUNet_raw or pass --raw (the nnU-Net raw folder holding the source dataset)")
         source = read_source(find_dataset_folder(raw, args.dataset))
-        check_inputs(source, args.counts, args.methods)
+        check_inputs(source, args.counts, args.methods, args.shared_test)
         if args.device is None:
             import torch
             args.device = "cuda" if torch.cuda.is_available() else "cpu"

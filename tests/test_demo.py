@@ -1,5 +1,6 @@
 """The demo's table and statistics, on fixed numbers."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,3 +30,49 @@ def test_table_and_paired_t_test(tmp_path):
     # differences 0.05, 0.02, 0.01: mean 0.02667, sd 0.02082, t = 0.02667 / (0.02082 / sqrt 3) = 2.219
     assert t == pytest.approx(2.2188, abs=1e-3)
     assert np.isfinite(p)
+
+
+def test_rerun_names_the_stages_it_skips(capsys):
+    from nnunet_mt.pipeline import skipped
+
+    skipped("train supervised DeepMedic", Path("/w/fold_0/checkpoint_final.pth"))
+    out = capsys.readouterr().out
+    assert "train supervised DeepMedic: skipped, already done (/w/fold_0/checkpoint_final.pth)" in out
+
+
+def test_closing_lines_point_to_every_result(tmp_path):
+    from nnunet_mt.demo import closing_lines
+
+    raw, sup, mt = tmp_path / "raw", tmp_path / "sup", tmp_path / "mt"
+    text = closing_lines(tmp_path, raw, sup, mt)
+    for expected in ("dice_table.md", "dice_table.csv", str(raw / "montage.png"), "progress_mean_teacher.png",
+                     str(sup / "fold_0" / "progress.png"), "summary.json"):
+        assert expected in text, expected
+
+
+def test_a_rerun_of_a_finished_demo_skips_every_stage_and_says_so(tmp_path, monkeypatch, capsys):
+    import nnunet_mt.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run", lambda step, cmd, env: calls.append(cmd[0]) or 0.0)
+    ds = demo.DATASET
+    (tmp_path / "nnUNet_raw" / ds).mkdir(parents=True)
+    (tmp_path / "nnUNet_preprocessed" / ds).mkdir(parents=True)
+    (tmp_path / "nnUNet_preprocessed" / ds / "nnUNetPlans.json").write_text("{}")
+    for i, trainer in enumerate(("nnUNetTrainerDeepMedic_demo", "nnUNetTrainerMeanTeacher_demo")):
+        fold = tmp_path / "nnUNet_results" / ds / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+        fold.mkdir(parents=True)
+        (fold / "checkpoint_final.pth").write_bytes(b"")
+        pred = tmp_path / "predictions" / trainer
+        pred.mkdir(parents=True)
+        (pred / "summary.json").write_text(json.dumps({"metric_per_case": [
+            {"reference_file": f"/x/SDWI_T{c}.nii.gz", "metrics": {"1": {"Dice": 0.1 * c + 0.01 * i * c}}}
+            for c in (1, 2, 3)]}))
+    demo.main(["--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert calls == ["nnunet_mt_preprocess_unlabeled"]  # it skips finished cases itself and says so
+    for stage in ("generate synthetic cohort", "plan and preprocess", "train supervised DeepMedic",
+                  "train the mean teacher from it", "predict and evaluate the test scans (DeepMedic)",
+                  "predict and evaluate the test scans (MeanTeacher)"):
+        assert f"=== {stage}: skipped, already done" in out, stage
+    assert "montage.png" in out and "dice_table.csv" in out

@@ -1,5 +1,7 @@
-"""``nnunet_mt_reproduce``: splits, input checks, the init plans, the manifest, and one end-to-end run on the
-tiny dataset (two counts, DeepMedic and the mean teacher) that is killed, resumed and rerun."""
+"""``nnunet_mt_reproduce``: splits (the paper's and a shared test set), input checks, the init plans, the
+manifest, and one end-to-end run on the tiny dataset (two counts sharing a test set; DeepMedic, the mean
+teacher and the pseudo-label baseline) that is killed during a training, resumed from the saved step and
+rerun."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import TINY_NAME, VENV_BIN, write_tiny_raw
 from nnunet_mt import reproduce
@@ -31,6 +34,31 @@ def test_draw_splits_nested_seeded_complement():
     assert set(splits[2]["train"]) < set(splits[5]["train"]) < set(splits[8]["train"])  # nested
     others = [draw_splits(pool, [5], seed)[5]["train"] for seed in range(4, 10)]
     assert any(o != splits[5]["train"] for o in others)  # the seed matters
+
+
+def test_shared_test_set_is_one_draw_disjoint_from_every_training_set():
+    pool = [f"c{i:02d}" for i in range(12)]
+    splits = draw_splits(list(reversed(pool)), [2, 5, 8], seed=3, shared_test=4)
+    assert splits == draw_splits(pool, [2, 5, 8], seed=3, shared_test=4)  # reproducible
+    test = splits[2]["test"]
+    assert len(test) == 4 and test == sorted(test) and set(test) <= set(pool)
+    for n, s in splits.items():
+        assert s["test"] == test  # identical across counts
+        assert len(s["train"]) == n and not set(s["train"]) & set(test)  # disjoint from every training set
+    assert set(splits[2]["train"]) < set(splits[5]["train"]) < set(splits[8]["train"])  # still nested
+    assert len(set(splits[8]["train"]) | set(test)) == 12  # the largest count may use all the rest
+    # the shared test set is the start of the same seeded permutation the paper's splits take their counts from
+    assert test == draw_splits(pool, [4], seed=3)[4]["train"]
+    assert any(draw_splits(pool, [2], seed, shared_test=4)[2]["test"] != test for seed in range(4, 10))
+
+
+def test_shared_test_set_size_is_checked(tmp_path):
+    source = read_source(_fake_dataset(tmp_path / "ok"))  # pool of 4
+    check_inputs(source, [1, 2], ["DeepMedic"], shared_test=2)
+    with pytest.raises(ReproduceError, match=r"count 3: with --shared-test 2 .*other 2 of the 4 .*1 <= count <= 2"):
+        check_inputs(source, [1, 3], ["DeepMedic"], shared_test=2)
+    with pytest.raises(ReproduceError, match=r"--shared-test 4: needs 1 <= N < pool size"):
+        check_inputs(source, [1], ["DeepMedic"], shared_test=4)
 
 
 def _fake_dataset(raw: Path, name: str = "Dataset321_Fake", tr=("a", "b", "c"), ts_labelled=("d",),
@@ -130,6 +158,10 @@ def test_manifest_mismatch(tmp_path):
     text = str(exc.value)
     assert "seed: recorded 0, now 1" in text and 'budget: recorded {"epochs": 2}, now {"epochs": 3}' in text
     assert "finished trainings" in text and "new --workdir" in text
+    # a manifest from before --shared-test existed means the paper's test sets
+    check_manifest(tmp_path / "manifest.json", dict(manifest, shared_test=None))
+    with pytest.raises(ReproduceError, match="shared_test: recorded null, now 20"):
+        check_manifest(tmp_path / "manifest.json", dict(manifest, shared_test=20))
 
 
 def test_training_command_resume_rules(tmp_path):
@@ -148,7 +180,11 @@ def test_training_command_resume_rules(tmp_path):
 
 # ---- end to end ----------------------------------------------------------------------------------
 COUNTS = (3, 4)
-METHODS = ("DeepMedic", "MeanTeacher")
+SHARED_TEST = 2
+METHODS = ("DeepMedic", "MeanTeacher", "PseudoLabel")
+TRAINERS = {"DeepMedic": "nnUNetTrainerDeepMedic_tiny", "MeanTeacher": "nnUNetTrainerMeanTeacher_tiny",
+            "PseudoLabel": "nnUNetTrainerDeepMedicPseudoLabel_tiny"}
+POOL = [f"tr_{i:03d}" for i in range(5)] + ["ts_000", "ts_001"]
 STAGES_PER_COUNT = ("plan_and_preprocess", "preprocess_unlabeled", "train_init_nnUNetTrainerDeepMedic_tiny",
                     *[f"train_{m}" for m in METHODS], *[f"predict_{m}" for m in METHODS],
                     *[f"evaluate_{m}" for m in METHODS])
@@ -179,26 +215,32 @@ def reproduction(tmp_path_factory):
                nnUNet_results=str(user_res), nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1",
                PYTHONUNBUFFERED="1")
     cmd = [str(VENV_BIN / "nnunet_mt_reproduce"), "-d", "901", "--workdir", str(work),
-           "--counts", *map(str, COUNTS), "--methods", *METHODS, "--trainer-suffix", "_tiny",
-           "--init-epochs", "1", "--epochs", "1", "--iterations-per-epoch", "2", "--val-iterations", "1",
-           "--rampup", "2", "--device", "cpu", "--num-processes", "0"]
-    first_init = (work / "nnUNet_results" / "Dataset500_Tiny_n3"
-                  / f"nnUNetTrainerDeepMedic_tiny__{INIT_PLANS}__3d_fullres" / "fold_0" / "checkpoint_final.pth")
+           "--counts", *map(str, COUNTS), "--shared-test", str(SHARED_TEST), "--methods", *METHODS,
+           "--trainer-suffix", "_tiny", "--init-epochs", "1", "--epochs", "2", "--iterations-per-epoch", "2",
+           "--val-iterations", "1", "--rampup", "2", "--device", "cpu", "--num-processes", "0"]
+    results = work / "nnUNet_results" / "Dataset500_Tiny_n3"
+    first_init = results / f"nnUNetTrainerDeepMedic_tiny__{INIT_PLANS}__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    killed_fold = results / "nnUNetTrainerMeanTeacher_tiny__nnUNetPlans__3d_fullres" / "fold_0"
+    latest = killed_fold / "checkpoint_latest.pth"
 
-    # 1: killed (whole process group) as soon as the first training has finished
+    # 1: killed (SIGKILL, the whole process group) *during* the mean teacher's training at n3: as soon as
+    # its first epoch's checkpoint_latest.pth is there (written after every epoch; the training has 2)
     with open(root / "run1.log", "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 1200
-        while not first_init.exists():
+        while not latest.exists():
             if proc.poll() is not None:
-                pytest.fail(f"runner ended ({proc.returncode}) before the first training:\n"
+                pytest.fail(f"runner ended ({proc.returncode}) before the mean teacher's first epoch:\n"
                             + (root / "run1.log").read_text()[-4000:])
             if time.time() > deadline:
                 os.killpg(proc.pid, signal.SIGKILL)
-                pytest.fail("first training did not finish in time")
-            time.sleep(0.2)
+                pytest.fail("the mean teacher's first epoch did not finish in time")
+            time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
+        killed_at = time.time()
         proc.wait()
+    assert not (killed_fold / "checkpoint_final.pth").exists(), "killed too late: the training had finished"
+    killed = torch.load(latest, map_location="cpu", weights_only=False)
     first_init_stat = (first_init.stat().st_mtime_ns, first_init.stat().st_size)
 
     # 2: resumed to the end; 3: nothing left to do
@@ -212,14 +254,34 @@ def reproduction(tmp_path_factory):
     return SimpleNamespace(root=root, work=work, source=source_raw / TINY_NAME, source_raw=source_raw,
                            user_folders=(user_pre, user_res), before=before, cmd=cmd, env=env,
                            first_init=first_init, first_init_stat=first_init_stat, run2=runs[0], run3=runs[1],
-                           outputs_after_2=outputs_after_2, run1=(root / "run1.log").read_text())
+                           outputs_after_2=outputs_after_2, run1=(root / "run1.log").read_text(),
+                           killed=killed, killed_at=killed_at, killed_fold=killed_fold)
+
+
+def test_killed_training_continues_from_the_saved_step(reproduction):
+    r = reproduction
+    k = r.killed
+    assert k["current_epoch"] == 1 and k["semi_supervised"]["global_step"] == 2  # one epoch of 2 steps saved
+    final = torch.load(r.killed_fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    state = final["semi_supervised"]
+    assert final["current_epoch"] == 2 and state["global_step"] == 4
+    # the saved epoch was not trained again: its records are the killed run's, the rest came after the kill
+    starts = final["logging"]["epoch_start_timestamps"]
+    assert starts[0] == k["logging"]["epoch_start_timestamps"][0] < r.killed_at < starts[1]
+    assert final["logging"]["train_losses"][0] == k["logging"]["train_losses"][0]
+    assert state["history"]["step"] == [0, 1, 2, 3]
+    assert state["history"]["Lc"][:2] == k["semi_supervised"]["history"]["Lc"]
+    assert state["pseudo_lesion_digest"] == k["semi_supervised"]["pseudo_lesion_digest"]
+    assert "=== n3/train_MeanTeacher: nnUNetv2_train 500 3d_fullres 0 -tr nnUNetTrainerMeanTeacher_tiny " \
+           "-device cpu --c" in r.run2
 
 
 def test_resume_keeps_the_finished_training(reproduction):
     r = reproduction
-    assert "=== n3/train_init_nnUNetTrainerDeepMedic_tiny: skip (done)" in r.run2
-    assert "=== n3/plan_and_preprocess: skip (done)" in r.run2
-    assert "=== n3/train_DeepMedic: nnUNetv2_train 500 3d_fullres 0 -tr nnUNetTrainerDeepMedic_tiny" in r.run2
+    for stage in ("train_init_nnUNetTrainerDeepMedic_tiny", "plan_and_preprocess", "train_DeepMedic"):
+        assert f"=== n3/{stage}: skip (done)" in r.run2
+    assert "=== n3/train_PseudoLabel: nnUNetv2_train 500 3d_fullres 0 -tr nnUNetTrainerDeepMedicPseudoLabel_tiny" \
+        in r.run2
     assert (r.first_init.stat().st_mtime_ns, r.first_init.stat().st_size) == r.first_init_stat
 
 
@@ -241,11 +303,11 @@ def test_every_method_starts_from_the_init_model(reproduction):
         plans = json.loads((init / "plans.json").read_text())
         assert plans["plans_name"] == INIT_PLANS
         assert plans["configurations"]["3d_fullres"]["data_identifier"] == "nnUNetPlans_3d_fullres"
-        for trainer in ("nnUNetTrainerDeepMedic_tiny", "nnUNetTrainerMeanTeacher_tiny"):
+        for trainer in TRAINERS.values():
             fold = results / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
             assert (fold / "checkpoint_final.pth").exists()
             log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
-            assert "training budget from the environment (nnUNet_mt_*): {'num_epochs': 1, " \
+            assert "training budget from the environment (nnUNet_mt_*): {'num_epochs': 2, " \
                    "'num_iterations_per_epoch': 2, 'num_val_iterations_per_epoch': 1, 'rampup_length': 2}" in log
         assert f"Loading pretrained weights from file  {init / 'fold_0' / 'checkpoint_final.pth'}" in r.run1 + r.run2
 
@@ -253,10 +315,15 @@ def test_every_method_starts_from_the_init_model(reproduction):
 def test_splits_and_derived_datasets(reproduction):
     r = reproduction
     splits = json.loads((r.work / "splits.json").read_text())
-    pool = [f"tr_{i:03d}" for i in range(5)] + ["ts_000", "ts_001"]
-    assert splits["seed"] == 0 and splits["pool"] == pool
-    expected = draw_splits(pool, list(COUNTS), 0)
+    assert splits["seed"] == 0 and splits["pool"] == POOL and splits["shared_test"] == SHARED_TEST
+    expected = draw_splits(POOL, list(COUNTS), 0, shared_test=SHARED_TEST)
     assert splits["counts"] == {str(n): expected[n] for n in COUNTS}
+    tested = {n: sorted(p.name for p in (r.work / f"n{n}" / "labelsTest").iterdir()) for n in COUNTS}
+    assert len(tested[3]) == SHARED_TEST and tested[3] == tested[4]  # the same test scans for every count
+    for n in COUNTS:
+        trained = {p.name for p in (r.work / "nnUNet_raw" / f"Dataset{500 + COUNTS.index(n)}_Tiny_n{n}"
+                                    / "labelsTr").iterdir()}
+        assert len(trained) == n and not trained & set(tested[n])
     for i, n in enumerate(COUNTS):
         name = f"Dataset{500 + i}_Tiny_n{n}"
         raw = r.work / "nnUNet_raw" / name
@@ -274,7 +341,7 @@ def test_splits_and_derived_datasets(reproduction):
 
 def test_predictions_and_nnunet_summaries(reproduction):
     r = reproduction
-    test = draw_splits([f"tr_{i:03d}" for i in range(5)] + ["ts_000", "ts_001"], list(COUNTS), 0)
+    test = draw_splits(POOL, list(COUNTS), 0, shared_test=SHARED_TEST)
     for n in COUNTS:
         for method in METHODS:
             pred = r.work / f"n{n}" / "predictions" / method
@@ -297,11 +364,12 @@ def test_report_and_records(reproduction):
     text = (report / "report.md").read_text()
     assert "Dataset901_Tiny" in text and "Seed 0" in text and "n3/train_MeanTeacher" in text
     timings = json.loads((r.work / "timings.json").read_text())
-    # every stage that finished inside an invocation (the killed one's run 1 ended before it could record)
-    finished = {f"n{n}/{s}" for n in COUNTS for s in STAGES_PER_COUNT} - {"n3/train_init_nnUNetTrainerDeepMedic_tiny"}
-    assert finished == set(timings)
+    # every stage (the killed training records its time when run 2 finishes it)
+    assert {f"n{n}/{s}" for n in COUNTS for s in STAGES_PER_COUNT} == set(timings)
     manifest = json.loads((r.work / "manifest.json").read_text())
-    assert manifest["counts"] == list(COUNTS) and manifest["budget"]["epochs"] == 1
+    assert manifest["counts"] == list(COUNTS) and manifest["budget"]["epochs"] == 2
+    assert manifest["shared_test"] == SHARED_TEST and manifest["test_set"] == "shared"
+    assert "one shared test set of 2 annotated scans for every count" in text
     assert f"report: {report / 'report.md'}" in r.run3
 
 

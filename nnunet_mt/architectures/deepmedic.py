@@ -237,36 +237,88 @@ def _as_tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (int(value),) * n
 
 
+#: float16's smallest normal number: nnU-Net accumulates Gaussian-weighted logits in float16
+FLOAT16_NORMAL_MIN = 2.0 ** -14
+#: nnU-Net's tile weight: value_scaling_factor 10 at the centre, sigma = window / 8
+_GAUSSIAN_PEAK, _GAUSSIAN_SIGMA_SCALE = 10.0, 1.0 / 8
+#: the window is this many times the largest case per axis: the tile weight at a case corner is then
+#: 10 exp(-8 * 3 / 3) = 3.4e-3, far above FLOAT16_NORMAL_MIN, and test cases up to 1.22 times larger
+#: in every axis (or 1.58 times in one) still stay in float16's normal range
+WINDOW_PER_CASE = 3 ** 0.5
+
+
+def gaussian_weight_at(extent: Sequence[int], window: Sequence[int]) -> float:
+    """nnU-Net's tile weight at the corner of a case of ``extent`` voxels centred in ``window``."""
+    exponent = 0.0
+    for n, w in zip(extent, window):
+        d = max(w // 2 - (w - n) // 2, (w - n) // 2 + n - 1 - w // 2)  # farthest case voxel from the centre
+        exponent += (d / (w * _GAUSSIAN_SIGMA_SCALE)) ** 2 / 2
+    return _GAUSSIAN_PEAK * float(np.exp(-exponent))
+
+
+def window_for(extent: Sequence[int]) -> list[int]:
+    """Smallest odd window holding ``extent`` with a voxel of padding on each side and nnU-Net's
+    float16 tile weight well inside float16's normal range at the case's corners (``WINDOW_PER_CASE``)."""
+    window = []
+    for n in extent:
+        w = max(int(n) + 2, int(np.ceil(WINDOW_PER_CASE * n)))
+        window.append(w + 1 - w % 2)
+    return window
+
+
+class CaseDoesNotFitWindow(ValueError):
+    """nnU-Net's predictor passed DenseDeepMedic a tile that is not a whole case padded into the window."""
+
+
 class DenseDeepMedic(DeepMedic):
     """DeepMedic whose eval-mode forward segments a whole volume exactly, output the size of input.
 
     Training (``self.training``) uses the valid forward of :class:`DeepMedic` on patches. In eval
-    mode, ``forward(x)`` treats ``x`` as an entire volume, as nnU-Net's predictor passes it when the
-    inference window covers the case: it pads ``x`` with zeros *outside the volume only* (as
-    DeepMedic pads at image borders) and fills the output with non-overlapping tiles of
-    at most ``dense_tile_voxels`` output voxels, each fed with its full ``margin`` of true context. The result
-    does not depend on the tile size. The low-resolution pooling grid is anchored at the volume's
-    centre voxel ``n // 2``, so a case that nnU-Net centres in an odd-sized window gets exactly the
-    grid of an unpadded whole-volume pass. Tiles whose whole input is zero (outside the head) take
-    the network's constant response to zeros instead of being computed.
+    mode, ``forward(x)`` treats ``x`` as an entire volume: it pads it with zeros *outside the volume
+    only* (as DeepMedic pads at image borders) and computes the outputs in non-overlapping tiles of at
+    most ``dense_tile_voxels`` output voxels, each fed its full ``margin`` of true context
+    (:func:`~nnunet_mt.architectures.dense_inference.forward_block`). The result does not depend on the
+    tile size. The low-resolution pooling grid is anchored at the volume's centre voxel ``n // 2``, so a
+    case that nnU-Net centres in an odd-sized window gets exactly the grid of an unpadded pass. Outputs
+    whose whole receptive field is zero take the network's constant response to zeros.
+
+    nnunet_window: the trainer sets this when nnU-Net's predictor calls the network with the plans'
+        ``patch_size`` as its only tile: each eval input is then one preprocessed case, zero-padded and
+        centred by nnU-Net (``forward_window``). Only outputs inside the case are computed (nnU-Net
+        discards the rest), and a tile that is not a whole case (a case larger than the window, so
+        nnU-Net would blend tiles) or a case too large for nnU-Net's float16 tile weights stops with
+        :class:`CaseDoesNotFitWindow`.
+    window_region: in ``forward_window``, which outputs to compute. ``"nonzero"``: the non-zero
+        bounding box, which *is* the case after nnU-Net's crop to non-zero whenever the normalisation
+        leaves a non-zero voxel on each face of it (z-score and CT normalisation do, almost surely);
+        checked by requiring the box to sit where nnU-Net centres a case of its size, otherwise the
+        ``"receptive_field"`` rule is used: every output whose receptive field touches a non-zero voxel
+        (exact for any case, at the cost of a ring of ``margin`` voxels around it).
     """
 
-    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_voxels: int = 1_000_000,
-                 **kwargs) -> None:
+    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_voxels: int = 2_000_000,
+                 nnunet_window: bool = False, window_region: str = "nonzero", **kwargs) -> None:
         super().__init__(input_channels, num_classes, **kwargs)
-        # Few large tiles waste the least on their 2 x margin of context; 1e6 output voxels keep a
-        # 250-channel activation at 1 GB in float32.
+        if window_region not in ("nonzero", "receptive_field"):
+            raise ValueError(f"window_region must be 'nonzero' or 'receptive_field', got {window_region!r}")
+        # Few large tiles waste the least on context; the 1^3 head runs in chunks of voxels, so the
+        # largest activation is a pathway layer's (about 300 MB for 2e6 output voxels).
         self.dense_tile_voxels = int(dense_tile_voxels)
+        self.nnunet_window = bool(nnunet_window)
+        self.window_region = window_region
         # Trainers switch this off while they score validation *patches* in eval mode.
         self.dense_eval = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Train mode (or ``dense_eval`` off): (B, C, *I) -> (B, K, *(I - 2m)).
 
-        Eval mode: (B, C, *n) -> (B, K, *n), the whole-volume segmentation of :meth:`forward_dense`.
+        Eval mode: (B, C, *n) -> (B, K, *n), the whole-volume segmentation (``forward_window`` when
+        ``nnunet_window`` is set, else ``forward_dense``).
         """
         if self.training or not self.dense_eval:
             return self.forward_valid(x)
+        if self.nnunet_window:
+            return self.forward_window(x)
         return self.forward_dense(x)
 
     def _pad_widths(self, n: int, anchor: int) -> tuple[int, int]:
@@ -277,13 +329,12 @@ class DenseDeepMedic(DeepMedic):
         return before, after
 
     def _default_tile(self, extent: Sequence[int]) -> list[int]:
-        """The region's extent (plus one block for grid alignment), halved along its longest axis until
-        it holds at most ``dense_tile_voxels`` output voxels; multiples of the subsampling factor."""
-        f = self.subsample_factor
-        tile = [-(-(e + f) // f) * f for e in extent]
-        while np.prod(tile) > self.dense_tile_voxels and max(tile) > f:
+        """The region's extent, halved along its longest axis until it holds at most
+        ``dense_tile_voxels`` output voxels."""
+        tile = [max(int(e), 1) for e in extent]
+        while np.prod(tile) > self.dense_tile_voxels and max(tile) > 1:
             i = int(np.argmax(tile))
-            tile[i] = -(-(tile[i] // 2) // f) * f
+            tile[i] = -(-tile[i] // 2)
         return tile
 
     def _zero_response(self, x: torch.Tensor) -> torch.Tensor:
@@ -291,9 +342,29 @@ class DenseDeepMedic(DeepMedic):
         probe = x.new_zeros((1, x.shape[1], *(2 * self.margin + self.subsample_factor,) * 3))
         return self.forward_valid(probe)[0, :, 0, 0, 0]
 
+    @staticmethod
+    def _nonzero_box(x: torch.Tensor) -> tuple[list[int], list[int]] | None:
+        """[lo, hi) per spatial axis of the voxels where any batch element or channel is non-zero."""
+        mask = x.detach().ne(0).any(1).any(0)
+        if not bool(mask.any()):
+            return None
+        lo, hi = [], []
+        for axis in range(mask.dim()):
+            others = tuple(a for a in range(mask.dim()) if a != axis)
+            hit = torch.nonzero(mask.any(others) if others else mask)[:, 0]
+            lo.append(int(hit[0]))
+            hi.append(int(hit[-1]) + 1)
+        return lo, hi
+
+    def _receptive_field_region(self, lo: Sequence[int], hi: Sequence[int], spatial: Sequence[int]):
+        """Outputs whose receptive field (margin + f - 1 voxels: the low-resolution block of a voxel
+        reaches f - 1 beyond its own margin) touches the box [lo, hi)."""
+        reach = self.margin + self.subsample_factor - 1
+        return ([max(l - reach, 0) for l in lo], [min(h + reach, n) for h, n in zip(hi, spatial)])
+
     @torch.no_grad()
     def forward_dense(self, x: torch.Tensor, anchor: Sequence[int] | None = None,
-                      tile_size: Sequence[int] | None = None) -> torch.Tensor:
+                      tile_size: Sequence[int] | int | None = None) -> torch.Tensor:
         """Exact whole-volume logits. x: (B, C, n1, n2, n3) -> (B, num_classes, n1, n2, n3).
 
         anchor: voxel that is the centre of a low-resolution pooling block (default ``n // 2``).
@@ -301,43 +372,79 @@ class DenseDeepMedic(DeepMedic):
         longest axis until it holds at most ``dense_tile_voxels``); any value gives the same result
         up to floating-point summation order.
         """
+        box = self._nonzero_box(x)
+        region = None if box is None else self._receptive_field_region(*box, x.shape[2:])
+        return self._segment(x, region, anchor, tile_size)
+
+    @torch.no_grad()
+    def forward_window(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of one preprocessed case as nnU-Net's predictor passes it: zero-padded, centred in
+        the window (the tile ``x``). (B, C, *window) -> (B, K, *window). See :meth:`window_outputs`."""
+        return self._segment(x, self.window_outputs(x))
+
+    def window_outputs(self, x: torch.Tensor) -> tuple[list[int], list[int]] | None:
+        """The outputs [lo, hi) that ``forward_window`` computes for the tile ``x`` (None: all zero).
+
+        Raises :class:`CaseDoesNotFitWindow` when the tile cannot be a whole case padded by nnU-Net
+        (its content reaches the tile's border) or when the case is so large that nnU-Net's float16
+        tile weight leaves float16's normal range at its corners.
+        """
+        window = list(x.shape[2:])
+        box = self._nonzero_box(x)
+        if box is None:
+            return None
+        lo, hi = box
+        extent = [h - l for l, h in zip(lo, hi)]
+        touching = [i for i, (l, h, w) in enumerate(zip(lo, hi, window)) if l == 0 or h == w]
+        weight = gaussian_weight_at(extent, window)
+        if touching or weight < FLOAT16_NORMAL_MIN:
+            problem = (f"it reaches the window's border along axis {touching}, so the case is at least as "
+                       f"large as the window and nnU-Net is cutting it into blended tiles, which DeepMedic's "
+                       f"valid convolutions cannot make exact" if touching else
+                       f"nnU-Net's float16 tile weight at the case's corners would be {weight:.2g}, below "
+                       f"float16's normal range ({FLOAT16_NORMAL_MIN:.2g}), and the logits there inexact")
+            needed = (f"an odd size of at least sqrt(3) times the case's preprocessed size in every axis "
+                      f"(nnunet_mt.architectures.deepmedic.window_for)" if touching else f"{window_for(extent)}")
+            raise CaseDoesNotFitWindow(
+                f"DenseDeepMedic: the case being predicted (the one named above; non-zero extent {extent} "
+                f"voxels in this tile, nnU-Net's axis order) does not fit the inference window {window} (the "
+                f"configuration's patch_size): {problem}. The window was sized from the training cases. Set "
+                f"\"patch_size\" of this configuration in the model folder's plans.json to {needed}, or crop "
+                f"the case.")
+        centred = all(l == (w - e) // 2 for l, w, e in zip(lo, window, extent))
+        if centred and self.window_region == "nonzero":
+            return lo, hi
+        return self._receptive_field_region(lo, hi, window)
+
+    def _segment(self, x: torch.Tensor, region, anchor: Sequence[int] | None = None,
+                 tile_size: Sequence[int] | int | None = None) -> torch.Tensor:
+        """Zero response everywhere, then exact logits for the outputs in ``region`` = (lo, hi)."""
+        from nnunet_mt.architectures.dense_inference import forward_block, fuse
+
         spatial = tuple(x.shape[2:])
-        anchor = tuple(s // 2 for s in spatial) if anchor is None else tuple(anchor)
-        f = self.subsample_factor
-        pads = [self._pad_widths(n, a) for n, a in zip(spatial, anchor)]
-        # F.pad takes the last axis first
-        padded = F.pad(x, [w for p in reversed(pads) for w in p])
-        m = self.margin
-        offsets = [p[0] - m for p in pads]  # output index of volume voxel 0
-        # Only outputs whose receptive field (margin + f - 1 voxels: the low-resolution block of a voxel
-        # reaches f - 1 beyond its own margin) touches a non-zero input need computing; the rest see
-        # zeros only and take the network's constant response to zeros (e.g. nnU-Net's window padding).
-        nonzero = torch.nonzero(x.detach().abs().sum((0, 1)))
-        zero_response = self._zero_response(x)
-        out = zero_response.view(1, -1, 1, 1, 1).repeat(x.shape[0], 1, *spatial)
-        if len(nonzero) == 0:
+        out = self._zero_response(x).view(1, -1, 1, 1, 1).repeat(x.shape[0], 1, *spatial)
+        if region is None:
             return out
-        reach = m + f - 1
-        lo = [max(int(v) - reach, 0) for v in nonzero.min(0).values]
-        hi = [min(int(v) + 1 + reach, n) for v, n in zip(nonzero.max(0).values, spatial)]
+        anchor = tuple(s // 2 for s in spatial) if anchor is None else tuple(anchor)
+        pads = [self._pad_widths(n, a) for n, a in zip(spatial, anchor)]
+        padded = F.pad(x, [w for p in reversed(pads) for w in p])  # F.pad takes the last axis first
+        offsets = [p[0] - self.margin for p in pads]  # output coordinate of volume voxel 0
+        lo, hi = region
         tile = self._default_tile([h - l for l, h in zip(lo, hi)]) if tile_size is None else \
-            tuple(-(-t // f) * f for t in _as_tuple(tile_size, 3))
-        # tile starts are multiples of f in padded-output coordinates: the global pooling grid
-        starts = [range(max(0, (l + off) // f * f), min(off + n, h + off), t)
-                  for l, h, off, n, t in zip(lo, hi, offsets, spatial, tile)]
-        for o1 in starts[0]:
-            for o2 in starts[1]:
-                for o3 in starts[2]:
-                    o = (o1, o2, o3)
-                    t = [min(tt, ps - 2 * m - oo) for tt, ps, oo in zip(tile, padded.shape[2:], o)]
-                    window = padded[:, :, o1:o1 + t[0] + 2 * m, o2:o2 + t[1] + 2 * m, o3:o3 + t[2] + 2 * m]
+            list(_as_tuple(tile_size, 3))
+        fused = fuse(self)
+        m = self.margin
+        for a1 in range(lo[0], hi[0], tile[0]):
+            for a2 in range(lo[1], hi[1], tile[1]):
+                for a3 in range(lo[2], hi[2], tile[2]):
+                    a = (a1, a2, a3)
+                    b = [min(aa + t, h) for aa, t, h in zip(a, tile, hi)]
+                    o_lo = [aa + off for aa, off in zip(a, offsets)]
+                    o_hi = [bb + off for bb, off in zip(b, offsets)]
+                    window = padded[(slice(None), slice(None),
+                                     *[slice(l, h + 2 * m) for l, h in zip(o_lo, o_hi)])]
                     if not torch.any(window):
                         continue
-                    # the part of this output tile that lies inside the volume
-                    a = [max(oo, off) for oo, off in zip(o, offsets)]
-                    b = [min(oo + tt, off + n) for oo, tt, off, n in zip(o, t, offsets, spatial)]
-                    dst = tuple(slice(aa - off, bb - off) for aa, bb, off in zip(a, b, offsets))
-                    src = tuple(slice(aa - oo, bb - oo) for aa, bb, oo in zip(a, b, o))
-                    y = self.forward_valid(window)
-                    out[(slice(None), slice(None), *dst)] = y[(slice(None), slice(None), *src)]
+                    dst = (slice(None), slice(None), *[slice(aa, bb) for aa, bb in zip(a, b)])
+                    out[dst] = forward_block(fused, padded, o_lo, o_hi)
         return out

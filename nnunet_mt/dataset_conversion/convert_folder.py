@@ -604,6 +604,19 @@ def _move_into_place(*, staging: Path, dataset_dir: Path) -> None:
     shutil.rmtree(backup)
 
 
+# Public names of the checks and writers above, for the dataset-specific converters
+# (nnunet_mt.dataset_conversion.public), so that every converter reports problems the same way.
+read_geometry = _read_geometry
+read_voxels = _read_voxels
+check_finite = _check_finite
+check_label_values = _check_label_values
+check_label_definitions = _check_label_definitions
+dataset_dir_for = _dataset_dir
+check_output_location = _check_output_location
+move_into_place = _move_into_place
+write_image = _write_image
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------------------

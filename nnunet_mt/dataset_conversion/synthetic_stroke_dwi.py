@@ -25,7 +25,8 @@ How a subject is made (every step is one small function below):
    drop-out / pile-up near the skull base, N/2 ghost, smooth bias field, gain, Rician noise with some
    low-SNR subjects.
 6. *Skull stripping*, as in the paper: outside the subject's brain mask both channels are exactly 0,
-   inside every voxel is > 0.
+   inside every voxel is > 0. With ``background="noisy"`` (``--background noisy``) nothing is stripped
+   and the Rician noise covers the whole field of view, as in raw DWI.
 
 Array conventions: numpy arrays of images are indexed ``(z, y, x)`` (SimpleITK order); ``shape`` and
 ``spacing`` arguments are given in ``(x, y, z)`` order like SimpleITK.  The subject frame is LPS (ITK
@@ -236,7 +237,8 @@ class SubjectParams:
 
 @dataclass
 class RenderedSubject:
-    """Rendered arrays, all (z, y, x): dwi / b0 float32 (skull-stripped), label uint8, brain bool."""
+    """Rendered arrays, all (z, y, x): dwi / b0 float32 (skull-stripped unless rendered with a noisy
+    background), label uint8, brain bool."""
 
     dwi: np.ndarray
     b0: np.ndarray
@@ -864,8 +866,20 @@ def label_from_fine(lesion_fine: np.ndarray, brain_mask: np.ndarray, subslices: 
 # ====================================================================================================
 # Subject rendering
 # ====================================================================================================
-def render_subject(params: SubjectParams, template: TissueTemplate | None = None) -> RenderedSubject:
-    """Render one subject from its parameters (deterministic).  Arrays (z, y, x)."""
+#: ``background`` values: skull-stripped (zero outside the brain, the paper's network inputs) or raw
+#: magnitude images whose background is Rician noise (as unstripped DWI: nnU-Net's crop to non-zero then
+#: keeps the whole field of view)
+BACKGROUNDS = ("skull-stripped", "noisy")
+
+
+def render_subject(params: SubjectParams, template: TissueTemplate | None = None,
+                   background: str = "skull-stripped") -> RenderedSubject:
+    """Render one subject from its parameters (deterministic).  Arrays (z, y, x).
+
+    background: ``"skull-stripped"`` (default) or ``"noisy"``: no stripping, Rician noise of the same
+    sigma over the whole field of view (pure Rayleigh noise outside the head)."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
     template = template or load_tissue_template()
     nx, ny, nz = params.shape
     shape_zyx = (nz, ny, nx)
@@ -904,11 +918,14 @@ def render_subject(params: SubjectParams, template: TissueTemplate | None = None
     b0 = add_nyquist_ghost(b0, params.ghost_amplitude)
     dwi = add_nyquist_ghost(dwi, params.ghost_amplitude)
     sigma_b0 = params.gain * params.s0["wm"] / params.snr_b0
-    b0 = add_rician_noise(b0, sigma_b0, rng, brain_mask)
-    dwi = add_rician_noise(dwi, sigma_b0 * DWI_NOISE_RELATIVE * params.dwi_scale, rng, brain_mask)
+    noise_mask = brain_mask if background == "skull-stripped" else np.ones_like(brain_mask)
+    b0 = add_rician_noise(b0, sigma_b0, rng, noise_mask)
+    dwi = add_rician_noise(dwi, sigma_b0 * DWI_NOISE_RELATIVE * params.dwi_scale, rng, noise_mask)
     floor = 1e-3 * params.gain
     voxel_thick_ml = params.spacing[0] * params.spacing[1] * params.spacing[2] / 1000.0
-    return RenderedSubject(dwi=skull_strip(dwi, brain_mask, floor), b0=skull_strip(b0, brain_mask, floor),
+    if background == "skull-stripped":
+        dwi, b0 = skull_strip(dwi, brain_mask, floor), skull_strip(b0, brain_mask, floor)
+    return RenderedSubject(dwi=dwi.astype(np.float32), b0=b0.astype(np.float32),
                            label=label, brain_mask=brain_mask, lesion_volumes_ml=lesion_volumes,
                            label_volume_ml=float(label.sum()) * voxel_thick_ml)
 
@@ -944,13 +961,14 @@ class CaseJob:
     role: int
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
+    background: str = "skull-stripped"
 
 
 def generate_case(job: CaseJob) -> dict:
     """Draw, render and write one case; returns a JSON-able summary (parameters and volumes)."""
     params = draw_subject_params(seed=job.seed, subject_index=job.subject_index, role=job.role,
                                  shape=job.shape, spacing=job.spacing)
-    rendered = render_subject(params)
+    rendered = render_subject(params, background=job.background)
     images_dir, labels_dir = _role_folders(job.role)
     root = Path(job.dataset_dir)
     write_nifti(rendered.dwi, root / images_dir / f"{params.case_id}_0000{FILE_ENDING}", job.spacing)
@@ -1079,13 +1097,16 @@ def generate_synthetic_stroke_dwi(raw_root: str | Path, dataset_id: int = DEFAUL
                                   num_test: int = 30, num_unlabeled: int = 196,
                                   shape: tuple[int, int, int] = (240, 240, 21),
                                   spacing: tuple[float, float, float] = (0.96, 0.96, 6.5), seed: int = 0,
-                                  num_workers: int = 1, montage: bool = True, overwrite: bool = False) -> Path:
+                                  num_workers: int = 1, montage: bool = True, overwrite: bool = False,
+                                  background: str = "skull-stripped") -> Path:
     """Write the synthetic stroke DWI cohort as ``raw_root/Dataset{id:03d}_SyntheticStrokeDWI``.
 
     shape: voxels (x, y, z); spacing: mm (x, y, z).  Defaults mirror the paper: 20 annotated training
     + 30 annotated test + 196 unannotated scans of 240 x 240 x 21 at 0.96 x 0.96 x 6.5 mm.
     Files: imagesTr/labelsTr, imagesTs/labelsTs, imagesUnlabeled (lesions but no labels),
     dataset.json, synthetic_cases.json (per-case parameters and lesion volumes) and montage.png.
+    background: ``"skull-stripped"`` (the paper's inputs) or ``"noisy"`` (unstripped, Rician-noise
+    background; see ``render_subject``).
     The dataset is built in a hidden temporary sibling folder and renamed into place at the end, so an
     interrupted run leaves no partial dataset.  Returns the dataset folder.
     """
@@ -1099,6 +1120,8 @@ def generate_synthetic_stroke_dwi(raw_root: str | Path, dataset_id: int = DEFAUL
         raise ValueError(f"shape and spacing need 3 positive values (x, y, z), got {shape}, {spacing}")
     if int(seed) < 0:
         raise ValueError("seed must be >= 0")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
     raw_root = Path(raw_root).expanduser().resolve()
     target = _check_target(raw_root, int(dataset_id), overwrite)
     raw_root.mkdir(parents=True, exist_ok=True)
@@ -1109,7 +1132,7 @@ def generate_synthetic_stroke_dwi(raw_root: str | Path, dataset_id: int = DEFAUL
                 if folder is not None:
                     (tmp / folder).mkdir(parents=True, exist_ok=True)
         jobs = [CaseJob(dataset_dir=str(tmp), seed=int(seed), subject_index=i, role=role, shape=shape,
-                        spacing=spacing)
+                        spacing=spacing, background=background)
                 for role, n in ((ROLE_TRAIN, num_train), (ROLE_TEST, num_test), (ROLE_UNLABELED, num_unlabeled))
                 for i in range(1, n + 1)]
         print(f"[synthetic_stroke_dwi] writing {len(jobs)} subjects ({num_train} train, {num_test} test, "
@@ -1120,7 +1143,7 @@ def generate_synthetic_stroke_dwi(raw_root: str | Path, dataset_id: int = DEFAUL
         generator_args = {"module": __name__, "version": GENERATOR_VERSION, "seed": int(seed),
                           "dataset_id": int(dataset_id), "num_train": int(num_train), "num_test": int(num_test),
                           "num_unlabeled": int(num_unlabeled), "shape_xyz": list(shape),
-                          "spacing_xyz_mm": list(spacing), "b_value": B_VALUE,
+                          "spacing_xyz_mm": list(spacing), "background": background, "b_value": B_VALUE,
                           "rng": "numpy.random.default_rng([seed, subject_index, role]), role 0 train / "
                                  "1 test / 2 unlabeled, subject_index 1-based",
                           "anatomy": "MNI152 2009a GM/WM/brain mask bundled with nilearn",
@@ -1130,7 +1153,9 @@ def generate_synthetic_stroke_dwi(raw_root: str | Path, dataset_id: int = DEFAUL
         generate_dataset_json(
             str(tmp), channel_names=dict(CHANNEL_NAMES), labels=dict(LABELS), num_training_cases=int(num_train),
             file_ending=FILE_ENDING, dataset_name=target.name, reference=PAPER_REFERENCE,
-            description=("Synthetic acute ischemic stroke DWI (b=1000 s/mm2) + b0, skull-stripped, imitating "
+            description=("Synthetic acute ischemic stroke DWI (b=1000 s/mm2) + b0, "
+                         + ("skull-stripped" if background == "skull-stripped" else
+                            "not skull-stripped (Rician-noise background)") + ", imitating "
                          "Cui et al. 2019 (240x240x21, 0.96x0.96x6.5 mm). Anatomy from MNI152 with random "
                          "affine; acute lesions (reduced ADC) in vascular territories are labelled; T2 "
                          "shine-through, susceptibility, N/2 ghost, bias field and Rician noise are not. "
@@ -1172,6 +1197,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--spacing", type=float, nargs=3, default=(0.96, 0.96, 6.5), metavar=("X", "Y", "Z"),
                         help="mm (default 0.96 0.96 6.5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--background", choices=BACKGROUNDS, default="skull-stripped",
+                        help="skull-stripped (default; zero outside the brain, the paper's inputs) or noisy "
+                             "(unstripped: Rician noise over the whole field of view, as raw DWI)")
     parser.add_argument("--num-workers", type=int, default=1, help="worker processes")
     parser.add_argument("--no-montage", action="store_true", help="skip montage.png")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
@@ -1185,7 +1213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                       num_test=args.num_test, num_unlabeled=args.num_unlabeled,
                                       shape=tuple(args.shape), spacing=tuple(args.spacing), seed=args.seed,
                                       num_workers=args.num_workers, montage=not args.no_montage,
-                                      overwrite=args.overwrite)
+                                      overwrite=args.overwrite, background=args.background)
     except (FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1)

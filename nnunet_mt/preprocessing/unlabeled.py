@@ -64,6 +64,8 @@ OUTPUT_SUFFIX = "_unlabeled"
 PARTIAL_FOLDER = ".partial"  # scratch space inside the output folder (a folder: invisible to infer_dataset_class)
 # extra key in each case's properties: which plans produced the case, so re-planning makes re-runs redo it
 PLANS_DIGEST_KEY = "nnunet_mt_plans_sha256"
+# the trainers' own caches next to the cases (pseudo_lesions_<digest>.pkl, pseudo_labels_<digest>...): not cases
+PLUGIN_CACHE_PREFIX = "pseudo_"
 
 # properties nnU-Net's data loader (class_locations) and exporter (the rest) read from a case's .pkl
 REQUIRED_PROPERTIES = ("spacing", "shape_before_cropping", "bbox_used_for_cropping",
@@ -410,9 +412,20 @@ def preprocess_unlabeled(dataset_name_or_id: int | str, configuration: str = "3d
     return sorted(cases)
 
 
+def is_plugin_cache(folder: Path, name: str) -> bool:
+    """Whether ``name`` (a file name's stem in the output folder) is one of the trainers' caches, not a case:
+    it starts with :data:`PLUGIN_CACHE_PREFIX` and has no preprocessed image (``<name>.b2nd``)."""
+    return name.startswith(PLUGIN_CACHE_PREFIX) and not (folder / f"{name}.b2nd").exists()
+
+
+def stored_cases(folder: Path) -> set[str]:
+    """The cases with a properties file (``<case>.pkl``) in ``folder``, the trainers' caches left out."""
+    return {p.name[:-len(".pkl")] for p in folder.glob("*.pkl") if not is_plugin_cache(folder, p.name[:-len(".pkl")])}
+
+
 def _warn_orphans(output: Path, cases: dict[str, list[str]]) -> None:
     """Mention preprocessed cases whose scans are gone; they are kept (deleting outputs is the user's call)."""
-    stored = {p.name[:-len(".pkl")] for p in output.glob("*.pkl")}
+    stored = stored_cases(output)
     orphans = sorted(stored - set(cases))
     if orphans:
         print(f"note: {len(orphans)} case(s) in {output} have no scans in {UNLABELED_FOLDER} any more and are "

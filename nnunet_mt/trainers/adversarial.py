@@ -36,6 +36,8 @@ class AdversarialMixin(SemiSupervisedMixin):
     adversary_kwargs: dict = {}
     history_step_keys = ("Ls", "Ladv", "lambda", "L_adversary", "adversary_accuracy")
     log_name = "adversarial"
+    #: what nnU-Net logs as train_loss (explained in the log: it moves while lambda ramps up)
+    loss_composition = "Ls + lambda * Ladv"
 
     def _init_adversarial(self) -> None:
         self._init_semi_supervised()

@@ -35,8 +35,9 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_mt.architectures.deepmedic import DeepMedic
+from nnunet_mt.architectures.deepmedic import DeepMedic, window_for
 from nnunet_mt.training.budget import apply_budget
+from nnunet_mt.training.progress import ProgressMixin
 from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
 
 DEEPMEDIC_CLASS = "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
@@ -64,13 +65,13 @@ def inference_window(fingerprint: dict, plans: dict, target_spacing: Sequence[fl
     """nnU-Net's inference tile for DeepMedic: one odd-sized window holding any case, in nnU-Net's axis order.
 
     Odd, so that nnU-Net's centring of a case in the window puts the case's centre voxel on the
-    window's centre voxel, where DenseDeepMedic anchors its pooling grid. Large enough that nnU-Net's
-    float16 Gaussian tile weight stays in float16's normal range (above 6e-5) over the whole case:
-    with sigma = window / 8 the weight at a case corner is 10 exp(-32 sum_i (n_i / 2w_i)^2), so
-    sum_i (n_i / 2w_i)^2 must stay below ln(10 / 6e-5) / 32 = 0.375. Three times the largest case
-    per axis gives 0.08; on thick-slice data the through-plane axis is kept tight (largest + 2,
-    0.25) because DeepMedic computes every output it cannot prove empty, and zeros padded through
-    the slices would multiply that work.
+    window's centre voxel, where DenseDeepMedic anchors its pooling grid. Sized by
+    :func:`~nnunet_mt.architectures.deepmedic.window_for` from the largest training case (after
+    resampling to the target spacing): sqrt(3) times it per axis keeps nnU-Net's float16 Gaussian tile
+    weight far inside float16's normal range at the case's corners, with room for test cases about
+    1.2 times larger. The padding costs no network work (``DenseDeepMedic.forward_window`` computes the
+    case's outputs only), just nnU-Net's own handling of a larger tile, so the window is the smallest
+    that keeps that margin.
     """
     order = plans["transpose_forward"]
     target = np.asarray(target_spacing, float)
@@ -79,12 +80,25 @@ def inference_window(fingerprint: dict, plans: dict, target_spacing: Sequence[fl
         shape = np.asarray(shape, float)[order]
         spacing = np.asarray(spacing, float)[order]
         largest = np.maximum(largest, np.round(shape * spacing / target))
-    thick = target >= ANISOTROPY_RATIO * target.min()
-    window = np.where(thick, largest + 2, 3 * largest)
-    return [int(w) + (1 - int(w) % 2) for w in window]
+    return window_for(largest.astype(int))
 
 
-class nnUNetTrainerDeepMedic(nnUNetTrainer):
+#: nnU-Net normalisations after which the crop to non-zero leaves a non-zero voxel on every face of the
+#: case (they map no non-zero raw value to exactly 0 except on a null set), so the case is the
+#: non-zero bounding box of the network's input: ``DenseDeepMedic(window_region="nonzero")``
+NONZERO_PRESERVING_NORMALIZATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization",
+                                     "RGBTo01Normalization")
+
+
+def dense_arch_kwargs(deepmedic_kwargs: dict, normalization_schemes: Sequence[str]) -> dict:
+    """The plans' ``arch_kwargs`` of DenseDeepMedic: the trainer's widths, plus nnU-Net's window semantics
+    (``nnunet_window``) and which outputs the window pass computes (see ``DenseDeepMedic``)."""
+    safe = all(s in NONZERO_PRESERVING_NORMALIZATIONS for s in normalization_schemes)
+    return {**deepmedic_kwargs, "nnunet_window": True,
+            "window_region": "nonzero" if safe else "receptive_field"}
+
+
+class nnUNetTrainerDeepMedic(ProgressMixin, nnUNetTrainer):
     #: DeepMedic keyword arguments written into the plans (Table 1 of the paper)
     deepmedic_kwargs: dict = {}
     #: annotated patches per optimizer step (the paper's 8)
@@ -95,11 +109,20 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
     epochs: int = 300
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 20
-    checkpoint_every: int = 50
+    #: epochs between checkpoint_latest.pth writes (nnU-Net: 50); every epoch, so a killed run resumed with
+    #: --c loses at most one epoch (a few MB, written atomically by save_checkpoint)
+    checkpoint_every: int = 1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.label_manager.has_regions:
+            # region targets are overlapping sigmoid masks; the cross-entropy here needs exclusive classes
+            raise RuntimeError(
+                f"{self.__class__.__name__} trains with softmax cross-entropy over exclusive labels, but the "
+                f"dataset.json of {self.plans_manager.dataset_name} defines region-based labels "
+                f"{self.label_manager.foreground_regions}. Convert the dataset as a binary lesion task instead: "
+                f"nnunet_mt_convert_brats2021 / nnunet_mt_convert_msd_brain with --whole-tumour.")
         self.initial_lr = 1e-4
         self.weight_decay = 0.0
         self.oversample_foreground_percent = 0.5
@@ -122,7 +145,8 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
         cfg = deepcopy(self.configuration_manager.configuration)
         cfg.pop("inherits_from", None)
         cfg["architecture"] = {"network_class_name": DEEPMEDIC_CLASS,
-                               "arch_kwargs": dict(self.deepmedic_kwargs), "_kw_requires_import": []}
+                               "arch_kwargs": dense_arch_kwargs(self.deepmedic_kwargs, cfg["normalization_schemes"]),
+                               "_kw_requires_import": []}
         cfg["batch_size"] = self.batch_size_annotated
         cfg["patch_size"] = self._inference_window(cfg)
         plans = self.plans_manager.plans
@@ -164,6 +188,10 @@ class nnUNetTrainerDeepMedic(nnUNetTrainer):
         super().on_train_start()
         if self.budget:
             self.print_to_log_file(f"training budget from the environment (nnUNet_mt_*): {self.budget}")
+        self.print_to_log_file(
+            f"DeepMedic segments: input {list(self.training_patch_size)}, output {list(self.training_output_size)} "
+            f"voxels; the configuration's patch_size {list(self.configuration_manager.patch_size)} printed above "
+            f"is the inference window (one tile per case for nnUNetv2_predict), not a training patch")
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """DeepMedic has a single output head: nothing to switch."""

@@ -6,7 +6,8 @@
 supervised start, seeded runs, checkpoints, history) and works on any nnU-Net trainer:
 
 * each optimizer step: the student sees the annotated patches clean and the unannotated ones with
-  noise eta (Eq. 5), the teacher the same unannotated patches with independent noise eta';
+  noise eta (Eq. 5), the teacher the same batch with independent noise eta' on the unannotated half
+  (so both normalise over the same 8 + 8 patches; the consistency uses the unannotated half);
   ``L = Ls + beta Lc`` (Eqs. 1-3); then the EMA teacher update (Eq. 4);
 * the teacher starts from ``-pretrained_weights`` (so does the student) and is the final model: the
   checkpoint's ``network_weights``, which ``nnUNetv2_predict`` loads, are the teacher's;
@@ -24,8 +25,8 @@ from nnunet_mt.trainers.nnUNetTrainerDeepMedic import nnUNetTrainerDeepMedic
 from nnunet_mt.trainers.semi_supervised import SemiSupervisedMixin, full_resolution
 from nnunet_mt.training.distributed import average_buffers
 from nnunet_mt.training.mean_teacher import (MeanTeacherSchedule, apply_input_noise, draw_input_noise,
-                                             ema_update, make_teacher, set_teacher_forward_mode,
-                                             soft_dice_consistency)
+                                             ema_update, forward_unannotated_half, make_teacher,
+                                             set_teacher_forward_mode, soft_dice_consistency)
 
 
 class MeanTeacherMixin(SemiSupervisedMixin):
@@ -37,6 +38,8 @@ class MeanTeacherMixin(SemiSupervisedMixin):
     use_ema_teacher: bool = True
     history_step_keys = ("Ls", "Lc", "beta", "alpha")
     log_name = "mean_teacher"
+    #: what nnU-Net logs as train_loss (explained in the log: it rises while beta ramps up)
+    loss_composition = "Ls + beta * Lc"
 
     def _init_mean_teacher(self) -> None:
         self._init_semi_supervised()
@@ -68,12 +71,14 @@ class MeanTeacherMixin(SemiSupervisedMixin):
             self.teacher.load_state_dict(checkpoint["network_weights"])
 
     # ---- one optimizer step --------------------------------------------------------------------
-    def _consistency_target(self, x_teacher: torch.Tensor) -> torch.Tensor:
-        """Teacher logits on its noisy copy (Eq. 1's f(X_u, eta', theta')); no gradient."""
+    def _consistency_target(self, x_annotated: torch.Tensor, x_teacher: torch.Tensor):
+        """Teacher logits on its noisy copy of the unannotated patches (Eq. 1's f(X_u, eta', theta')); no
+        gradient. The teacher sees the same composite batch as the student, [annotated clean, unannotated
+        with eta'], so its BatchNorm normalises over the same 8 + 8 patches (``forward_unannotated_half``)."""
         with torch.no_grad():
-            if self.use_ema_teacher:
-                return set_teacher_forward_mode(self.teacher)(x_teacher)
-            return self.network(x_teacher)  # Π model: the student's own second pass, detached below
+            # Π model: the student's own second pass, detached
+            network = set_teacher_forward_mode(self.teacher) if self.use_ema_teacher else self.network
+            return forward_unannotated_half(network, x_annotated, x_teacher)
 
     def train_step(self, batch: dict) -> dict:
         x_l, y_l, x_u = self._next_batches(batch)
@@ -93,7 +98,7 @@ class MeanTeacherMixin(SemiSupervisedMixin):
             n = len(x_l)
             out_l = [o[:n] for o in out] if isinstance(out, (list, tuple)) else out[:n]
             ls = self.loss(out_l, y_l)  # Eq. 2, annotated patches, no noise
-            target = full_resolution(self._consistency_target(x_t))
+            target = full_resolution(self._consistency_target(x_l, x_t))
             # consistency on the full-resolution output (deep supervision's coarser heads are auxiliary)
             out_u = full_resolution(out)[n:]
             lc = soft_dice_consistency(torch.softmax(out_u.float(), 1), torch.softmax(target.float(), 1))

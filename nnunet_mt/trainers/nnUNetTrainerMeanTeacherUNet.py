@@ -10,20 +10,41 @@ supervision heads serve the supervised loss. Start from an ``nnUNetTrainer`` che
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
 import torch
+from batchgenerators.utilities.file_and_folder_operations import isfile
 
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import MeanTeacherMixin
 from nnunet_mt.training.budget import apply_budget
+from nnunet_mt.training.progress import ProgressMixin
 from nnunet_mt.training.sampling import background_augmenter
 
 
-class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, nnUNetTrainer):
+class AtomicCheckpointsEveryEpoch:
+    """nnU-Net's checkpoints with two changes (put it before ``nnUNetTrainer`` in the bases):
+    ``checkpoint_latest.pth`` after every epoch (nnU-Net: every 50), so a killed run resumed with ``--c``
+    loses at most one epoch, and every checkpoint is written to a temporary file and renamed, so a kill
+    never leaves a half-written one. (DeepMedic trainers do the same through ``checkpoint_every``.)"""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.save_every = 1
+
+    def save_checkpoint(self, filename: str) -> None:
+        tmp = f"{filename}.tmp"
+        super().save_checkpoint(tmp)
+        if isfile(tmp):
+            os.replace(tmp, filename)
+
+
+class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, ProgressMixin, AtomicCheckpointsEveryEpoch, nnUNetTrainer):
     supervised_trainer_name = "nnUNetTrainer"
     sample_healthy_tissue = False
     #: None keeps nnU-Net's training length; the tiny variant sets these
@@ -110,11 +131,12 @@ def restore_segmentation_layers(trainer, argv: Sequence[str] | None = None) -> l
     return keys
 
 
-class nnUNetTrainerUNet(nnUNetTrainer):
+class nnUNetTrainerUNet(ProgressMixin, AtomicCheckpointsEveryEpoch, nnUNetTrainer):
     """nnU-Net's own supervised ``nnUNetTrainer``, unchanged except that it honours the ``nnUNet_mt_*``
     budget, so the reproduction runner can shorten the U-Net baseline like every other method, and that
     ``-pretrained_weights`` continues the whole model, segmentation layers included (the runner's
-    protocol starts every method from the same supervised model; see :func:`restore_segmentation_layers`)."""
+    protocol starts every method from the same supervised model; see :func:`restore_segmentation_layers`),
+    and that checkpoints are atomic and written every epoch (:class:`AtomicCheckpointsEveryEpoch`)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -128,15 +150,10 @@ class nnUNetTrainerUNet(nnUNetTrainer):
         super().on_train_start()
 
 
-class nnUNetTrainerUNet_tiny(nnUNetTrainer):
+class nnUNetTrainerUNet_tiny(nnUNetTrainerUNet):
     """For tests: nnU-Net's supervised U-Net, 2 epochs x 2 steps (the start of the U-Net mean teacher)."""
 
     epochs, iterations_per_epoch, val_iterations_per_epoch = 2, 2, 1
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        shorten(self)
 
 
 class nnUNetTrainerMeanTeacherUNet_tiny(nnUNetTrainerMeanTeacherUNet):

@@ -198,9 +198,11 @@ class SemiSupervisedMixin:
         locations = None
         if self.local_rank == 0:
             self.print_to_log_file("approximating the lesions of the unannotated scans with the initial model")
+            # a resumed run's network has moved on from the weights the cache belongs to: read it, never recompute
+            predict = self._predict_logits(source) if weights_digest(source) == self.pseudo_lesion_digest else None
             with self._single_output(source):
-                locations = load_or_compute(folder, self.pseudo_lesion_digest, self._predict_logits(source),
-                                            dataset, log=self.print_to_log_file)
+                locations = load_or_compute(folder, self.pseudo_lesion_digest, predict, dataset,
+                                            log=self.print_to_log_file)
         if self.is_ddp:
             dist.barrier()
         if locations is None:  # other ranks read what rank 0 wrote
@@ -225,11 +227,14 @@ class SemiSupervisedMixin:
             keep = shard(dataset.identifiers, dist.get_world_size(), dist.get_rank())
             dataset = infer_dataset_class(dataset.source_folder)(dataset.source_folder, keep)
         transforms, initial_patch_size = self.training_transforms()
-        loader = self._make_loader(PseudoLesionLocations(dataset, locations, self.sample_healthy_tissue),
-                                   initial_patch_size, transforms,
+        loader = self._make_loader(self._unlabeled_cases(dataset, locations), initial_patch_size, transforms,
                                    batch_size=self._unlabeled_batch_size())
         self.dataloader_unlabeled = self._augmenter(loader, *self._unlabeled_processes())
         return loaders
+
+    def _unlabeled_cases(self, dataset, locations: dict):
+        """What the unannotated loader reads: the scans with their pseudo-lesion locations."""
+        return PseudoLesionLocations(dataset, locations, self.sample_healthy_tissue)
 
     def _unlabeled_processes(self) -> tuple[int, int]:
         from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA

@@ -230,3 +230,27 @@ def set_teacher_forward_mode(teacher: nn.Module) -> nn.Module:
         if isinstance(m, nn.modules.dropout._DropoutNd):
             m.eval()
     return teacher
+
+
+def uses_batch_statistics(module: nn.Module) -> bool:
+    """Whether the module's output for one sample depends on the other samples of its batch: a
+    BatchNorm layer (``SyncBatchNorm`` included) in training mode. InstanceNorm and GroupNorm do not."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in module.modules())
+
+
+def forward_unannotated_half(network: nn.Module, x_annotated: torch.Tensor, x_unannotated: torch.Tensor):
+    """The network's output on ``x_unannotated``, computed as if in the student's composite batch.
+
+    The student sees one batch ``[x_annotated, x_unannotated']``, so its BatchNorm layers normalise over
+    both halves. A target network (the teacher, the Π model's second pass) that saw only its
+    unannotated patches would normalise over those alone and differ from the student even with
+    identical weights and inputs: a systematic term in the consistency loss that has nothing to do
+    with the noise. As the original mean teacher (Tarvainen & Valpola, CuriousAI's code), it is fed
+    the same composite batch ``[x_annotated, x_unannotated]`` and the unannotated part of its output
+    is returned (every output of a deep-supervision list). A network without batch statistics gives the
+    same result on the unannotated half alone, so it gets only that (half the work)."""
+    if not uses_batch_statistics(network):
+        return network(x_unannotated)
+    n = len(x_annotated)
+    out = network(torch.cat([x_annotated, x_unannotated]))
+    return [o[n:] for o in out] if isinstance(out, (list, tuple)) else out[n:]

@@ -130,6 +130,28 @@ def test_render_subject_brain_mask_contract():
     assert not (r.label.astype(bool) & ~r.brain_mask).any()
 
 
+def test_noisy_background_is_rician_noise_over_the_whole_field_of_view():
+    """--background noisy: no stripping; outside the brain the magnitude of pure complex Gaussian noise
+    (Rayleigh: mean sigma sqrt(pi/2)), so nnU-Net's crop to non-zero keeps the whole field of view; the
+    brain and label are those of the stripped rendering."""
+    params = sdwi.draw_subject_params(seed=SEED, subject_index=7, role=sdwi.ROLE_TRAIN, shape=SMALL_SHAPE,
+                                      spacing=SMALL_SPACING)
+    stripped = sdwi.render_subject(params)
+    noisy = sdwi.render_subject(params, background="noisy")
+    assert np.array_equal(noisy.label, stripped.label) and np.array_equal(noisy.brain_mask, stripped.brain_mask)
+    sigma_b0 = params.gain * params.s0["wm"] / params.snr_b0
+    outside = ~ndimage.binary_dilation(stripped.brain_mask, iterations=3)  # away from partial-volume edges
+    for img in (noisy.dwi, noisy.b0):
+        assert img.dtype == np.float32 and (img > 0).all()  # nothing is exactly zero any more
+    rayleigh_mean = sigma_b0 * np.sqrt(np.pi / 2)
+    assert noisy.b0[outside].mean() == pytest.approx(rayleigh_mean, rel=0.05)
+    # inside, the same signal model: medians close to the stripped image's
+    inside = stripped.brain_mask
+    assert np.median(noisy.b0[inside]) == pytest.approx(np.median(stripped.b0[inside]), rel=0.05)
+    with pytest.raises(ValueError, match="background"):
+        sdwi.render_subject(params, background="bright")
+
+
 def test_lesion_is_brighter_on_dwi_than_surroundings(small_dataset: Path, default_dataset: Path):
     cases = _labelled_cases(small_dataset) + _labelled_cases(default_dataset)
     assert len(cases) == COUNTS["num_train"] + COUNTS["num_test"] + 1

@@ -221,6 +221,27 @@ def test_rerun_redoes_cases_made_with_other_plans(ws, capsys):
     assert "skipping 2 finished cases" in capsys.readouterr().out
 
 
+def test_rerun_takes_the_trainers_caches_for_caches_not_stale_cases(ws, capsys):
+    """The trainers cache next to the cases (pseudo_lesions_<digest>.pkl, pseudo_labels_<digest>.pkl or a
+    pseudo_labels_<digest>/ folder): a rerun must not report them as cases whose scans are gone (issue 12)."""
+    preprocess_unlabeled(DATASET_ID, verbose=False)
+    with open(ws.out / "pseudo_lesions_79d8181355ced1a3.pkl", "wb") as handle:
+        pickle.dump({"unl_copy": np.zeros((0, 4), np.int64)}, handle)
+    (ws.out / "pseudo_labels_0123456789abcdef.pkl").write_bytes(pickle.dumps({}))
+    (ws.out / "pseudo_labels_0123456789abcdef").mkdir()
+    preprocess_unlabeled(DATASET_ID, verbose=True)
+    out = capsys.readouterr().out
+    assert "skipping 2 finished cases" in out
+    assert "no scans in" not in out and "pseudo_" not in out, out
+
+    # a real orphan (a preprocessed case whose scans were removed) is still reported, and only it
+    for ending in ("_0000.nii.gz", "_0001.nii.gz"):
+        (ws.unlabelled / f"unl_other{ending}").unlink()
+    preprocess_unlabeled(DATASET_ID, verbose=True)
+    out = capsys.readouterr().out
+    assert "note: 1 case(s)" in out and out.rstrip().splitlines()[-2].endswith(": unl_other"), out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # errors: each names the offending path/value and leaves raw data and outputs alone
 # ----------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ def test_log_follows_the_en_schedule_and_the_evaluation_network_learns(trained_e
     assert all(v > 0 for v in log["L_adversary"] + log["Ladv"] + log["Ls"])
     assert len(log["dice_student"]) == 2
     assert (trained_en / "progress_adversarial.png").stat().st_size > 10_000
+    train_log = "".join(p.read_text() for p in sorted(trained_en.glob("training_log_*.txt")))
+    assert "is L = Ls + lambda * Ladv; it rises while lambda ramps up" in train_log
+    assert "epoch 2/2, step 4/4 (100 %)" in train_log
 
 
 def test_checkpoint_holds_the_segmenter_as_model_and_the_evaluation_network(trained_en, trained_deepmedic):

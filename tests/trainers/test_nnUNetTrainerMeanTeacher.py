@@ -68,6 +68,10 @@ def test_schedule_and_history_follow_the_paper(trained_mean_teacher):
     cached = list((trained_mean_teacher.parents[3] / "preprocessed" / TINY_NAME /
                    "nnUNetPlans_3d_fullres_unlabeled").glob("pseudo_lesions_*.pkl"))
     assert len(cached) == 1
+    train_log = "".join(p.read_text() for p in sorted(trained_mean_teacher.glob("training_log_*.txt")))
+    assert "epoch 2/2, step 4/4 (100 %)" in train_log
+    assert "train_loss (loss_tr in progress.png) is L = Ls + beta * Lc; it rises while beta ramps up over the " \
+           "first 2 steps" in train_log and "progress_mean_teacher.png" in train_log
 
 
 def test_checkpoint_holds_teacher_as_model_and_student_for_resuming(trained_mean_teacher, pretrained):

@@ -1,11 +1,14 @@
-"""Pseudo-lesions of unannotated scans: locations from a prediction, computed once and cached."""
+"""Pseudo-lesions of unannotated scans: locations and label maps from a prediction, computed once and cached,
+with progress and ETA per scan."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from nnunet_mt.training.pseudo_lesions import (PseudoLesionLocations, cache_file, load_or_compute,
-                                               locations_from_prediction, weights_digest)
+from nnunet_mt.training.pseudo_lesions import (PseudoLabelMaps, PseudoLesionLocations, cache_file, format_duration,
+                                               labels_folder, load_or_compute, locations_from_prediction,
+                                               predict_pseudo_lesions, weights_digest)
 from nnunet_mt.training.sampling import HEALTHY
 
 
@@ -59,3 +62,74 @@ def test_wrapper_serves_the_cached_locations_and_digest_tracks_weights(tmp_path)
     assert set(lesions_only["class_locations"]) == {1}
     a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     assert weights_digest(a) == weights_digest(a) != weights_digest(b)
+
+
+def test_label_maps_are_kept_next_to_the_locations(tmp_path):
+    load_or_compute(tmp_path, "abc", fake_logits, FakeUnlabeled(), log=lambda *a: None)
+    maps = PseudoLabelMaps(labels_folder(tmp_path, "abc"))
+    assert maps.cases() == ["u1", "u2"]
+    for case in FakeUnlabeled.identifiers:
+        data = FakeUnlabeled().load_case(case)[0]
+        expected = fake_logits(torch.from_numpy(data)).argmax(0).numpy()
+        assert maps[case].dtype == np.uint8 and np.array_equal(maps[case], expected)
+    assert maps["u1"].sum() == 8 and maps["u2"].sum() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pseudo_labels_abc", "pseudo_lesions_abc.pkl"]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    with pytest.raises(FileNotFoundError, match="no pseudo-label map of case u3"):
+        maps["u3"]
+
+
+def test_wrapper_serves_the_label_maps_as_segmentation(tmp_path):
+    locations = load_or_compute(tmp_path, "d", fake_logits, FakeUnlabeled(), log=lambda *a: None)
+    maps = PseudoLabelMaps(labels_folder(tmp_path, "d"))
+    _, seg, _, _ = PseudoLesionLocations(FakeUnlabeled(), locations, labels=maps).load_case("u1")
+    original = FakeUnlabeled().load_case("u1")[1]
+    assert np.array_equal(seg[0][original[0] >= 0], maps["u1"][original[0] >= 0])  # predicted labels inside
+    assert np.all(seg[0][original[0] < 0] == -1)  # nnU-Net's outside-the-head marker kept
+    assert seg.dtype == original.dtype and int((seg == 1).sum()) == 8
+    _, plain, _, _ = PseudoLesionLocations(FakeUnlabeled(), locations).load_case("u1")
+    assert np.array_equal(plain, original)  # without labels the segmentation is the scan's own
+
+
+def test_an_interrupted_pass_continues_from_its_maps(tmp_path):
+    calls = []
+
+    def counting(x):
+        calls.append(1)
+        return fake_logits(x)
+
+    maps = PseudoLabelMaps(labels_folder(tmp_path, "k"))
+    maps.write("u1", fake_logits(torch.from_numpy(FakeUnlabeled().load_case("u1")[0])).argmax(0).numpy()
+               .astype(np.uint8))  # what a killed pass had written; no locations file yet
+    lines = []
+    result = load_or_compute(tmp_path, "k", counting, FakeUnlabeled(), log=lines.append)
+    assert len(calls) == 1  # only u2 predicted
+    assert len(result["u1"][1]) == 8 and cache_file(tmp_path, "k").is_file()
+    assert "map from the interrupted pass" in lines[0]
+
+
+def test_without_the_weights_a_missing_cache_is_an_error_naming_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"pseudo_lesions_zz\.pkl is missing .*digest zz"):
+        load_or_compute(tmp_path, "zz", None, FakeUnlabeled(), log=lambda *a: None)
+    load_or_compute(tmp_path, "zz", fake_logits, FakeUnlabeled(), log=lambda *a: None)
+    assert 1 in load_or_compute(tmp_path, "zz", None, FakeUnlabeled(), log=lambda *a: None)["u1"]
+
+
+def test_progress_line_per_scan_with_eta():
+    class Three(FakeUnlabeled):
+        identifiers = ["u1", "u2", "u1b"]
+
+        def load_case(self, k):
+            return super().load_case("u1" if k == "u1b" else k)
+
+    ticks = iter([0.0, 4.0, 4.0, 6.0, 6.0, 399.0])  # (start, end) of each case
+    lines = []
+    predict_pseudo_lesions(fake_logits, Three(), log=lines.append, clock=lambda: next(ticks))
+    assert lines == ["pseudo-lesions 1/3: u1, 8 lesion locations, 4.0 s, ETA 8.0 s",
+                     "pseudo-lesions 2/3: u2, 0 lesion locations, 2.0 s, ETA 3.0 s",
+                     "pseudo-lesions 3/3: u1b, 8 lesion locations, 6 min 33 s, all 3 in 6 min 39 s"]
+
+
+def test_durations_read_well():
+    assert [format_duration(s) for s in (4.06, 59.9, 312, 3599.4, 7500)] == \
+        ["4.1 s", "59.9 s", "5 min 12 s", "59 min 59 s", "2 h 05 min"]

@@ -1,0 +1,303 @@
+"""Inference speed of DeepMedic against nnU-Net's own U-Net, from one run on the same cases.
+
+Prints, for synthetic stroke DWI in the paper's geometry (240 x 240 x 21 at 0.96 x 0.96 x 6.5 mm, two
+channels) with a skull-stripped (zero) and with an unstripped (Rician-noise) background, and for one
+BraTS-sized skull-stripped volume (240 x 240 x 155 at 1 mm):
+
+* seconds per case end to end through ``nnUNetv2_predict`` (process start, preprocessing, network,
+  export; total wall time / cases, nnU-Net's default worker counts): our DeepMedic, and nnU-Net's
+  default ``3d_fullres`` U-Net (``nnUNetTrainer``) with ``--disable_tta`` and with its default mirroring;
+  peak resident memory of the largest process;
+* the DeepMedic network alone on one preprocessed case, padded into the inference window exactly as
+  nnU-Net's predictor pads it (``DenseDeepMedic.forward_window``), its FLOP count
+  (``dense_inference.block_flops`` of the outputs it computes), the fp32 matmul peak measured in the
+  same process (2048^2 ``torch.mm``) and the efficiency FLOPs / time / peak; beside it the plain
+  PyTorch ``forward_valid`` (unfused, NCDHW) of the same outputs;
+* the mean teacher's pseudo-lesion pass per unannotated scan (the trainer's own predictor and
+  ``predict_pseudo_lesions``) on the noisy-background scans.
+
+Checkpoints are freshly initialised networks (``initialize()`` + ``save_checkpoint``): timing does not
+depend on the weights. Everything lives under ``--workdir`` (nnU-Net folders included) and is reused by
+a rerun (datasets, preprocessing, checkpoints); the timings are always measured anew.
+
+usage: python benchmarks/inference.py [--workdir DIR] [--cases 5] [--no-unet] [--no-brats] [--no-tta]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATASETS = {  # id: (name, generator arguments)
+    811: ("stripped", dict(shape=(240, 240, 21), spacing=(0.96, 0.96, 6.5), background="skull-stripped")),
+    812: ("noisy", dict(shape=(240, 240, 21), spacing=(0.96, 0.96, 6.5), background="noisy")),
+    813: ("brats", dict(shape=(240, 240, 155), spacing=(1.0, 1.0, 1.0), background="skull-stripped")),
+}
+DEEPMEDIC, UNET = "nnUNetTrainerDeepMedic", "nnUNetTrainer"
+
+
+def _env(workdir: Path) -> dict:
+    from nnunet_mt.cli import ext_trainer_value
+
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(workdir / "raw"), nnUNet_preprocessed=str(workdir / "preprocessed"),
+               nnUNet_results=str(workdir / "results"), nnUNet_extTrainer=ext_trainer_value(None),
+               nnUNet_compile="false")
+    return env
+
+
+def _run(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
+    """Run ``cmd``; returns (wall seconds, peak RSS in GB of its largest process)."""
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, stdout=out, stderr=subprocess.PIPE,
+                              text=True)
+    wall = time.perf_counter() - start
+    lines = proc.stderr.strip().splitlines()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}\n" + "\n".join(lines[-20:]))
+    return wall, int(lines[-1]) / 1024 ** 2
+
+
+def prepare(workdir: Path, dataset_id: int, cases: int, env: dict) -> None:
+    """Synthetic dataset (2 training scans, ``cases`` test scans, 2 unannotated), planned and preprocessed."""
+    from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import dataset_folder_name, generate_synthetic_stroke_dwi
+
+    name = dataset_folder_name(dataset_id)
+    if not (workdir / "raw" / name).is_dir():
+        kind, kwargs = DATASETS[dataset_id]
+        generate_synthetic_stroke_dwi(workdir / "raw", dataset_id=dataset_id, num_train=2, num_test=cases,
+                                      num_unlabeled=2 if kind == "noisy" else 0, montage=False, **kwargs)
+    if not (workdir / "preprocessed" / name / "nnUNetPlans.json").is_file():
+        _run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "3d_fullres", "-np", "1"], env,
+             workdir / f"plan_{dataset_id}.log")
+    if DATASETS[dataset_id][0] == "noisy" and not (workdir / "preprocessed" / name /
+                                                   "nnUNetPlans_3d_fullres_unlabeled").is_dir():
+        _run(["nnunet_mt_preprocess_unlabeled", "-d", str(dataset_id), "-c", "3d_fullres"], env,
+             workdir / f"unlabeled_{dataset_id}.log")
+
+
+def checkpoint(workdir: Path, dataset_id: int, trainer_name: str) -> Path:
+    """A freshly initialised model folder for ``trainer_name`` (fold 0, checkpoint_final.pth)."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import dataset_folder_name
+    from nnunet_mt.trainers.nnUNetTrainerDeepMedic import nnUNetTrainerDeepMedic
+
+    name = dataset_folder_name(dataset_id)
+    pre = workdir / "preprocessed" / name
+    model = workdir / "results" / name / f"{trainer_name}__nnUNetPlans__3d_fullres"
+    if (model / "fold_0" / "checkpoint_final.pth").is_file():
+        return model
+    import nnunetv2
+
+    cls = nnUNetTrainerDeepMedic if trainer_name == DEEPMEDIC else recursive_find_python_class(
+        str(Path(nnunetv2.__file__).parent / "training" / "nnUNetTrainer"), trainer_name,
+        "nnunetv2.training.nnUNetTrainer")
+    dataset_json = load_json(str(pre / "dataset.json"))
+    plans = load_json(str(pre / "nnUNetPlans.json"))
+    plans["continue_training"] = False  # nnU-Net 2.8.1's trainer pops this entry
+    trainer = cls(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    trainer.initialize()
+    (model / "fold_0").mkdir(parents=True, exist_ok=True)
+    save_json(trainer.plans_manager.plans, str(model / "plans.json"), sort_keys=False)
+    save_json(dataset_json, str(model / "dataset.json"), sort_keys=False)
+    shutil.copy(pre / "dataset_fingerprint.json", model / "dataset_fingerprint.json")
+    trainer.save_checkpoint(str(model / "fold_0" / "checkpoint_final.pth"))
+    return model
+
+
+def predict(workdir: Path, dataset_id: int, trainer: str, cases: int, env: dict, tta: bool = True) -> dict:
+    from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import dataset_folder_name
+
+    out = workdir / "pred" / f"{dataset_id}_{trainer}_{'tta' if tta else 'notta'}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = ["nnUNetv2_predict", "-i", str(workdir / "raw" / dataset_folder_name(dataset_id) / "imagesTs"),
+           "-o", str(out), "-d", str(dataset_id), "-c", "3d_fullres", "-f", "0", "-tr", trainer,
+           "-chk", "checkpoint_final.pth", "-device", "cpu"] + ([] if tta else ["--disable_tta"])
+    wall, rss = _run(cmd, env, workdir / f"predict_{out.name}.log")
+    written = len(list(out.glob("*.nii.gz")))
+    if written != cases:
+        raise SystemExit(f"{trainer} wrote {written} of {cases} predictions in {out}")
+    return {"s_per_case": wall / cases, "wall_s": wall, "peak_rss_gb": rss}
+
+
+def matmul_peak(repeats: int = 10) -> float:
+    """fp32 GFLOP/s of a 2048^2 matrix product, best of ``repeats``, in this process."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def forward_alone(workdir: Path, dataset_id: int, plain: bool) -> dict:
+    """The DeepMedic network on the first test case, as nnU-Net's predictor passes it."""
+    import torch
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_mt.architectures.dense_inference import block_flops
+    from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import dataset_folder_name
+    from nnunet_mt.trainers.nnUNetTrainerDeepMedic import nnUNetTrainerDeepMedic
+
+    name = dataset_folder_name(dataset_id)
+    model = workdir / "results" / name / f"{DEEPMEDIC}__nnUNetPlans__3d_fullres"
+    pm = PlansManager(load_json(str(model / "plans.json")))
+    cm = pm.get_configuration("3d_fullres")
+    dataset_json = load_json(str(model / "dataset.json"))
+    files = sorted(str(p) for p in (workdir / "raw" / name / "imagesTs").glob("*_000[01].nii.gz"))[:2]
+    data, _, _ = DefaultPreprocessor(verbose=False).run_case(files, None, pm, cm, dataset_json)
+    net = nnUNetTrainerDeepMedic.build_network_architecture(pm, cm, data.shape[0], 2, False)
+    net.load_state_dict(torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                                   weights_only=False)["network_weights"])
+    net.eval()
+    x = pad_nd_image(torch.from_numpy(data), cm.patch_size, "constant", {"value": 0}, False, None)[None]
+    lo, hi = net.window_outputs(x)
+    size = [h - l for l, h in zip(lo, hi)]
+    flops = block_flops(net, size)
+    peak = matmul_peak()
+    with torch.no_grad():
+        start = time.perf_counter()
+        net(x)
+        seconds = time.perf_counter() - start
+    result = {"case_shape": list(data.shape[1:]), "window": list(cm.patch_size), "outputs_computed": size,
+              "tflop": flops / 1e12, "forward_s": seconds, "matmul_peak_gflops": peak,
+              "efficiency": flops / seconds / (peak * 1e9), "peak_at_forward_s": flops / (peak * 1e9)}
+    if plain:  # the same outputs with the plain valid forward (unfused, NCDHW), one pass
+        padded = torch.nn.functional.pad(x, [w for p in reversed(
+            [net._pad_widths(n, n // 2) for n in x.shape[2:]]) for w in p])
+        offsets = [net._pad_widths(n, n // 2)[0] - net.margin for n in x.shape[2:]]
+        f = net.subsample_factor
+        o_lo = [(l + o) // f * f for l, o in zip(lo, offsets)]
+        o_hi = [-(-(h + o) // f) * f for h, o in zip(hi, offsets)]
+        block = padded[(slice(None), slice(None), *[slice(a, b + 2 * net.margin) for a, b in zip(o_lo, o_hi)])]
+        with torch.no_grad():
+            start = time.perf_counter()
+            net.forward_valid(block)
+            result["plain_forward_valid_s"] = time.perf_counter() - start
+    return result
+
+
+def pseudo_lesion_pass(workdir: Path, dataset_id: int) -> dict:
+    """The mean teacher's pass over the preprocessed unannotated scans, as the trainer runs it."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import dataset_folder_name
+    from nnunet_mt.trainers.nnUNetTrainerDeepMedic import nnUNetTrainerDeepMedic
+    from nnunet_mt.training.pseudo_lesions import predict_pseudo_lesions
+
+    name = dataset_folder_name(dataset_id)
+    model = workdir / "results" / name / f"{DEEPMEDIC}__nnUNetPlans__3d_fullres"
+    pm = PlansManager(load_json(str(model / "plans.json")))
+    cm = pm.get_configuration("3d_fullres")
+    folder = workdir / "preprocessed" / name / "nnUNetPlans_3d_fullres_unlabeled"
+    dataset = infer_dataset_class(str(folder))(str(folder))
+    net = nnUNetTrainerDeepMedic.build_network_architecture(pm, cm, 2, 2, False)
+    net.load_state_dict(torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                                   weights_only=False)["network_weights"])
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                                allow_tqdm=False)
+    predictor.manual_initialization(net, pm, cm, None, load_json(str(model / "dataset.json")), DEEPMEDIC, None)
+    start = time.perf_counter()
+    predict_pseudo_lesions(lambda x: predictor.predict_sliding_window_return_logits(x).float(), dataset,
+                           log=lambda *a: None)
+    n = len(dataset.identifiers)
+    return {"scans": n, "s_per_scan": (time.perf_counter() - start) / n}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("inference_benchmark"))
+    parser.add_argument("--cases", type=int, default=5, help="test scans per dataset (default 5)")
+    parser.add_argument("--no-unet", action="store_true", help="skip nnU-Net's U-Net")
+    parser.add_argument("--no-tta", action="store_true", help="skip the U-Net with mirroring (the slowest part)")
+    parser.add_argument("--no-brats", action="store_true", help="skip the BraTS-sized volume")
+    args = parser.parse_args(argv)
+    workdir = args.workdir.resolve()
+    env = _env(workdir)
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
+                                           "nnUNet_extTrainer")})
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)  # as nnUNetv2_predict -device cpu does
+    results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    ids = [811, 812] + ([] if args.no_brats else [813])
+    for dataset_id in ids:
+        kind = DATASETS[dataset_id][0]
+        cases = 1 if kind == "brats" else args.cases
+        print(f"== {kind}: preparing", flush=True)
+        prepare(workdir, dataset_id, cases, env)
+        trainers = [DEEPMEDIC] + ([] if args.no_unet or kind == "brats" else [UNET])
+        for trainer in trainers:
+            checkpoint(workdir, dataset_id, trainer)
+        r = {"DeepMedic": predict(workdir, dataset_id, DEEPMEDIC, cases, env)}
+        print(f"   DeepMedic nnUNetv2_predict: {r['DeepMedic']['s_per_case']:.1f} s/case", flush=True)
+        if UNET in trainers:
+            r["U-Net --disable_tta"] = predict(workdir, dataset_id, UNET, cases, env, tta=False)
+            print(f"   U-Net --disable_tta: {r['U-Net --disable_tta']['s_per_case']:.1f} s/case", flush=True)
+            if not args.no_tta:
+                r["U-Net (mirroring)"] = predict(workdir, dataset_id, UNET, cases, env, tta=True)
+                print(f"   U-Net (mirroring): {r['U-Net (mirroring)']['s_per_case']:.1f} s/case", flush=True)
+        r["forward"] = forward_alone(workdir, dataset_id, plain=kind != "brats")
+        if kind == "noisy":
+            r["pseudo_lesions"] = pseudo_lesion_pass(workdir, dataset_id)
+        results[kind] = r
+        (workdir / "inference_benchmark.json").write_text(json.dumps(results, indent=1))
+    print_report(results)
+
+
+def print_report(results: dict) -> None:
+    print(f"\ntorch {results['torch']}, {results['threads']} CPU threads; s/case = nnUNetv2_predict wall time / "
+          f"cases (process start, preprocessing, network, export)\n")
+    print("| scans | command | s/case | peak RSS | vs DeepMedic |")
+    print("|---|---|---|---|---|")
+    for kind in ("stripped", "noisy", "brats"):
+        if kind not in results:
+            continue
+        r = results[kind]
+        base = r["DeepMedic"]["s_per_case"]
+        for label in ("DeepMedic", "U-Net --disable_tta", "U-Net (mirroring)"):
+            if label in r:
+                print(f"| {kind} | {label} | {r[label]['s_per_case']:.1f} | {r[label]['peak_rss_gb']:.2f} GB | "
+                      f"{r[label]['s_per_case'] / base:.2f}x |")
+    print("\n| scans | case (z, y, x) | window | outputs computed | TFLOP | forward | at matmul peak | peak "
+          "GFLOP/s | efficiency | plain forward_valid |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for kind in ("stripped", "noisy", "brats"):
+        if kind in results:
+            f = results[kind]["forward"]
+            plain = f"{f['plain_forward_valid_s']:.1f} s" if "plain_forward_valid_s" in f else "-"
+            print(f"| {kind} | {f['case_shape']} | {f['window']} | {f['outputs_computed']} | {f['tflop']:.3f} | "
+                  f"{f['forward_s']:.1f} s | {f['peak_at_forward_s']:.1f} s | {f['matmul_peak_gflops']:.0f} | "
+                  f"{100 * f['efficiency']:.0f} % | {plain} |")
+    if "noisy" in results and "pseudo_lesions" in results["noisy"]:
+        p = results["noisy"]["pseudo_lesions"]
+        print(f"\npseudo-lesion pass (noisy background): {p['s_per_scan']:.1f} s per unannotated scan "
+              f"({p['scans']} scans)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+"""Converters for public brain-lesion datasets (ISLES 2022, ATLAS v2.0, BraTS 2021, MSD Task01) into nnU-Net
+raw datasets with ``imagesUnlabeled/``; see ``common`` for what they share."""

@@ -1,0 +1,104 @@
+"""ATLAS v2.0 (chronic stroke lesions on T1-weighted MRI, MNI space) -> nnU-Net raw dataset.
+
+Release layout (BIDS, after decrypting the ICPSR/INDI archive)::
+
+    ATLAS_2/Training/R001/sub-r001s001/ses-1/anat/sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz
+    ATLAS_2/Training/R001/sub-r001s001/ses-1/anat/sub-r001s001_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz
+    ATLAS_2/Testing/R001/sub-r001s0xx/ses-1/anat/sub-r001s0xx_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz   (no label)
+
+One channel (T1w). A lesion mask lies beside its T1w. The test and generalisation sets come without masks:
+their scans go to ``imagesUnlabeled/``. A scan below ``Training/`` without a mask is an error (the
+training set is fully annotated, so a missing mask means a broken download); a mask without its T1w too.
+All ``*_T1w`` files below the input folder are found, whatever the site folder (``R001`` ...), and matched
+case-insensitively; the case id is the subject (``r001s001``), which must be unique.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from nnunet_mt.dataset_conversion.public.common import (
+    ChannelSource,
+    DatasetSpec,
+    Discovery,
+    Options,
+    SourceCase,
+    Summary,
+    add_common_arguments,
+    convert,
+    nifti_stem,
+    require_dir,
+    run_cli,
+)
+
+PROG = "nnunet_mt_convert_atlas2"
+_SPACE = "space-MNI152NLin2009aSym"
+_T1W = re.compile(rf"^(sub-[a-z0-9]+)_(ses-[a-z0-9]+)_{_SPACE}_T1w$", re.IGNORECASE)
+_MASK = re.compile(rf"^(sub-[a-z0-9]+)_(ses-[a-z0-9]+)_{_SPACE}_label-L_desc-T1lesion_mask$", re.IGNORECASE)
+
+SPEC = DatasetSpec(
+    converter=PROG,
+    channel_names=("T1w",),
+    labels={"background": 0, "lesion": 1},
+    label_map={0: 0, 1: 1},
+    description="ATLAS v2.0 (Liew et al., Sci Data 2022), T1w in MNI152NLin2009aSym space.",
+    reference="https://fcon_1000.projects.nitrc.org/indi/retro/atlas.html",
+    licence="ATLAS v2.0 data use agreement (ICPSR / INDI); do not redistribute",
+)
+
+
+def discover(root: Path) -> Discovery:
+    """Every MNI T1w below ``root`` is a case; its mask, if any, lies in the same folder."""
+    discovery = Discovery(source_roots=[root])
+    if not require_dir(root, "ATLAS v2.0 folder", discovery):
+        return discovery
+    t1w: dict[tuple[str, Path], Path] = {}
+    masks: dict[tuple[str, Path], Path] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stem = nifti_stem(path.name)
+        if stem is None:
+            continue  # sidecars, metadata tables
+        for pattern, found in ((_T1W, t1w), (_MASK, masks)):
+            match = pattern.match(stem)
+            if match:
+                found[(f"{match.group(1)}_{match.group(2)}".lower(), path.parent)] = path
+                break
+        else:
+            discovery.ignored.append(path)
+    for key, image in sorted(t1w.items(), key=lambda item: str(item[1])):
+        case_id = image.name.split("_")[0][4:].lower()
+        label = masks.pop(key, None)
+        in_training = any(part.lower() == "training" for part in image.relative_to(root).parts[:-1]) \
+            or root.name.lower() == "training"
+        if label is None and in_training:
+            expected = image.parent / image.name.replace("_T1w", "_label-L_desc-T1lesion_mask")
+            discovery.problem(case_id, f"{image}: training scan without its lesion mask (expected {expected})")
+            continue
+        discovery.add_case(SourceCase(case_id=case_id, channels=(ChannelSource(image),), label=label,
+                                      unlabeled_reason="without a mask (test / generalisation set)"),
+                           where=image)
+    for (_, folder), mask in sorted(masks.items(), key=lambda item: str(item[1])):
+        discovery.global_problems.append(f"{mask}: lesion mask without its T1w in {folder} (expected a "
+                                         f"'..._{_SPACE}_T1w.nii.gz' beside it)")
+    return discovery
+
+
+def convert_atlas2(root: str | Path, options: Options) -> Summary:
+    """Convert the ATLAS v2.0 folder (``ATLAS_2``, holding ``Training/`` and ``Testing/``)."""
+    root = Path(root)
+    return convert(SPEC, discover(root), options, context=f"ATLAS v2.0 {root}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Convert ATLAS v2.0 (ATLAS_2/Training, ATLAS_2/Testing) into an nnU-Net raw dataset; "
+                               "scans without a lesion mask go to imagesUnlabeled/.")
+    parser.add_argument("-i", "--input", required=True, help="the ATLAS_2 folder (holding Training/ and Testing/)")
+    add_common_arguments(parser, default_name="ATLAS2")
+    args = parser.parse_args(argv)
+    run_cli(PROG, args, lambda options: convert_atlas2(args.input, options), extra={})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,585 @@
+"""What every public-dataset converter shares: the case model, validation, atomic writing, the summary.
+
+Each dataset module (``isles2022``, ``atlas2``, ``brats``) only *discovers* cases in its release's
+layout and says which file is which channel; everything else happens here, on top of
+:mod:`nnunet_mt.dataset_conversion.convert_folder`'s checks (same messages, same atomic rename), so the
+converters cannot drift apart in what they accept:
+
+1. discovery gives :class:`SourceCase` objects plus problems, per case or global;
+2. :func:`convert` validates every file (readable, finite, 3-D or 4-D as expected, label values in
+   the release's set, one voxel grid per case), optionally hides labels (``--annotated N``), and either
+   raises one :class:`DatasetConversionError` listing every problem with its file, or skips the bad
+   cases (``--skip-invalid``) and says why in the summary;
+3. the dataset is written into a hidden staging folder beside the target and renamed into place;
+   a record of the sources (size and mtime of every file read) and options is kept in
+   ``nnunet_mt_conversion.json`` so that a rerun of the same command is a no-op ("up to date"),
+   and a rerun after the sources or options changed refuses unless ``--overwrite`` is given.
+
+The source folders are only read. Labels hidden by ``--annotated`` are listed in a JSON file *outside*
+the dataset folder (default ``<raw root>/Dataset###_Name.hidden_labels.json``), so nnU-Net never sees
+them but the user can still evaluate on them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+from nnunet_mt.dataset_conversion.convert_folder import (
+    NIFTI_ENDINGS,
+    OUTPUT_FILE_ENDING,
+    UNLABELED_IMAGES_FOLDER,
+    DatasetConversionError,
+    Geometry,
+    check_finite,
+    check_label_definitions,
+    check_label_values,
+    check_output_location,
+    dataset_dir_for,
+    geometry_differences,
+    move_into_place,
+    read_geometry,
+    read_voxels,
+    write_image,
+)
+
+RECORD_FILE = "nnunet_mt_conversion.json"
+RECORD_VERSION = 1
+IMAGES_TR, LABELS_TR = "imagesTr", "labelsTr"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What discovery produces
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChannelSource:
+    """One input channel of a case.
+
+    ``volume`` indexes the 4th axis of a 4-D file (MSD stores all four MR sequences in one file); None for a
+    3-D file. ``resample`` marks a channel that is *not* on the case's grid (ISLES' FLAIR) and is resampled
+    onto the first channel's grid instead of being required to match it.
+    """
+
+    path: Path
+    volume: int | None = None
+    resample: bool = False
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    """One case as found in a release: its channels (the first defines the grid), label, and why none."""
+
+    case_id: str
+    channels: tuple[ChannelSource, ...]
+    label: Path | None = None
+    #: why the case has no label (shown in the summary), e.g. "no mask in derivatives/"
+    unlabeled_reason: str = "no label"
+
+
+@dataclass
+class Discovery:
+    """Result of scanning a release: cases, problems (per case: skippable; global: always fatal), files ignored."""
+
+    cases: list[SourceCase] = field(default_factory=list)
+    case_problems: dict[str, list[str]] = field(default_factory=dict)
+    global_problems: list[str] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+    #: every file the conversion reads (for the rerun record); filled from the cases if left empty
+    source_roots: list[Path] = field(default_factory=list)
+
+    def problem(self, case_id: str, message: str) -> None:
+        self.case_problems.setdefault(case_id, []).append(message)
+
+    def add_case(self, case: SourceCase, *, where: Path) -> None:
+        """Add a case; a second case with the same id is a problem naming both places (ids must be unique)."""
+        for existing in self.cases:
+            if existing.case_id == case.case_id:
+                self.problem(case.case_id, f"duplicate case id '{case.case_id}': found in {_case_place(existing)} "
+                                           f"and in {where}")
+                return
+        self.cases.append(case)
+
+
+def _case_place(case: SourceCase) -> Path:
+    return case.channels[0].path.parent if case.channels else Path("?")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The nnU-Net side of a conversion: channel names, labels and how source label values map onto them.
+
+    ``labels`` is written to dataset.json as is (tuples make it region-based, as nnU-Net's BraTS conversion);
+    ``label_map`` maps every *allowed source value* to the value written (BraTS 0/1/2/4 -> 0/2/1/3, or -> 0/1/1/1
+    for a whole-tumour task). A source value not in ``label_map`` is an error naming the file.
+    """
+
+    converter: str
+    channel_names: tuple[str, ...]
+    labels: Mapping[str, int | tuple[int, ...]]
+    label_map: Mapping[int, int]
+    regions_class_order: tuple[int, ...] | None = None
+    description: str = ""
+    reference: str = ""
+    licence: str = ""
+
+
+@dataclass(frozen=True)
+class Options:
+    """User choices common to every converter."""
+
+    raw_root: Path
+    dataset_id: int
+    dataset_name: str
+    overwrite: bool = False
+    skip_invalid: bool = False
+    annotated: int | None = None
+    seed: int = 0
+    hidden_labels_file: Path | None = None
+    #: converter-specific options that change the output (e.g. {'flair': True}); part of the rerun record
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    """What went where; :meth:`format` is what the commands print."""
+
+    dataset_dir: Path
+    annotated: list[str] = field(default_factory=list)
+    unannotated: dict[str, str] = field(default_factory=dict)  # case -> reason
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # case -> problems
+    ignored: list[Path] = field(default_factory=list)
+    hidden_labels_file: Path | None = None
+    up_to_date: bool = False
+
+    def format(self) -> str:
+        lines = [f"{'up to date, nothing written' if self.up_to_date else 'wrote'}: {self.dataset_dir}",
+                 f"  annotated   (imagesTr + labelsTr): {len(self.annotated)}"]
+        if self.annotated:
+            lines.append(f"    {_short_list(self.annotated)}")
+        lines.append(f"  unannotated ({UNLABELED_IMAGES_FOLDER}): {len(self.unannotated)}")
+        reasons: dict[str, list[str]] = {}
+        for case_id, reason in self.unannotated.items():
+            reasons.setdefault(reason, []).append(case_id)
+        for reason, cases in reasons.items():
+            lines.append(f"    {len(cases)} {reason}: {_short_list(cases)}")
+        if self.hidden_labels_file is not None:
+            lines.append(f"    hidden labels listed in {self.hidden_labels_file}")
+        lines.append(f"  skipped: {len(self.skipped)}")
+        for case_id, problems in self.skipped.items():
+            lines.append(f"    {case_id}: " + "; ".join(problems))
+        if self.ignored:
+            lines.append(f"  ignored NIfTI files that are not part of the layout: {len(self.ignored)}, e.g. "
+                         + ", ".join(str(p) for p in self.ignored[:3]))
+        return "\n".join(lines)
+
+
+def _short_list(items: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small discovery helpers
+# --------------------------------------------------------------------------------------------------------------
+def nifti_stem(name: str) -> str | None:
+    """``'x_T1w.nii.gz'`` -> ``'x_T1w'`` (case-insensitive ending); None when not a NIfTI file name."""
+    lower = name.lower()
+    for ending in NIFTI_ENDINGS:
+        if lower.endswith(ending) and len(name) > len(ending):
+            return name[: -len(ending)]
+    return None
+
+
+def is_hidden(path: Path) -> bool:
+    """macOS resource forks (``._BRATS_001.nii.gz``, shipped in the MSD tarballs) and dot files."""
+    return path.name.startswith((".", "_"))
+
+
+def child_dir(parent: Path, name: str) -> Path | None:
+    """The sub-folder of ``parent`` called ``name`` in any letter case, or None."""
+    if not parent.is_dir():
+        return None
+    for entry in sorted(parent.iterdir()):
+        if entry.is_dir() and entry.name.lower() == name.lower():
+            return entry
+    return None
+
+
+def require_dir(path: Path, role: str, discovery: Discovery) -> bool:
+    if not path.is_dir():
+        discovery.global_problems.append(f"{role} {path} does not exist or is not a directory")
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------------------
+def _spatial(geometry: Geometry) -> Geometry:
+    """The first three axes of a 4-D geometry (as nnU-Net's own MSD conversion splits it)."""
+    n = len(geometry.size)
+    direction = np.asarray(geometry.direction).reshape(n, n)[:3, :3].reshape(-1)
+    return Geometry(size=geometry.size[:3], spacing=geometry.spacing[:3], origin=geometry.origin[:3],
+                    direction=tuple(float(v) for v in direction))
+
+
+def validate_case(case: SourceCase, allowed_label_values: set[int]) -> list[str]:
+    """Every problem of one case, each naming its file: unreadable, non-finite, wrong dimension or number of
+    volumes, a channel or the label off the first channel's grid, label values outside the release's set."""
+    problems: list[str] = []
+    geometries: dict[Path, Geometry] = {}
+    volumes_used: dict[Path, list[int]] = {}
+    for channel in case.channels:
+        if channel.volume is not None:
+            volumes_used.setdefault(channel.path, []).append(channel.volume)
+    for path in dict.fromkeys(channel.path for channel in case.channels):
+        geometry = read_geometry(path=path, problems=problems)
+        if geometry is None:
+            continue
+        voxels = read_voxels(path=path, problems=problems)
+        if voxels is None:
+            continue
+        check_finite(voxels=voxels, path=path, problems=problems)
+        expected_dim = 4 if path in volumes_used else 3
+        if len(geometry.size) != expected_dim:
+            problems.append(f"{path}: expected a {expected_dim}-D image, found {len(geometry.size)}-D of size "
+                            f"{geometry.size}")
+            continue
+        if expected_dim == 4:
+            if geometry.size[3] != len(volumes_used[path]):
+                problems.append(f"{path}: expected {len(volumes_used[path])} volumes (channels) along the 4th "
+                                f"axis, found {geometry.size[3]}")
+                continue
+            geometry = _spatial(geometry)
+        geometries[path] = geometry
+    reference_path = case.channels[0].path if case.channels else None
+    reference = geometries.get(reference_path) if reference_path is not None else None
+    if reference is not None:
+        for channel in case.channels[1:]:
+            other = geometries.get(channel.path)
+            if other is None or channel.resample or channel.path == reference_path:
+                continue
+            differences = geometry_differences(reference, other)
+            if differences:
+                problems.append(f"geometry mismatch between {reference_path} and {channel.path}: "
+                                + "; ".join(differences))
+    if case.label is not None:
+        problems.extend(_validate_label(case.label, reference, reference_path, allowed_label_values))
+    return problems
+
+
+def _validate_label(path: Path, reference: Geometry | None, reference_path: Path | None,
+                    allowed: set[int]) -> list[str]:
+    problems: list[str] = []
+    geometry = read_geometry(path=path, problems=problems)
+    if geometry is None:
+        return problems
+    if len(geometry.size) != 3:
+        return [f"{path}: expected a 3-D label map, found {len(geometry.size)}-D of size {geometry.size}"]
+    voxels = read_voxels(path=path, problems=problems)
+    if voxels is not None and check_finite(voxels=voxels, path=path, problems=problems):
+        check_label_values(voxels=voxels, path=path, allowed=allowed, problems=problems)
+    if reference is not None:
+        differences = geometry_differences(reference, geometry)
+        if differences:
+            problems.append(f"geometry mismatch between {reference_path} and {path}: " + "; ".join(differences))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Choosing which labels nnU-Net sees
+# --------------------------------------------------------------------------------------------------------------
+def choose_annotated(labelled: Sequence[str], annotated: int | None, seed: int) -> tuple[list[str], list[str]]:
+    """(kept, hidden) case ids: ``annotated`` labelled cases drawn at random with ``seed``, the rest hidden.
+
+    Drawn from the sorted ids so the choice depends only on the set of cases and the seed, never on file
+    system order; the draw is nested (the 10 kept with seed s are among the 20 kept with seed s), as the
+    runner's counts are, so datasets with different --annotated share their small sets.
+    """
+    ordered = sorted(labelled)
+    if annotated is None:
+        return ordered, []
+    permutation = np.random.default_rng(seed).permutation(len(ordered))
+    kept = sorted(ordered[i] for i in permutation[:annotated])
+    hidden = sorted(ordered[i] for i in permutation[annotated:])
+    return kept, hidden
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The conversion
+# --------------------------------------------------------------------------------------------------------------
+def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, context: str) -> Summary:
+    """Validate, split, write atomically (or find the dataset up to date); return what went where.
+
+    Raises :class:`DatasetConversionError` listing every problem (with its file) before anything is written.
+    """
+    problems = list(discovery.global_problems)
+    dataset_dir = dataset_dir_for(output_raw_root=Path(options.raw_root), dataset_id=options.dataset_id,
+                                  dataset_name=options.dataset_name, problems=problems)
+    if options.annotated is not None and options.annotated < 1:
+        problems.append(f"--annotated {options.annotated}: must be at least 1")
+    if not discovery.cases and not discovery.case_problems and not discovery.global_problems:
+        problems.append(f"{context}: no cases found (is this the right folder?)")
+    if not spec.regions_class_order:  # region-based label dicts hold tuples, which this check does not cover
+        check_label_definitions(labels=dict(spec.labels), problems=problems)  # type: ignore[arg-type]
+    if problems or dataset_dir is None:
+        raise DatasetConversionError(problems, context=f"cannot convert {context}")
+
+    hidden_file = options.hidden_labels_file or dataset_dir.parent / f"{dataset_dir.name}.hidden_labels.json"
+    record = _record(spec, discovery, options)
+    if not options.overwrite and _is_up_to_date(dataset_dir, record):
+        summary = Summary(**record["summary"], dataset_dir=dataset_dir, ignored=list(discovery.ignored),
+                          up_to_date=True)
+        summary.skipped = {k: list(v) for k, v in summary.skipped.items()}
+        if summary.hidden_labels_file is not None:
+            summary.hidden_labels_file = Path(summary.hidden_labels_file)
+            _write_hidden_labels(summary.hidden_labels_file, record["hidden"], dataset_dir)
+        return summary
+
+    sources = [p for p in (d.resolve() for d in discovery.source_roots)]
+    check_output_location(dataset_dir=dataset_dir, dataset_id=options.dataset_id, source_dirs=sources,
+                          overwrite=options.overwrite, problems=problems)
+    if Path(hidden_file).resolve().is_relative_to(dataset_dir.resolve()):
+        problems.append(f"--hidden-labels-file {hidden_file} lies inside the dataset folder {dataset_dir}: nnU-Net "
+                        f"must not see the hidden labels; put it elsewhere")
+    for source in sources:  # the sources are only read: refuse to write anything into them
+        for target, role in ((dataset_dir, "output dataset folder"), (Path(hidden_file), "hidden labels file")):
+            if target.resolve().is_relative_to(source):
+                problems.append(f"{role} {target} lies inside the source folder {source}; choose a --raw-root / "
+                                f"--hidden-labels-file outside it, the source is only read")
+
+    case_problems = {k: list(v) for k, v in discovery.case_problems.items()}
+    allowed = set(int(v) for v in spec.label_map)
+    for case in discovery.cases:
+        found = validate_case(case, allowed)
+        if found:
+            case_problems.setdefault(case.case_id, []).extend(found)
+    if case_problems and not options.skip_invalid:
+        problems.extend(p for case_id in sorted(case_problems) for p in case_problems[case_id])
+    valid = [case for case in discovery.cases if case.case_id not in case_problems]
+    labelled = [case.case_id for case in valid if case.label is not None]
+    if options.annotated is not None and options.annotated > len(labelled):
+        problems.append(f"--annotated {options.annotated}: only {len(labelled)} valid annotated case(s) found")
+    if not problems and not valid:
+        problems.append(f"{context}: every case has a problem, nothing to convert")
+    if problems:
+        raise DatasetConversionError(problems, context=f"cannot convert {context} into {dataset_dir}")
+
+    kept, hidden = choose_annotated(labelled, options.annotated, options.seed)
+    kept_set = set(kept)
+    summary = Summary(dataset_dir=dataset_dir, annotated=kept, ignored=list(discovery.ignored),
+                      skipped={k: case_problems[k] for k in sorted(case_problems)})
+    for case in sorted(valid, key=lambda c: c.case_id):
+        if case.label is None:
+            summary.unannotated[case.case_id] = case.unlabeled_reason
+        elif case.case_id not in kept_set:
+            summary.unannotated[case.case_id] = f"with the label hidden (--annotated {options.annotated} " \
+                                                f"--seed {options.seed})"
+    hidden_entries = {case.case_id: str(case.label) for case in valid if case.case_id in set(hidden)}
+    if hidden:
+        summary.hidden_labels_file = Path(hidden_file)
+    record["hidden"] = hidden_entries
+    record["summary"] = {"annotated": summary.annotated, "unannotated": summary.unannotated,
+                         "skipped": summary.skipped,
+                         "hidden_labels_file": str(hidden_file) if hidden else None}
+
+    _write(spec, valid, kept_set, dataset_dir, record)
+    if hidden:
+        _write_hidden_labels(Path(hidden_file), hidden_entries, dataset_dir)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rerun record
+# --------------------------------------------------------------------------------------------------------------
+def _source_files(discovery: Discovery) -> list[Path]:
+    files: list[Path] = []
+    for case in discovery.cases:
+        files.extend(channel.path for channel in case.channels)
+        if case.label is not None:
+            files.append(case.label)
+    return sorted(dict.fromkeys(files))
+
+
+def _record(spec: DatasetSpec, discovery: Discovery, options: Options) -> dict:
+    """What the output depends on: converter, options, and every source file's size and modification time."""
+    def stat(path: Path) -> list[int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return [info.st_size, info.st_mtime_ns]
+
+    return {
+        "version": RECORD_VERSION,
+        "converter": spec.converter,
+        "options": {"skip_invalid": options.skip_invalid, "annotated": options.annotated, "seed": options.seed,
+                    "hidden_labels_file": str(options.hidden_labels_file) if options.hidden_labels_file else None,
+                    **{k: v for k, v in options.extra.items()}},
+        "sources": {str(path): stat(path) for path in _source_files(discovery)},
+        "problems": {k: v for k, v in sorted(discovery.case_problems.items())},
+    }
+
+
+def _is_up_to_date(dataset_dir: Path, record: dict) -> bool:
+    """True when the dataset was written by this very conversion (same options, untouched sources)."""
+    record_file = dataset_dir / RECORD_FILE
+    if not record_file.is_file():
+        return False
+    try:
+        stored = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        return False
+    keys = ("version", "converter", "options", "sources", "problems")
+    if any(stored.get(k) != record[k] for k in keys) or "summary" not in stored:
+        return False
+    record["summary"] = stored["summary"]
+    record["hidden"] = stored.get("hidden", {})
+    return True
+
+
+def _write_hidden_labels(path: Path, hidden: Mapping[str, str], dataset_dir: Path) -> None:
+    """The hidden labels' case ids and source files, written atomically outside the dataset folder."""
+    content = json.dumps({"dataset": str(dataset_dir), "hidden_labels": dict(sorted(hidden.items())),
+                          "note": f"these cases are in {UNLABELED_IMAGES_FOLDER}/ without their labels"}, indent=2)
+    if path.is_file() and path.read_text() == content:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    temporary.write_text(content)
+    os.replace(temporary, path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------------------
+def _write(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str], dataset_dir: Path, record: dict) -> None:
+    """Build the dataset in a hidden staging sibling, then rename it into place (convert_folder's swap)."""
+    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = dataset_dir.parent / f".{dataset_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for folder in (IMAGES_TR, LABELS_TR):
+            (staging / folder).mkdir()
+        for case in cases:
+            _write_case(spec, case, staging, with_label=case.case_id in kept)
+        generate_dataset_json(
+            str(staging),
+            channel_names={index: name for index, name in enumerate(spec.channel_names)},
+            labels={name: (tuple(value) if isinstance(value, tuple) else int(value))
+                    for name, value in spec.labels.items()},
+            num_training_cases=len(kept),
+            file_ending=OUTPUT_FILE_ENDING,
+            regions_class_order=spec.regions_class_order,
+            dataset_name=dataset_dir.name,
+            reference=spec.reference,
+            license=spec.licence,
+            description=spec.description + f" Unannotated cases are in {UNLABELED_IMAGES_FOLDER}/.",
+            converted_by=spec.converter,
+        )
+        (staging / RECORD_FILE).write_text(json.dumps(record, indent=1))
+        move_into_place(staging=staging, dataset_dir=dataset_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _channel_images(case: SourceCase) -> list[sitk.Image]:
+    """The case's channels as 3-D images; 4-D files split as nnU-Net's MSD conversion does."""
+    cache: dict[Path, sitk.Image] = {}
+    images = []
+    for channel in case.channels:
+        if channel.path not in cache:
+            cache[channel.path] = sitk.ReadImage(str(channel.path))
+        image = cache[channel.path]
+        if channel.volume is not None:
+            array = sitk.GetArrayFromImage(image)[channel.volume]
+            volume = sitk.GetImageFromArray(array)
+            spatial = _spatial(Geometry(size=image.GetSize(), spacing=image.GetSpacing(), origin=image.GetOrigin(),
+                                        direction=image.GetDirection()))
+            volume.SetSpacing(spatial.spacing)
+            volume.SetOrigin(spatial.origin)
+            volume.SetDirection(spatial.direction)
+            image = volume
+        images.append(image)
+    return images
+
+
+def resample_onto(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """Linear resampling of ``image`` onto ``reference``'s grid in scanner (physical) coordinates, as float32.
+
+    This only aligns what the scanner coordinates align: it does not register the images. Outside the
+    source's field of view the value is 0.
+    """
+    return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, 0.0,
+                         sitk.sitkFloat32)
+
+
+def _write_case(spec: DatasetSpec, case: SourceCase, staging: Path, *, with_label: bool) -> None:
+    images = _channel_images(case)
+    reference = images[0]
+    folder = IMAGES_TR if with_label else UNLABELED_IMAGES_FOLDER
+    for index, (channel, image) in enumerate(zip(case.channels, images)):
+        if channel.resample:
+            image = resample_onto(image, reference)
+        elif index:
+            image.CopyInformation(reference)  # within tolerance (validated): snap, nnU-Net's check is tighter
+        write_image(image=image, path=staging / folder / f"{case.case_id}_{index:04d}{OUTPUT_FILE_ENDING}")
+    if with_label and case.label is not None:
+        source = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+        mapped = np.zeros(source.shape, dtype=np.uint8)
+        for value, target in spec.label_map.items():
+            mapped[source == value] = target
+        label = sitk.GetImageFromArray(mapped)
+        label.CopyInformation(reference)
+        write_image(image=label, path=staging / LABELS_TR / f"{case.case_id}{OUTPUT_FILE_ENDING}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------
+def add_common_arguments(parser: argparse.ArgumentParser, *, default_name: str) -> None:
+    parser.add_argument("-d", "--dataset-id", required=True, type=int, help="nnU-Net dataset id (0..999)")
+    parser.add_argument("-n", "--dataset-name", default=default_name, help=f"dataset name (default {default_name})")
+    parser.add_argument("--raw-root", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
+    parser.add_argument("--annotated", type=int, default=None, metavar="N",
+                        help="keep the labels of only N annotated cases (drawn with --seed); the other annotated "
+                             "cases go to imagesUnlabeled/ and their labels are listed in --hidden-labels-file")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --annotated draw (default 0)")
+    parser.add_argument("--hidden-labels-file", default=None,
+                        help="where to list the hidden labels (default <raw root>/Dataset###_Name.hidden_labels.json,"
+                             " outside the dataset folder)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip cases with a problem (listed in the summary) instead of stopping")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing dataset written from other sources or options")
+
+
+def run_cli(prog: str, args: argparse.Namespace, build: Callable[[Options], Summary], extra: Mapping[str, object]
+            ) -> None:
+    """Shared ``main`` body: options from the arguments, conversion, summary on stdout, errors on stderr (exit 2)."""
+    try:
+        raw_root = args.raw_root or os.environ.get("nnUNet_raw")
+        if not raw_root:
+            raise DatasetConversionError(["no output folder: pass --raw-root or set the nnUNet_raw environment "
+                                          "variable"], context="invalid arguments")
+        options = Options(raw_root=Path(raw_root), dataset_id=args.dataset_id, dataset_name=args.dataset_name,
+                          overwrite=args.overwrite, skip_invalid=args.skip_invalid, annotated=args.annotated,
+                          seed=args.seed,
+                          hidden_labels_file=Path(args.hidden_labels_file) if args.hidden_labels_file else None,
+                          extra=dict(extra))
+        summary = build(options)
+    except DatasetConversionError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(summary.format())

@@ -1,0 +1,108 @@
+"""Progress lines every trainer of the plugin writes to nnU-Net's log (and the terminal).
+
+:class:`ProgressMixin` goes before nnU-Net's ``nnUNetTrainer`` in a trainer's bases (``nnUNetTrainerDeepMedic``
+and so every DeepMedic trainer, ``nnUNetTrainerUNet``, ``nnUNetTrainerMeanTeacherUNet``). It adds, without
+changing what is trained:
+
+* after each epoch: ``epoch 3/5, step 60/100 (60 %), this epoch 12 s, about 24 s left`` (nnU-Net's own
+  ``Epoch 2`` line counts from 0 and names no total);
+* at the start, for a trainer whose nnU-Net ``train_loss`` is a weighted sum (``loss_composition``, e.g. the
+  mean teacher's ``Ls + beta * Lc``): why that loss rises while the weight ramps up;
+* around nnU-Net's end-of-training validation (``perform_actual_validation``, silent for minutes per case on
+  a CPU): what it does, for how many cases, and how long it took;
+* no attempt at nnU-Net's network diagram when its ``hiddenlayer`` package is not installed (nnU-Net would
+  log ``Unable to plot network architecture: No module named 'hiddenlayer'`` on every run).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+
+
+def epoch_progress(epoch: int, num_epochs: int, iterations_per_epoch: int, epoch_seconds: float | None = None,
+                   ) -> str:
+    """``'epoch 3/5, step 60/100 (60 %), this epoch 12 s, about 24 s left'`` for the 0-based ``epoch`` just done."""
+    done, total = epoch + 1, max(num_epochs, 1)
+    line = (f"epoch {done}/{total}, step {done * iterations_per_epoch}/{total * iterations_per_epoch} "
+            f"({100 * done / total:.0f} %)")
+    if epoch_seconds is not None:
+        line += f", this epoch {_duration(epoch_seconds)}"
+        if done < total:
+            line += f", about {_duration(epoch_seconds * (total - done))} left"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def validation_cases(preprocessed_dataset_folder_base: str | None, fold) -> list[str] | None:
+    """The validation cases of ``fold`` from ``splits_final.json`` (None when that cannot be told)."""
+    if preprocessed_dataset_folder_base is None or fold == "all":
+        return None
+    splits_file = os.path.join(preprocessed_dataset_folder_base, "splits_final.json")
+    try:
+        with open(splits_file) as f:
+            return list(json.load(f)[int(fold)]["val"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+class ProgressMixin:
+    """Totals with each epoch line, a note on composite losses, and a word before the final validation."""
+
+    #: the formula of nnU-Net's ``train_loss`` when it is not the supervised loss alone (e.g. ``"Ls + beta * Lc"``)
+    loss_composition: str | None = None
+
+    def on_train_start(self):
+        super().on_train_start()
+        steps = self.num_epochs * self.num_iterations_per_epoch
+        resumed = f" (resuming after epoch {self.current_epoch})" if self.current_epoch > 0 else ""
+        self.print_to_log_file(f"training length: {self.num_epochs} epochs x {self.num_iterations_per_epoch} steps "
+                               f"= {steps} optimizer steps{resumed}")
+        if self.loss_composition:
+            weight = self.loss_composition.split("*")[0].split("+")[-1].strip()
+            rampup = getattr(self, "rampup_length", None)
+            log_name = getattr(self, "log_name", None)
+            self.print_to_log_file(
+                f"note: nnU-Net's train_loss (loss_tr in progress.png) is L = {self.loss_composition}; it rises "
+                f"while {weight} ramps up" + (f" over the first {rampup} steps" if rampup else "")
+                + ", also when the supervised loss Ls falls: that is not divergence. Ls alone is in the per-epoch "
+                + (f"'{log_name.replace('_', ' ')}:' lines and in progress_{log_name}.png" if log_name
+                   else "log lines"))
+
+    def on_epoch_start(self):
+        self._progress_epoch_started = time.time()
+        super().on_epoch_start()
+
+    def on_epoch_end(self):
+        started = getattr(self, "_progress_epoch_started", None)
+        self.print_to_log_file(epoch_progress(self.current_epoch, self.num_epochs, self.num_iterations_per_epoch,
+                                              None if started is None else time.time() - started))
+        super().on_epoch_end()
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        cases = validation_cases(self.preprocessed_dataset_folder_base, self.fold)
+        what = f"the {len(cases)} validation case(s) of fold {self.fold}" if cases is not None \
+            else f"the validation cases of fold {self.fold}"
+        self.print_to_log_file(
+            f"final validation (nnU-Net's perform_actual_validation): predicting {what} whole-volume with the "
+            f"final model, then writing {os.path.join(self.output_folder, 'validation', 'summary.json')}; "
+            f"nnU-Net prints a line per case when it starts it, nothing while it runs (on a CPU a case can take "
+            f"minutes)")
+        started = time.time()
+        super().perform_actual_validation(save_probabilities)
+        self.print_to_log_file(f"final validation done in {_duration(time.time() - started)}")
+
+    def plot_network_architecture(self):
+        """nnU-Net's diagram needs the ``hiddenlayer`` package; without it, skip it instead of logging an error."""
+        if importlib.util.find_spec("hiddenlayer") is None:
+            return
+        super().plot_network_architecture()

@@ -1,0 +1,107 @@
+"""nnunet_mt_convert_atlas2 on tiny files in the ATLAS v2.0 layout."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
+from nnunet_mt.dataset_conversion.public.atlas2 import convert_atlas2, main
+from nnunet_mt.dataset_conversion.public.common import Options
+from public_layouts import ATLAS_SPACE, array, atlas_case, checksums, lesion, verify_with_nnunet, write
+
+DATASET = "Dataset531_ATLAS2"
+
+
+@pytest.fixture
+def atlas(tmp_path: Path) -> Path:
+    root = tmp_path / "ATLAS_2"
+    atlas_case(root, "Training", "R001", "r001s001")
+    atlas_case(root, "Training", "R001", "r001s002")
+    atlas_case(root, "Training", "R002", "r002s001")
+    atlas_case(root, "Testing", "R001", "r001s010", with_mask=False)
+    atlas_case(root, "Testing", "R003", "r003s001", with_mask=False)
+    (root / "Training" / "20220425_ATLAS_2.0_MetaData.csv").write_text("subject,site\n")
+    return root
+
+
+def options(tmp_path: Path, **overrides) -> Options:
+    return Options(**{**dict(raw_root=tmp_path / "raw", dataset_id=531, dataset_name="ATLAS2"), **overrides})
+
+
+def test_training_annotated_testing_unlabelled_and_nnunet_integrity(atlas, tmp_path, monkeypatch):
+    before = checksums(atlas)
+    summary = convert_atlas2(atlas, options(tmp_path))
+    out = tmp_path / "raw" / DATASET
+    assert summary.annotated == ["r001s001", "r001s002", "r002s001"]
+    assert set(summary.unannotated) == {"r001s010", "r003s001"}
+    assert sorted(p.name for p in (out / "imagesUnlabeled").iterdir()) == ["r001s010_0000.nii.gz",
+                                                                          "r003s001_0000.nii.gz"]
+    assert json.loads((out / "dataset.json").read_text())["channel_names"] == {"0": "T1w"}
+    np.testing.assert_array_equal(array(out / "labelsTr" / "r002s001.nii.gz"), lesion(2001))
+    verify_with_nnunet(out, monkeypatch)
+    assert checksums(atlas) == before
+
+
+def anat(root: Path, subset: str, site: str, subject: str) -> Path:
+    return root / subset / site / f"sub-{subject}" / "ses-1" / "anat"
+
+
+BAD_INPUTS = {
+    "training scan without mask": (
+        lambda root: (anat(root, "Training", "R001", "r001s002")
+                      / f"sub-r001s002_ses-1_{ATLAS_SPACE}_label-L_desc-T1lesion_mask.nii.gz").unlink(),
+        ["sub-r001s002_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz: training scan without its lesion mask (expected",
+         "sub-r001s002_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz)"]),
+    "mask without T1w": (
+        lambda root: (anat(root, "Training", "R001", "r001s002") / f"sub-r001s002_ses-1_{ATLAS_SPACE}_T1w.nii.gz").unlink(),
+        ["sub-r001s002_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz: lesion mask without its "
+         "T1w in"]),
+    "duplicate subject": (
+        lambda root: atlas_case(root, "Training", "R009", "r001s001"),
+        ["duplicate case id 'r001s001': found in", "R001/sub-r001s001/ses-1/anat and in",
+         "R009/sub-r001s001/ses-1/anat/sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz"]),
+    "label value 255": (
+        lambda root: write(anat(root, "Training", "R002", "r002s001")
+                           / f"sub-r002s001_ses-1_{ATLAS_SPACE}_label-L_desc-T1lesion_mask.nii.gz",
+                           lesion(2001) * 255),
+        ["label-L_desc-T1lesion_mask.nii.gz: label values [255] are not in the dataset labels (allowed: [0, 1])"]),
+    "mask off the T1w grid": (
+        lambda root: write(anat(root, "Training", "R002", "r002s001")
+                           / f"sub-r002s001_ses-1_{ATLAS_SPACE}_label-L_desc-T1lesion_mask.nii.gz",
+                           lesion(2001), origin=(0.0, 0.0, 0.0)),
+        ["geometry mismatch between", "_T1w.nii.gz and", "origin (-15.0, -18.0, -40.0) vs (0.0, 0.0, 0.0)"]),
+    "truncated file": (
+        lambda root: (lambda p: p.write_bytes(p.read_bytes()[:200]))(
+            anat(root, "Testing", "R003", "r003s001") / f"sub-r003s001_ses-1_{ATLAS_SPACE}_T1w.nii.gz"),
+        ["sub-r003s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz: unreadable or corrupt file"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_bad_input_is_reported_with_its_file_and_nothing_is_written(atlas, tmp_path, kind):
+    damage, fragments = BAD_INPUTS[kind]
+    damage(atlas)
+    before = checksums(atlas)
+    with pytest.raises(DatasetConversionError) as info:
+        convert_atlas2(atlas, options(tmp_path))
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert checksums(atlas) == before
+    assert not (tmp_path / "raw").exists()
+
+
+def test_output_inside_the_source_is_refused(atlas, tmp_path):
+    with pytest.raises(DatasetConversionError, match="lies inside the source folder"):
+        convert_atlas2(atlas, options(tmp_path, raw_root=atlas / "raw"))
+    assert not (atlas / "raw").exists()
+
+
+def test_cli(atlas, tmp_path, capsys):
+    main(["-i", str(atlas), "-d", "531", "--raw-root", str(tmp_path / "raw")])
+    out = capsys.readouterr().out
+    assert "annotated   (imagesTr + labelsTr): 3" in out and "2 without a mask (test / generalisation set)" in out
+    main(["-i", str(atlas), "-d", "531", "--raw-root", str(tmp_path / "raw")])
+    assert "up to date, nothing written" in capsys.readouterr().out

@@ -1,0 +1,105 @@
+"""The pseudo-label baseline end to end on the tiny dataset: nnUNetv2_train from the supervised DeepMedic;
+its unannotated targets are the initial model's predictions."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_NAME
+
+PL = "nnUNetTrainerDeepMedicPseudoLabel_tiny"
+
+
+@pytest.fixture(scope="module")
+def pretrained(trained_deepmedic) -> Path:
+    return trained_deepmedic / "checkpoint_final.pth"
+
+
+@pytest.fixture(scope="module")
+def trained_pseudo_label(tiny_nnunet, tiny_unlabeled, pretrained) -> Path:
+    tiny_nnunet.train(PL, "-pretrained_weights", str(pretrained))
+    return tiny_nnunet.model_folder(PL) / "fold_0"
+
+
+def _unlabeled_folder(tiny_nnunet) -> Path:
+    return tiny_nnunet.preprocessed / TINY_NAME / "nnUNetPlans_3d_fullres_unlabeled"
+
+
+def _init_network(model_folder: Path, pretrained: Path):
+    from nnunet_mt.architectures.deepmedic import DenseDeepMedic
+
+    plans = json.loads((model_folder / "plans.json").read_text())
+    kwargs = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    net = DenseDeepMedic(2, 2, **kwargs)
+    net.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=False)["network_weights"])
+    return net.eval()
+
+
+def test_trains_the_student_on_both_halves(trained_pseudo_label, pretrained):
+    ckpt = torch.load(trained_pseudo_label / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert ckpt["semi_supervised"]["global_step"] == 4 and ckpt["current_epoch"] == 2
+    for k, v in ckpt["network_weights"].items():
+        assert torch.equal(v, ckpt["student_weights"][k]), k  # the model is the student
+    start = torch.load(pretrained, map_location="cpu", weights_only=False)["network_weights"]
+    assert any(not torch.equal(v, start[k]) for k, v in ckpt["network_weights"].items())
+    log = json.loads((trained_pseudo_label / "pseudo_label_log.json").read_text())
+    assert log["step"] == [0, 1, 2, 3] and len(log["dice_student"]) == 2
+    assert all(np.isfinite(log["Ls"] + log["Lp"])) and all(v > 0 for v in log["Ls"] + log["Lp"])
+    assert (trained_pseudo_label / "progress_pseudo_label.png").stat().st_size > 10_000
+
+
+def test_pseudo_labels_are_the_init_models_predictions(tiny_nnunet, trained_pseudo_label, pretrained):
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunet_mt.training.pseudo_lesions import PseudoLabelMaps, labels_folder, weights_digest
+
+    net = _init_network(trained_pseudo_label.parent, pretrained)
+    ckpt = torch.load(trained_pseudo_label / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    digest = ckpt["semi_supervised"]["pseudo_lesion_digest"]
+    assert digest == weights_digest(net)  # predicted with the -pretrained_weights model
+    folder = _unlabeled_folder(tiny_nnunet)
+    maps = PseudoLabelMaps(labels_folder(folder, digest))
+    dataset = infer_dataset_class(str(folder))(str(folder))
+    assert maps.cases() == sorted(dataset.identifiers) == ["un_000", "un_001", "un_002"]
+    assert all(p.name.startswith("pseudo_") for p in folder.iterdir()
+               if not p.name.startswith(("un_", ".")))  # the plugin's cache files
+    lesion_voxels = 0
+    for case in dataset.identifiers:
+        data = torch.from_numpy(np.asarray(dataset.load_case(case)[0][:], np.float32))
+        with torch.no_grad():
+            probs = torch.softmax(net.forward_dense(data[None]), 1)[0].numpy()
+        stored = maps[case]
+        assert stored.shape == probs.shape[1:] and stored.dtype == np.uint8
+        # nnU-Net's predictor accumulates in float16: compare where the model is not on the fence
+        confident = np.abs(probs[1] - 0.5) > 0.01
+        np.testing.assert_array_equal(stored[confident], probs.argmax(0)[confident])
+        assert np.mean(stored == probs.argmax(0)) > 0.999
+        lesion_voxels += int((stored == 1).sum())
+    assert lesion_voxels > 0  # the test would be vacuous if the model predicted background everywhere
+
+
+def test_unannotated_targets_are_the_pseudo_labels(tiny_nnunet, trained_pseudo_label, pretrained, tmp_path):
+    """What the trainer's unannotated loader reads: the stored maps inside the head, nnU-Net's -1 outside."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunet_mt.training.pseudo_lesions import PseudoLabelMaps
+
+    script = Path(__file__).with_name("pseudo_label_wiring.py")
+    out = tmp_path / "wiring.pt"
+    tiny_nnunet.run(sys.executable, str(script), str(pretrained), str(out),
+                    extra_env={"nnUNet_n_proc_DA": "0", "nnUNet_results": str(tmp_path / "results")})
+    wiring = torch.load(out, weights_only=False)
+    ckpt = torch.load(trained_pseudo_label / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert wiring["digest"] == ckpt["semi_supervised"]["pseudo_lesion_digest"]
+    maps = PseudoLabelMaps(wiring["labels_folder"])
+    folder = _unlabeled_folder(tiny_nnunet)
+    dataset = infer_dataset_class(str(folder))(str(folder))
+    for case, seg in wiring["segs"].items():
+        original = np.asarray(dataset.load_case(case)[1][:])
+        inside = original[0] >= 0
+        assert np.array_equal(seg[0][inside], maps[case][inside])
+        assert np.all(seg[0][~inside] == -1) and (~inside).any()
+        assert (seg[0] == 1).sum() == (maps[case][inside] == 1).sum()
