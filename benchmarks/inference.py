@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import matmul_peak  # benchmarks/machine.py: this folder is the script's sys.path[0]
+
 DATASETS = {  # id: (name, generator arguments)
     811: ("stripped", dict(shape=(240, 240, 21), spacing=(0.96, 0.96, 6.5), background="skull-stripped")),
     812: ("noisy", dict(shape=(240, 240, 21), spacing=(0.96, 0.96, 6.5), background="noisy")),
@@ -109,6 +111,8 @@ def checkpoint(workdir: Path, dataset_id: int, trainer_name: str) -> Path:
     plans["continue_training"] = False  # nnU-Net 2.8.1's trainer pops this entry
     trainer = cls(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
     trainer.initialize()
+    # what on_train_start would decide: the mirroring axes the checkpoint gives nnUNetv2_predict (None for DeepMedic)
+    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     (model / "fold_0").mkdir(parents=True, exist_ok=True)
     save_json(trainer.plans_manager.plans, str(model / "plans.json"), sort_keys=False)
     save_json(dataset_json, str(model / "dataset.json"), sort_keys=False)
@@ -130,20 +134,6 @@ def predict(workdir: Path, dataset_id: int, trainer: str, cases: int, env: dict,
     if written != cases:
         raise SystemExit(f"{trainer} wrote {written} of {cases} predictions in {out}")
     return {"s_per_case": wall / cases, "wall_s": wall, "peak_rss_gb": rss}
-
-
-def matmul_peak(repeats: int = 10) -> float:
-    """fp32 GFLOP/s of a 2048^2 matrix product, best of ``repeats``, in this process."""
-    import torch
-
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048 ** 3 / best / 1e9
 
 
 def forward_alone(workdir: Path, dataset_id: int, plain: bool) -> dict:

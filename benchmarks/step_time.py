@@ -28,6 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine import matmul_peak  # benchmarks/machine.py: this folder is the script's sys.path[0]
+
 DATASET = "Dataset999_Bench"
 PATCH = (54, 69, 69)
 SPACING = [6.5, 0.96, 0.96]
@@ -87,7 +89,7 @@ def measure(trainer_name: str, device: str, steps: int, warmup: int) -> dict:
     for _ in range(warmup):
         trainer.train_step(batch)
     flops = _count_step_flops(trainer, batch)
-    peak_gflops = _matmul_peak()
+    peak_gflops = matmul_peak()
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -132,22 +134,6 @@ def _count_step_flops(trainer, batch) -> int:
     return total[0]
 
 
-def _matmul_peak(repeats: int = 10) -> float:
-    """fp32 GFLOP/s of a 2048^2 matrix product, best of ``repeats``, in this process."""
-    import time
-
-    import torch
-
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048 ** 3 / best / 1e9
-
-
 def real_iterations(root: Path, env: dict, iterations: int) -> dict:
     """Seconds per iteration of real nnUNetv2_train runs (second epoch), DeepMedic then the mean teacher."""
     import re
@@ -162,10 +148,17 @@ def real_iterations(root: Path, env: dict, iterations: int) -> dict:
                                   montage=False)
 
     def run(*cmd):
-        subprocess.run(list(cmd), env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(root / "log.txt", "a") as log:
+            if subprocess.run(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n" + (root / "log.txt").read_text()[-3000:])
 
     run("nnUNetv2_plan_and_preprocess", "-d", "821", "-c", "3d_fullres", "-np", "1")
     run("nnunet_mt_preprocess_unlabeled", "-d", "821", "-c", "3d_fullres")
+    # fold 0 trains on 3 scans and validates on 1 (nnU-Net's 5-fold split needs 5 scans)
+    cases = sorted(p.name[:-len(".pkl")] for p in (root / "pre" / "Dataset821_SyntheticStrokeDWI" /
+                                                   "nnUNetPlans_3d_fullres").glob("*.pkl"))
+    (root / "pre" / "Dataset821_SyntheticStrokeDWI" / "splits_final.json").write_text(
+        json.dumps([{"train": cases[:-1], "val": cases[-1:]}]))
     out = {}
     for label, trainer, extra in (("DeepMedic", "nnUNetTrainerDeepMedic", []),
                                   ("MeanTeacher", "nnUNetTrainerMeanTeacher", ["-pretrained_weights", str(
@@ -203,8 +196,11 @@ def main() -> None:
                                   "--steps", str(args.steps), "--warmup", str(args.warmup)],
                                  env=env, capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        real = real_iterations(root / "real", env, args.real_iterations) \
-            if args.real_iterations > 0 and args.device == "cpu" else {}
+        print(json.dumps(rows), flush=True)  # the pure steps, before the (slower) real runs
+        real = {}
+        if args.real_iterations > 0 and args.device == "cpu":
+            (root / "real").mkdir()
+            real = real_iterations(root / "real", env, args.real_iterations)
     print(f"device {args.device}, {rows[0]['threads']} threads, {args.steps} timed steps after {args.warmup} warm-up")
     print("| trainer | s/step | patches/s | peak MiB | GFLOP/step | matmul peak GFLOP/s | efficiency | "
           "x supervised | x work | real nnUNetv2_train s/iteration |")

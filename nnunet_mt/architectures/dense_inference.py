@@ -162,7 +162,7 @@ def _pathway(p: _Pathway, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def forward_block(fused: FusedDeepMedic, padded: torch.Tensor, lo: Sequence[int], hi: Sequence[int],
-                  head_rows: int = 16384) -> torch.Tensor:
+                  head_rows: int = 2048) -> torch.Tensor:
     """Logits of outputs ``[lo, hi)`` (per axis, in output coordinates of ``padded``).
 
     padded: (B, C, *P) input whose output coordinate ``o`` sits at input voxel ``o + margin``, and

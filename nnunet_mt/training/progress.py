@@ -4,7 +4,7 @@
 and so every DeepMedic trainer, ``nnUNetTrainerUNet``, ``nnUNetTrainerMeanTeacherUNet``). It adds, without
 changing what is trained:
 
-* after each epoch: ``epoch 3/5, step 60/100 (60 %), this epoch 12 s, about 24 s left`` (nnU-Net's own
+* after each epoch: ``epoch 3/5, step 60/100 (60 %), this epoch 12.0 s, about 24.0 s left`` (nnU-Net's own
   ``Epoch 2`` line counts from 0 and names no total);
 * at the start, for a trainer whose nnU-Net ``train_loss`` is a weighted sum (``loss_composition``, e.g. the
   mean teacher's ``Ls + beta * Lc``): why that loss rises while the weight ramps up;
@@ -23,24 +23,27 @@ import time
 
 def epoch_progress(epoch: int, num_epochs: int, iterations_per_epoch: int, epoch_seconds: float | None = None,
                    ) -> str:
-    """``'epoch 3/5, step 60/100 (60 %), this epoch 12 s, about 24 s left'`` for the 0-based ``epoch`` just done."""
+    """``'epoch 3/5, step 60/100 (60 %), this epoch 12.0 s, about 24.0 s left'`` for the 0-based ``epoch`` just done."""
     done, total = epoch + 1, max(num_epochs, 1)
     line = (f"epoch {done}/{total}, step {done * iterations_per_epoch}/{total * iterations_per_epoch} "
             f"({100 * done / total:.0f} %)")
     if epoch_seconds is not None:
-        line += f", this epoch {_duration(epoch_seconds)}"
+        line += f", this epoch {format_duration(epoch_seconds)}"
         if done < total:
-            line += f", about {_duration(epoch_seconds * (total - done))} left"
+            line += f", about {format_duration(epoch_seconds * (total - done))} left"
     return line
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``4.1 s``, ``5 min 12 s``, ``2 h 05 min``."""
     seconds = max(0.0, float(seconds))
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        minutes, secs = divmod(int(round(seconds)), 60)
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(int(round(seconds / 60)), 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def validation_cases(preprocessed_dataset_folder_base: str | None, fold) -> list[str] | None:
@@ -99,7 +102,7 @@ class ProgressMixin:
             f"minutes)")
         started = time.time()
         super().perform_actual_validation(save_probabilities)
-        self.print_to_log_file(f"final validation done in {_duration(time.time() - started)}")
+        self.print_to_log_file(f"final validation done in {format_duration(time.time() - started)}")
 
     def plot_network_architecture(self):
         """nnU-Net's diagram needs the ``hiddenlayer`` package; without it, skip it instead of logging an error."""

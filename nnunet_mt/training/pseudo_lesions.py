@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnunet_mt.training.progress import format_duration
 from nnunet_mt.training.sampling import HEALTHY
 
 #: rows kept per region and case, as nnU-Net keeps for foreground classes
@@ -71,18 +72,6 @@ def locations_from_prediction(prediction: np.ndarray, seg: np.ndarray, seed: int
            for c in np.unique(prediction[inside]) if c > 0}
     out[HEALTHY] = _sample_rows(np.argwhere((prediction == 0) & inside), rng)
     return out
-
-
-def format_duration(seconds: float) -> str:
-    """``4.1 s``, ``5 min 12 s``, ``2 h 05 min``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        minutes, secs = divmod(int(round(seconds)), 60)
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(int(round(seconds / 60)), 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def _label_dtype(num_classes: int):

@@ -7,10 +7,10 @@ from nnunet_mt.training.progress import ProgressMixin, epoch_progress, validatio
 
 def test_epoch_line_gives_totals_and_time_left():
     assert epoch_progress(2, 5, 20) == "epoch 3/5, step 60/100 (60 %)"
-    assert epoch_progress(2, 5, 20, 12.0) == "epoch 3/5, step 60/100 (60 %), this epoch 12 s, about 24 s left"
-    assert epoch_progress(299, 300, 250, 600.0).startswith("epoch 300/300, step 75000/75000 (100 %), this epoch 10 min")
+    assert epoch_progress(2, 5, 20, 12.0) == "epoch 3/5, step 60/100 (60 %), this epoch 12.0 s, about 24.0 s left"
+    assert epoch_progress(299, 300, 250, 600.0).startswith("epoch 300/300, step 75000/75000 (100 %), this epoch 10 min 0 s")
     assert "left" not in epoch_progress(4, 5, 20, 3.0)
-    assert epoch_progress(0, 300, 250, 600.0).endswith("about 49.8 h left")
+    assert epoch_progress(0, 300, 250, 600.0).endswith("about 49 h 50 min left")
 
 
 def test_validation_cases_come_from_the_split_file(tmp_path):
