@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_mt.architectures.deepmedic import _center_crop as center_crop
+
 if TYPE_CHECKING:  # pragma: no cover
     from nnunet_mt.architectures.deepmedic import DeepMedic, DeepMedicPathway
 
@@ -132,11 +134,6 @@ def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return F.conv3d(x, weight, bias)
 
 
-def _center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    lo = [(h - w) // 2 for h, w in zip(x.shape[2:], size)]
-    return x[(slice(None), slice(None), *[slice(a, a + s) for a, s in zip(lo, size)])]
-
-
 def _pathway(p: _Pathway, x: torch.Tensor) -> torch.Tensor:
     """Valid forward of one fused pathway; returns its last layer's output with the head's BN applied."""
     inputs: list[torch.Tensor] = []
@@ -149,7 +146,7 @@ def _pathway(p: _Pathway, x: torch.Tensor) -> torch.Tensor:
             x = F.prelu(x, layer.slope)
         y = _conv3d(x, layer.weight, layer.bias)
         if layer.residual:
-            shortcut = _center_crop(inputs[k - 1], y.shape[2:])
+            shortcut = center_crop(inputs[k - 1], y.shape[2:])
             c = min(shortcut.shape[1], y.shape[1])
             if layer.shortcut_scale is None:
                 y[:, :c] += shortcut[:, :c]
@@ -173,7 +170,7 @@ def forward_block(fused: FusedDeepMedic, padded: torch.Tensor, lo: Sequence[int]
     half = s // 2
     margin = f * s // 2
     lo, hi = list(lo), list(hi)
-    x = padded.contiguous(memory_format=CL) if padded.dim() == 5 else padded
+    x = padded  # each pathway's input is cut from it and made channels-last below
     # normal pathway: exactly the outputs asked for
     normal_in = x[(slice(None), slice(None),
                    *[slice(a + margin - half, b + margin + half) for a, b in zip(lo, hi)])]
@@ -234,8 +231,3 @@ def block_flops(net: "DeepMedic", size: Sequence[int], low_size: Sequence[int] |
     for layer in list(net.fc) + [net.classifier]:
         total += 2 * layer.conv.in_channels * layer.conv.out_channels * voxels
     return total
-
-
-def valid_output_bounds(input_size: Sequence[int], margin: int) -> tuple[list[int], list[int]]:
-    """Output bounds [lo, hi) of a valid forward on an input of ``input_size`` (for tests/benchmarks)."""
-    return [0] * len(input_size), [n - 2 * margin for n in input_size]
