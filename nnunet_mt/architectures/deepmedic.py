@@ -404,8 +404,8 @@ class DenseDeepMedic(DeepMedic):
                        f"valid convolutions cannot make exact" if touching else
                        f"nnU-Net's float16 tile weight at the case's corners would be {weight:.2g}, below "
                        f"float16's normal range ({FLOAT16_NORMAL_MIN:.2g}), and the logits there inexact")
-            needed = (f"an odd size of at least sqrt(3) times the case's preprocessed size in every axis "
-                      f"(nnunet_mt.architectures.deepmedic.window_for)" if touching else f"{window_for(extent)}")
+            needed = ("an odd size of at least sqrt(3) times the case's preprocessed size in every axis "
+                      "(nnunet_mt.architectures.deepmedic.window_for)" if touching else str(window_for(extent)))
             raise CaseDoesNotFitWindow(
                 f"DenseDeepMedic: the case being predicted (the one named above; non-zero extent {extent} "
                 f"voxels in this tile, nnU-Net's axis order) does not fit the inference window {window} (the "

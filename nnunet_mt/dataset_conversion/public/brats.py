@@ -47,6 +47,7 @@ from nnunet_mt.dataset_conversion.public.common import (
     add_common_arguments,
     child_dir,
     convert,
+    files_by_case,
     is_hidden,
     nifti_stem,
     require_dir,
@@ -187,19 +188,8 @@ def discover_msd(root: Path) -> Discovery:
 
 
 def _msd_files(folder: Path, discovery: Discovery) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p)):
-        stem = nifti_stem(path.name)
-        if stem is None or not _MSD_FILE.match(stem):
-            if stem is not None:
-                discovery.ignored.append(path)
-            continue
-        case_id = stem.upper()
-        if case_id in found:
-            discovery.problem(case_id, f"case '{case_id}' has two files: {found[case_id]} and {path}")
-            continue
-        found[case_id] = path
-    return found
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p))
+    return files_by_case(paths, lambda stem: stem.upper() if _MSD_FILE.match(stem) else None, discovery, "files")
 
 
 def convert_msd_brain(root: str | Path, options: Options, *, whole_tumour: bool = False) -> Summary:

@@ -200,6 +200,28 @@ def nifti_stem(name: str) -> str | None:
     return None
 
 
+def files_by_case(paths: Sequence[Path], case_of: Callable[[str], str | None], discovery: "Discovery",
+                  kind: str) -> dict[str, Path]:
+    """case id -> file, over the NIfTI files among ``paths`` (in order) whose stem ``case_of`` names a case.
+
+    NIfTI files it does not name are recorded as ignored; a second file for one case is a problem of that
+    case (``"case 'x' has two <kind>: A and B"``) and the first one is kept.
+    """
+    found: dict[str, Path] = {}
+    for path in paths:
+        stem = nifti_stem(path.name)
+        case_id = case_of(stem) if stem is not None else None
+        if case_id is None:
+            if stem is not None:
+                discovery.ignored.append(path)
+            continue
+        if case_id in found:
+            discovery.problem(case_id, f"case '{case_id}' has two {kind}: {found[case_id]} and {path}")
+            continue
+        found[case_id] = path
+    return found
+
+
 def is_hidden(path: Path) -> bool:
     """macOS resource forks (``._BRATS_001.nii.gz``, shipped in the MSD tarballs) and dot files."""
     return path.name.startswith((".", "_"))

@@ -34,6 +34,7 @@ from nnunet_mt.dataset_conversion.public.common import (
     add_common_arguments,
     child_dir,
     convert,
+    files_by_case,
     nifti_stem,
     require_dir,
     run_cli,
@@ -142,22 +143,14 @@ def _subject_images(subject_dir: Path, case_id: str, wanted: tuple[str, ...], di
 def _find_masks(root: Path, discovery: Discovery) -> dict[str, Path]:
     """case id -> mask file, from anywhere below derivatives/ (absent folder: no case is annotated)."""
     derivatives = child_dir(root, "derivatives")
-    masks: dict[str, Path] = {}
     if derivatives is None:
-        return masks
-    for path in sorted(p for p in derivatives.rglob("*") if p.is_file()):
-        stem = nifti_stem(path.name)
-        match = _MASK.match(stem) if stem is not None else None
-        if match is None:
-            if stem is not None:
-                discovery.ignored.append(path)
-            continue
-        case_id = match.group(1)[4:].lower()
-        if case_id in masks:
-            discovery.problem(case_id, f"case '{case_id}' has two masks: {masks[case_id]} and {path}")
-            continue
-        masks[case_id] = path
-    return masks
+        return {}
+
+    def case_of(stem: str) -> str | None:
+        match = _MASK.match(stem)
+        return match.group(1)[4:].lower() if match else None
+
+    return files_by_case(sorted(p for p in derivatives.rglob("*") if p.is_file()), case_of, discovery, "masks")
 
 
 def convert_isles2022(root: str | Path, options: Options, *, with_flair: bool = False) -> Summary:
