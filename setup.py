@@ -34,6 +34,7 @@ setup(
             "nnunet_mt_convert_msd_brain=nnunet_mt.dataset_conversion.public.brats:main_msd",
             "nnunet_mt_demo=nnunet_mt.demo:main",
             "nnunet_mt_reproduce=nnunet_mt.reproduce:main",
+            "nnunet_mt_schedule=nnunet_mt.schedule:main",
             "nnunet_mt_preprocess_unlabeled=nnunet_mt.preprocessing.unlabeled:main",
         ]
     },

@@ -64,23 +64,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from nnunet_mt.pipeline import run, workdir_env
+from nnunet_mt.source_dataset import (UNLABELED_FOLDER, ReproduceError, SourceDataset, check_unchanged,
+                                      find_dataset_folder, fingerprint, read_source)
 from nnunet_mt.training.budget import BUDGET_VARIABLES, env_for_budget
+from nnunet_mt.training.snapshots import list_snapshots
 
 CONFIGURATION = "3d_fullres"
 PLANS = "nnUNetPlans"
 INIT_PLANS = "nnUNetPlans_init"
-UNLABELED_FOLDER = "imagesUnlabeled"
 #: derived dataset IDs: FIRST_DERIVED_ID + index of the count in the sorted counts
 FIRST_DERIVED_ID = 500
 COMPLETE_MARKER = ".complete"
@@ -103,129 +103,6 @@ SUPERVISED_METHODS = {"DeepMedic", "nnUNet"}
 MANIFEST_SETTINGS = ("source", "pool", "unlabeled", "seed", "counts", "shared_test", "budget", "disable_tta")
 #: what a manifest written before a setting existed means by its absence
 MANIFEST_DEFAULTS = {"shared_test": None}
-
-
-class ReproduceError(Exception):
-    """A problem with the inputs or the work folder, reported without a traceback."""
-
-
-# ---- the source dataset ------------------------------------------------------------------------
-@dataclass
-class SourceDataset:
-    folder: Path
-    dataset_json: dict
-    file_ending: str
-    num_channels: int
-    #: case -> (channel files in channel order, label file)
-    annotated: dict[str, tuple[list[Path], Path]] = field(default_factory=dict)
-    #: case -> channel files
-    unlabeled: dict[str, list[Path]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """The dataset name without ``DatasetXXX_``."""
-        return self.folder.name.split("_", 1)[1] if "_" in self.folder.name else self.folder.name
-
-    @property
-    def pool(self) -> list[str]:
-        return sorted(self.annotated)
-
-
-def find_dataset_folder(raw_root: Path, dataset: str) -> Path:
-    """The folder of dataset ``dataset`` (an ID such as ``501`` or a name ``Dataset501_X``) in ``raw_root``.
-
-    Resolved here rather than with nnU-Net's helpers, which read ``nnUNet_raw`` when imported."""
-    raw_root = Path(raw_root)
-    if not raw_root.is_dir():
-        raise ReproduceError(f"nnU-Net raw folder {raw_root} does not exist")
-    if re.fullmatch(r"\d+", dataset):
-        prefix = f"Dataset{int(dataset):03d}_"
-        found = sorted(p for p in raw_root.iterdir() if p.is_dir() and p.name.startswith(prefix))
-        if not found:
-            raise ReproduceError(f"no dataset with ID {int(dataset)} ({prefix}*) in {raw_root}")
-        if len(found) > 1:
-            raise ReproduceError(f"more than one dataset with ID {int(dataset)} in {raw_root}: "
-                                 + ", ".join(p.name for p in found))
-        return found[0]
-    if not re.fullmatch(r"Dataset\d{3}_.+", dataset):
-        raise ReproduceError(f"-d {dataset!r}: expected a dataset ID (e.g. 501) or name (Dataset501_Name)")
-    folder = raw_root / dataset
-    if not folder.is_dir():
-        raise ReproduceError(f"dataset {dataset} not found in {raw_root}")
-    return folder
-
-
-def _images_in(folder: Path, file_ending: str, num_channels: int) -> dict[str, list[Path]]:
-    """Case -> channel files (``CASE_XXXX<ending>``) in ``folder``; every channel must be there."""
-    channels: dict[str, dict[int, Path]] = {}
-    for f in sorted(folder.iterdir()):
-        if not f.name.endswith(file_ending) or f.name.startswith("."):
-            continue
-        m = re.fullmatch(r"(.+)_(\d{4})", f.name[:-len(file_ending)])
-        if m is None:
-            raise ReproduceError(f"{f}: image files must be named CASE_XXXX{file_ending} (XXXX: channel)")
-        channels.setdefault(m.group(1), {})[int(m.group(2))] = f
-    cases = {}
-    for case, files in channels.items():
-        missing = [c for c in range(num_channels) if c not in files]
-        extra = sorted(set(files) - set(range(num_channels)))
-        if missing or extra:
-            raise ReproduceError(f"case {case} in {folder}: expected channels 0..{num_channels - 1} "
-                                 f"(dataset.json), missing {missing}, unexpected {extra}")
-        cases[case] = [files[c] for c in range(num_channels)]
-    return cases
-
-
-def _labels_in(folder: Path, file_ending: str) -> dict[str, Path]:
-    return {f.name[:-len(file_ending)]: f for f in sorted(folder.iterdir())
-            if f.name.endswith(file_ending) and not f.name.startswith(".")}
-
-
-def read_source(folder: Path) -> SourceDataset:
-    """The annotated pool (imagesTr/labelsTr and imagesTs/labelsTs) and the unannotated scans."""
-    folder = Path(folder)
-    dj_file = folder / "dataset.json"
-    if not dj_file.is_file():
-        raise ReproduceError(f"{dj_file} is missing")
-    dataset_json = json.loads(dj_file.read_text())
-    if "dataset" in dataset_json:
-        raise ReproduceError(f"{dj_file} lists its files explicitly (a 'dataset' entry); the runner needs the "
-                             f"standard imagesTr/labelsTr layout")
-    channel_names = dataset_json.get("channel_names", dataset_json.get("modality"))
-    if not channel_names or "file_ending" not in dataset_json:
-        raise ReproduceError(f"{dj_file} needs 'channel_names' and 'file_ending'")
-    ending = dataset_json["file_ending"]
-    source = SourceDataset(folder, dataset_json, ending, len(channel_names))
-    seen: dict[str, str] = {}
-
-    def claim(case: str, where: str) -> None:
-        if case in seen:
-            raise ReproduceError(f"case id {case} occurs in both {seen[case]} and {where} of {folder}; "
-                                 f"case ids must be unique")
-        seen[case] = where
-
-    if not (folder / "imagesTr").is_dir() or not (folder / "labelsTr").is_dir():
-        raise ReproduceError(f"{folder} needs imagesTr/ and labelsTr/")
-    for images_dir, labels_dir in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
-        if not (folder / images_dir).is_dir():
-            continue
-        images = _images_in(folder / images_dir, ending, source.num_channels)
-        labels = _labels_in(folder / labels_dir, ending) if (folder / labels_dir).is_dir() else {}
-        orphans = sorted(set(labels) - set(images))
-        if orphans:
-            raise ReproduceError(f"{folder / labels_dir} has labels without images in {images_dir}: {orphans}")
-        unlabelled = sorted(set(images) - set(labels))
-        if unlabelled:
-            print(f"note: {len(unlabelled)} case(s) in {images_dir} have no label in {labels_dir} and are not "
-                  f"used: {', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''}")
-        for case in sorted(labels):
-            claim(case, images_dir)
-            source.annotated[case] = (images[case], labels[case])
-    if (folder / UNLABELED_FOLDER).is_dir():
-        for case, files in _images_in(folder / UNLABELED_FOLDER, ending, source.num_channels).items():
-            claim(case, UNLABELED_FOLDER)
-            source.unlabeled[case] = files
-    return source
 
 
 # ---- checks, splits, manifest ------------------------------------------------------------------
@@ -366,6 +243,7 @@ class Reproduction:
         self.timings: dict[str, float] = (json.loads(self.timings_file.read_text())
                                           if self.timings_file.exists() else {})
         self.run_timings: dict[str, float] = {}
+        self.diagnostics_md: list[str] = []
         base = workdir_env(self.workdir)
         base["nnUNet_compile"] = os.environ.get("nnUNet_compile", "false")
         for name in BUDGET_VARIABLES:
@@ -376,8 +254,11 @@ class Reproduction:
     # -- bookkeeping
     def budget(self) -> dict:
         a = self.args
-        return {"init_epochs": a.init_epochs, "epochs": a.epochs, "iterations_per_epoch": a.iterations_per_epoch,
-                "val_iterations": a.val_iterations, "rampup": a.rampup}
+        budget = {"init_epochs": a.init_epochs, "epochs": a.epochs, "iterations_per_epoch": a.iterations_per_epoch,
+                  "val_iterations": a.val_iterations, "rampup": a.rampup}
+        if getattr(a, "init_lr", None) is not None:  # absent from manifests written before the option existed
+            budget["init_lr"] = a.init_lr
+        return budget
 
     def manifest(self) -> dict:
         return {"source": self.source.folder.name, "source_folder": str(self.source.folder.resolve()),
@@ -418,8 +299,12 @@ class Reproduction:
     def prepare(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         manifest_file = self.workdir / "manifest.json"
-        check_manifest(manifest_file, self.manifest())
-        _write_json(manifest_file, self.manifest())
+        manifest = self.manifest()
+        check_manifest(manifest_file, manifest)
+        recorded = json.loads(manifest_file.read_text()).get("source_files") if manifest_file.exists() else None
+        manifest["source_files"] = fingerprint(self.source, recorded)
+        check_unchanged(self.source.folder, recorded, manifest["source_files"])
+        _write_json(manifest_file, manifest)
         _write_json(self.workdir / "splits.json", {
             "seed": self.args.seed, "pool": self.source.pool, "shared_test": self.shared_test,
             "counts": {str(n): self.splits[n] for n in self.counts}})
@@ -486,7 +371,7 @@ class Reproduction:
                 marker.touch()
 
     def train(self, name: str, n: int, trainer: str, plans: str, epochs: int | None,
-              pretrained: Path | None = None) -> None:
+              pretrained: Path | None = None, lr: float | None = None) -> None:
         fold_dir = self.model_dir(n, trainer, plans) / "fold_0"
         cmd = training_command(self.dataset(n)[0], trainer, fold_dir, self.args.device, plans, pretrained)
         if cmd is None:
@@ -495,7 +380,8 @@ class Reproduction:
         if pretrained is not None and "--c" not in cmd and not pretrained.exists():
             raise ReproduceError(f"{pretrained} is missing (the init model did not finish)")
         env = dict(self.env, **env_for_budget(epochs=epochs, iterations_per_epoch=self.args.iterations_per_epoch,
-                                              val_iterations=self.args.val_iterations, rampup=self.args.rampup))
+                                              val_iterations=self.args.val_iterations, rampup=self.args.rampup,
+                                              lr=lr, snapshot_every=getattr(self.args, "snapshot_every", None)))
         self.stage(name, cmd, env)
 
     def predict(self, n: int, method: str) -> Path:
@@ -537,7 +423,8 @@ class Reproduction:
         self.preprocess(n)
         inits = {}
         for init in dict.fromkeys(self.init_trainer(m) for m in self.methods):
-            self.train(f"n{n}/train_init_{init}", n, init, INIT_PLANS, self.args.init_epochs)
+            self.train(f"n{n}/train_init_{init}", n, init, INIT_PLANS, self.args.init_epochs,
+                       lr=getattr(self.args, "init_lr", None))
             inits[init] = self.model_dir(n, init, INIT_PLANS) / "fold_0" / "checkpoint_final.pth"
         for method in self.methods:
             self.train(f"n{n}/train_{method}", n, self.trainer(method), PLANS, self.args.epochs,
@@ -554,8 +441,58 @@ class Reproduction:
             log = training_log(self.model_dir(n, self.trainer(method)) / "fold_0")
             if log is not None:
                 logs[method] = log
+        self.diagnose(n)
         return CountResult(count=n, images=images, references=refs, predictions=predictions, metrics=metrics,
                            training_logs=logs)
+
+    def diagnose(self, n: int) -> None:
+        """Snapshot curves on the test scans and pseudo-label quality (:mod:`nnunet_mt.evaluation.diagnostics`);
+        a markdown section for the report. Only what the options ask for; nothing here feeds a decision."""
+        from nnunet_mt.evaluation import diagnostics as dg
+
+        folder = self.count_dir(n) / "diagnostics"
+        init = self.model_dir(n, self.init_trainer(self.methods[0]), INIT_PLANS) / "fold_0"
+        test = sorted(self.splits[n]["test"])[:getattr(self.args, "diagnostic_cases", None) or None]
+        cases = {c: self.source.annotated[c] for c in test}
+        per_method = {}
+        for method in self.methods:
+            fold = self.model_dir(n, self.trainer(method)) / "fold_0"
+            init_ckpt = self.model_dir(n, self.init_trainer(method), INIT_PLANS) / "fold_0" / "checkpoint_final.pth"
+            name = f"n{n}/diagnostics_{method}"
+            if not list_snapshots(fold):
+                continue
+            start = time.time()
+            per_method[method] = dg.snapshot_diagnostics(fold, cases, init_ckpt, folder / f"snapshots_{method}.json",
+                                                         device=self.args.device)
+            self.timings[name] = self.timings.get(name, 0.0) + time.time() - start
+        pseudo = None
+        truth = getattr(self.args, "unlabeled_truth", None)
+        if truth is not None:
+            for method in self.methods:
+                final = self.model_dir(n, self.trainer(method)) / "fold_0" / "checkpoint_final.pth"
+                if method in SUPERVISED_METHODS or not final.exists():
+                    continue
+                digest = torch_load(final).get("semi_supervised", {}).get("pseudo_lesion_digest")
+                if digest is None:
+                    continue
+                unlabeled = (self.workdir / "nnUNet_preprocessed" / self.dataset(n)[1]
+                             / f"{PLANS}_{CONFIGURATION}_unlabeled")
+                start = time.time()
+                pseudo = dg.pseudo_label_diagnostics(unlabeled, digest, init, truth, self.source.unlabeled,
+                                                     self.source.file_ending, folder / "pseudo_label_quality.json")
+                self.timings[f"n{n}/diagnostics_pseudo_labels"] = time.time() - start
+                if pseudo is not None:
+                    break
+        _write_json(self.timings_file, self.timings)
+        plot = None
+        if per_method:
+            report_dir = self.workdir / "report"
+            report_dir.mkdir(parents=True, exist_ok=True)
+            plot = f"diagnostics_n{n}.png"
+            dg.write_snapshot_plot(per_method, report_dir / plot,
+                                   f"{n} annotated scans: Dice on {len(cases)} test scans over training")
+        if per_method or pseudo is not None:
+            self.diagnostics_md.append(dg.diagnostics_markdown(n, per_method, pseudo, plot))
 
     def notes(self, started: float) -> str:
         a, s = self.args, self.source
@@ -584,13 +521,89 @@ class Reproduction:
             "",
             f"This invocation: {time.time() - started:.0f} s.",
         ]
+        if self.diagnostics_md:
+            lines += ["", "## Diagnostics", "", *self.diagnostics_md]
         return "\n".join(lines)
+
+
+def check_trainers(methods: list[str], suffix: str) -> None:
+    """Every trainer the methods need exists (a wrong ``--trainer-suffix`` stops here, before any preprocessing)."""
+    from nnunet_mt.cli import trainers_dir
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    needed = sorted({name + suffix for m in methods for name in METHODS[m]})
+    missing = [t for t in needed if recursive_find_python_class(trainers_dir(), t, "nnunet_mt.trainers") is None]
+    if missing:
+        raise ReproduceError(f"no trainer class {', '.join(missing)} in {trainers_dir()} (--trainer-suffix "
+                             f"{suffix!r}; the plugin's variants are _tiny, _demo, _5epochs, _50epochs, and not every "
+                             f"trainer has each)")
+
+
+class WorkdirLock:
+    """An exclusive lock on ``WORKDIR/.lock`` for the run's life (released by the OS if the run dies), so two
+    runs never preprocess or train into one work folder at the same time."""
+
+    def __init__(self, workdir: Path) -> None:
+        import fcntl
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.path = workdir / ".lock"
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ReproduceError(f"{workdir} is in use by another nnunet_mt_reproduce run ({holder}); wait for it "
+                                 f"to finish or use another --workdir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}")
+        self.file.flush()
+
+    def release(self) -> None:
+        self.file.close()  # closing the descriptor drops the flock
+
+
+def announce_replaced_report(report_dir: Path, methods: list[str], counts: list[int]) -> None:
+    """The report covers this invocation's methods and counts: say what an earlier report had beyond them."""
+    record = report_dir / "contents.json"
+    if record.exists():
+        old = json.loads(record.read_text())
+        gone_methods = [m for m in old.get("methods", []) if m not in methods]
+        gone_counts = [n for n in old.get("counts", []) if n not in counts]
+        if gone_methods or gone_counts:
+            print(f"note: {report_dir} is rewritten for methods {', '.join(methods)} and counts "
+                  f"{', '.join(map(str, counts))}; the previous report also had "
+                  + "; ".join(x for x in (f"methods {', '.join(gone_methods)}" if gone_methods else "",
+                                          f"counts {', '.join(map(str, gone_counts))}" if gone_counts else "") if x)
+                  + ". Their trainings and predictions stay in the work folder: rerun with them in --methods / "
+                    "--counts to report them again.", flush=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(record, {"methods": methods, "counts": counts})
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
 
 
@@ -601,12 +614,25 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunet_mt_reproduce", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def source_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the options every orchestrator on a source dataset shares: -d, --workdir, --raw."""
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", dest="dataset", required=True, help="source dataset ID or name (e.g. 501 or Dataset501_X)")
-    p.add_argument("--workdir", type=Path, required=True, help="everything the runner writes goes here")
+    p.add_argument("--workdir", type=Path, required=True, help="everything this command writes goes here")
     p.add_argument("--raw", type=Path, default=None, help="nnU-Net raw folder holding the source (default $nnUNet_raw)")
+    return p
+
+
+def source_of(args: argparse.Namespace) -> SourceDataset:
+    """The source dataset ``-d`` in ``--raw`` (or ``$nnUNet_raw``)."""
+    raw = args.raw or (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw") else None)
+    if raw is None:
+        raise ReproduceError("set nnUNet_raw or pass --raw (the nnU-Net raw folder holding the source dataset)")
+    return read_source(find_dataset_folder(raw, args.dataset))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = source_parser("nnunet_mt_reproduce", __doc__)
     p.add_argument("--counts", type=_positive_int, nargs="+", default=[10, 20, 30],
                    help="numbers of annotated training scans (default 10 20 30)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
@@ -623,6 +649,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations-per-epoch", type=_positive_int, default=None, help="optimizer steps per epoch")
     p.add_argument("--val-iterations", type=_positive_int, default=None, help="validation batches per epoch")
     p.add_argument("--rampup", type=_positive_int, default=None, help="consistency ramp-up length in steps")
+    p.add_argument("--init-lr", type=_positive_float, default=None,
+                   help="learning rate of the supervised init model (default the trainer's 1e-4; DeepMedic's own "
+                        "default is 1e-3); the methods keep the paper's 1e-4")
+    p.add_argument("--snapshot-every", type=_positive_int, default=None, metavar="K",
+                   help="write weight snapshots every K epochs (fold_0/snapshots/), for the diagnostics' curves; "
+                        "results do not depend on it")
+    p.add_argument("--unlabeled-truth", type=Path, default=None, metavar="DIR",
+                   help="true masks of the unannotated scans (CASE<file_ending>), e.g. the synthetic generator's "
+                        "<raw>_truth/DatasetXXX_Name/labelsUnlabeled: the report then gives the pseudo-labels' "
+                        "Dice against them (diagnostics only; no trainer reads them)")
+    p.add_argument("--diagnostic-cases", type=_positive_int, default=None, metavar="K",
+                   help="score the snapshots (--snapshot-every) on the first K test scans only (default all)")
     p.add_argument("--trainer-suffix", default="", help="appended to every trainer name (e.g. _tiny for tests)")
     p.add_argument("--num-processes", type=_non_negative_int, default=None,
                    help="processes for preprocessing, prediction and evaluation (default $nnUNet_def_n_proc or 8); "
@@ -638,10 +676,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.counts = sorted(set(args.counts))
         check_methods(args.methods)
-        raw = args.raw or (Path(os.environ["nnUNet_raw"]) if os.environ.get("nnUNet_raw") else None)
-        if raw is None:
-            raise ReproduceError("set nnUNet_raw or pass --raw (the nnU-Net raw folder holding the source dataset)")
-        source = read_source(find_dataset_folder(raw, args.dataset))
+        source = source_of(args)
         check_inputs(source, args.counts, args.methods, args.shared_test)
         if args.device is None:
             import torch
@@ -649,6 +684,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.num_processes is None:
             args.num_processes = int(os.environ.get("nnUNet_def_n_proc", 8))
         args.workdir = args.workdir.resolve()
+        check_trainers(args.methods, args.trainer_suffix)
+        lock = WorkdirLock(args.workdir)  # held to the end of main
         repro = Reproduction(args, source)
         repro.prepare()
         print(f"source {source.folder}: pool of {len(source.pool)} annotated scans, {len(source.unlabeled)} "
@@ -665,6 +702,7 @@ def main(argv: list[str] | None = None) -> None:
 
     reference = "MeanTeacher" if "MeanTeacher" in args.methods else args.methods[-1]
     report_dir = args.workdir / "report"
+    announce_replaced_report(report_dir, args.methods, args.counts)
     write_report(report_dir, results, args.methods, reference_method=reference,
                  title=f"Semi-supervised lesion segmentation (Cui et al. 2019) on {source.folder.name}",
                  notes=repro.notes(started))
@@ -674,6 +712,7 @@ def main(argv: list[str] | None = None) -> None:
     print("wall time per stage this run (s): " + (", ".join(f"{k} {v:.0f}" for k, v in repro.run_timings.items())
                                                   or "none (everything was finished)"))
     print(f"total {time.time() - started:.0f} s; report: {report_dir / 'report.md'}", flush=True)
+    lock.release()
 
 
 if __name__ == "__main__":

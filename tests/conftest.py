@@ -41,7 +41,9 @@ def make_tiny_case(rng: np.random.Generator, shape_zyx=(10, 64, 56)):
     return [dwi, b0], lesion.astype(np.uint8)
 
 
-def write_tiny_raw(raw: Path, n_train: int = 5, n_test: int = 2, n_unlabeled: int = 3, seed: int = 0) -> Path:
+def write_tiny_raw(raw: Path, n_train: int = 5, n_test: int = 2, n_unlabeled: int = 3, seed: int = 0,
+                   truth_dir: Path | None = None) -> Path:
+    """The tiny dataset; ``truth_dir``: also write the unannotated scans' true masks there (outside ``raw``)."""
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     folder = raw / TINY_NAME
@@ -56,6 +58,9 @@ def write_tiny_raw(raw: Path, n_train: int = 5, n_test: int = 2, n_unlabeled: in
                 _write(arr, folder / img / f"{prefix}_{i:03d}_{c:04d}.nii.gz", np.float32)
             if lab is not None:
                 _write(label, folder / lab / f"{prefix}_{i:03d}.nii.gz", np.uint8)
+            elif truth_dir is not None:
+                Path(truth_dir).mkdir(parents=True, exist_ok=True)
+                _write(label, Path(truth_dir) / f"{prefix}_{i:03d}.nii.gz", np.uint8)
     generate_dataset_json(str(folder), {0: "DWI", 1: "b0"}, {"background": 0, "lesion": 1}, n_train, ".nii.gz",
                           dataset_name=TINY_NAME)
     return folder
@@ -118,13 +123,6 @@ class NNUNetEnv:
         # single-threaded augmentation keeps CPU tests deterministic and light
         return self.run("nnUNetv2_train", str(TINY_ID), "3d_fullres", fold, "-tr", trainer, "-device", "cpu",
                         *extra, extra_env={"nnUNet_n_proc_DA": "0"})
-
-    def predict_test_cases(self, trainer: str, out: Path) -> list[str]:
-        """nnUNetv2_predict of the tiny dataset's imagesTs with ``trainer``'s final checkpoint; file names written."""
-        self.run("nnUNetv2_predict", "-i", str(self.raw / TINY_NAME / "imagesTs"), "-o", str(out), "-d", str(TINY_ID),
-                 "-c", "3d_fullres", "-f", "0", "-tr", trainer, "-chk", "checkpoint_final.pth", "-device", "cpu",
-                 "-npp", "1", "-nps", "1")
-        return sorted(p.name for p in out.glob("*.nii.gz"))
 
     def model_folder(self, trainer: str) -> Path:
         return self.results / TINY_NAME / f"{trainer}__nnUNetPlans__3d_fullres"

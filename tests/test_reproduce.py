@@ -7,13 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import signal
 import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from conftest import TINY_NAME, VENV_BIN, write_tiny_raw
@@ -205,7 +208,8 @@ def _outputs(work: Path) -> dict[str, tuple[int, int]]:
 def reproduction(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
     source_raw = root / "source_raw"
-    write_tiny_raw(source_raw)  # 5 train + 2 labelled test (pool 7), 3 unannotated
+    truth = root / "truth"  # the unannotated scans' true masks, for the diagnostics only
+    write_tiny_raw(source_raw, truth_dir=truth)  # 5 train + 2 labelled test (pool 7), 3 unannotated
     user_pre, user_res = root / "user_preprocessed", root / "user_results"
     user_pre.mkdir()
     user_res.mkdir()
@@ -217,7 +221,8 @@ def reproduction(tmp_path_factory):
     cmd = [str(VENV_BIN / "nnunet_mt_reproduce"), "-d", "901", "--workdir", str(work),
            "--counts", *map(str, COUNTS), "--shared-test", str(SHARED_TEST), "--methods", *METHODS,
            "--trainer-suffix", "_tiny", "--init-epochs", "1", "--epochs", "2", "--iterations-per-epoch", "2",
-           "--val-iterations", "1", "--rampup", "2", "--device", "cpu", "--num-processes", "0"]
+           "--val-iterations", "1", "--rampup", "2", "--device", "cpu", "--num-processes", "0",
+           "--snapshot-every", "1", "--unlabeled-truth", str(truth)]
     results = work / "nnUNet_results" / "Dataset500_Tiny_n3"
     first_init = results / f"nnUNetTrainerDeepMedic_tiny__{INIT_PLANS}__3d_fullres" / "fold_0" / "checkpoint_final.pth"
     killed_fold = results / "nnUNetTrainerMeanTeacher_tiny__nnUNetPlans__3d_fullres" / "fold_0"
@@ -255,7 +260,7 @@ def reproduction(tmp_path_factory):
                            user_folders=(user_pre, user_res), before=before, cmd=cmd, env=env,
                            first_init=first_init, first_init_stat=first_init_stat, run2=runs[0], run3=runs[1],
                            outputs_after_2=outputs_after_2, run1=(root / "run1.log").read_text(),
-                           killed=killed, killed_at=killed_at, killed_fold=killed_fold)
+                           killed=killed, killed_at=killed_at, killed_fold=killed_fold, truth=truth)
 
 
 def test_killed_training_continues_from_the_saved_step(reproduction):
@@ -301,6 +306,8 @@ def test_every_method_starts_from_the_init_model(reproduction):
         results = r.work / "nnUNet_results" / dataset
         init = results / f"nnUNetTrainerDeepMedic_tiny__{INIT_PLANS}__3d_fullres"
         plans = json.loads((init / "plans.json").read_text())
+        init_weights = torch.load(init / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                                  weights_only=False)["network_weights"]
         assert plans["plans_name"] == INIT_PLANS
         assert plans["configurations"]["3d_fullres"]["data_identifier"] == "nnUNetPlans_3d_fullres"
         for trainer in TRAINERS.values():
@@ -308,8 +315,18 @@ def test_every_method_starts_from_the_init_model(reproduction):
             assert (fold / "checkpoint_final.pth").exists()
             log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
             assert "training budget from the environment (nnUNet_mt_*): {'num_epochs': 2, " \
-                   "'num_iterations_per_epoch': 2, 'num_val_iterations_per_epoch': 1, 'rampup_length': 2}" in log
-        assert f"Loading pretrained weights from file  {init / 'fold_0' / 'checkpoint_final.pth'}" in r.run1 + r.run2
+                   "'num_iterations_per_epoch': 2, 'num_val_iterations_per_epoch': 1, 'rampup_length': 2, " \
+                   "'snapshot_every': 1}" in log
+            # the weights each method starts from (its epoch-0 snapshot) are the init model's, student and
+            # teacher alike; and training moved them
+            start = torch.load(fold / "snapshots" / "epoch_0000.pth", map_location="cpu", weights_only=False)
+            end = torch.load(fold / "snapshots" / "epoch_0002.pth", map_location="cpu", weights_only=False)
+            assert ("student_weights" in start) == (trainer != TRAINERS["DeepMedic"])
+            for key in [k for k in ("network_weights", "student_weights") if k in start]:
+                assert all(torch.equal(start[key][k], v) for k, v in init_weights.items()), (trainer, key)
+            assert start["step"] == 0 and end["step"] == 4
+            moved = end.get("student_weights", end["network_weights"])
+            assert any(not torch.equal(moved[k], v) for k, v in init_weights.items())
 
 
 def test_splits_and_derived_datasets(reproduction):
@@ -365,7 +382,8 @@ def test_report_and_records(reproduction):
     assert "Dataset901_Tiny" in text and "Seed 0" in text and "n3/train_MeanTeacher" in text
     timings = json.loads((r.work / "timings.json").read_text())
     # every stage (the killed training records its time when run 2 finishes it)
-    assert {f"n{n}/{s}" for n in COUNTS for s in STAGES_PER_COUNT} == set(timings)
+    diagnostics = [*(f"diagnostics_{m}" for m in METHODS), "diagnostics_pseudo_labels"]
+    assert {f"n{n}/{s}" for n in COUNTS for s in (*STAGES_PER_COUNT, *diagnostics)} == set(timings)
     manifest = json.loads((r.work / "manifest.json").read_text())
     assert manifest["counts"] == list(COUNTS) and manifest["budget"]["epochs"] == 2
     assert manifest["shared_test"] == SHARED_TEST and manifest["test_set"] == "shared"
@@ -386,3 +404,86 @@ def test_rerun_with_other_settings_stops(reproduction):
         reproduce.main([*r.cmd[1:], "--seed", "1", "--raw", str(r.source_raw)])
     assert "seed: recorded 0, now 1" in str(exc.value) and "new --workdir" in str(exc.value)
     assert (r.work / "manifest.json").read_text() == manifest
+
+
+# ---- work-folder lock, trainer names, report contents (issue 11, items 8, 13, 9) ---------------------
+def test_second_run_on_a_work_folder_is_refused_while_the_first_holds_it(tmp_path):
+    import multiprocessing
+
+    work = tmp_path / "work"
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(work, ready, stop))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(ReproduceError) as exc:
+            reproduce.WorkdirLock(work)
+        assert f"{work} is in use by another nnunet_mt_reproduce run (pid {holder.pid})" in str(exc.value)
+    finally:
+        stop.set()
+        holder.join(60)
+    reproduce.WorkdirLock(work).release()  # free again once the holder is gone
+
+
+def _hold_lock(work, ready, stop):
+    lock = reproduce.WorkdirLock(work)
+    ready.set()
+    stop.wait(60)
+    lock.release()
+
+
+def test_wrong_trainer_suffix_stops_before_any_work(tmp_path):
+    reproduce.check_trainers(["DeepMedic", "MeanTeacher", "PseudoLabel"], "_tiny")  # all exist
+    with pytest.raises(ReproduceError, match=r"no trainer class nnUNetTrainerDeepMedic_tyni, "
+                                             r"nnUNetTrainerMeanTeacher_tyni in .*--trainer-suffix '_tyni'"):
+        reproduce.check_trainers(["MeanTeacher"], "_tyni")
+    _fake_dataset(tmp_path / "raw")
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit, match="no trainer class"):
+        reproduce.main(["-d", "321", "--raw", str(tmp_path / "raw"), "--workdir", str(work), "--device", "cpu",
+                        "--counts", "2", "--methods", "DeepMedic", "--trainer-suffix", "_tyni"])
+    assert not work.exists()
+
+
+def test_report_rewritten_for_fewer_methods_says_what_it_drops(tmp_path, capsys):
+    report = tmp_path / "report"
+    reproduce.announce_replaced_report(report, ["DeepMedic", "MeanTeacher"], [10, 20])
+    reproduce.announce_replaced_report(report, ["DeepMedic", "MeanTeacher"], [10, 20])
+    assert "note:" not in capsys.readouterr().out
+    reproduce.announce_replaced_report(report, ["DeepMedic"], [10])
+    out = capsys.readouterr().out
+    assert "previous report also had methods MeanTeacher; counts 20." in out and "stay in the work folder" in out
+    assert json.loads((report / "contents.json").read_text()) == {"methods": ["DeepMedic"], "counts": [10]}
+
+
+def test_diagnostics_snapshots_and_pseudo_label_quality(reproduction):
+    """Issue 9, item 6: every method's snapshots scored on the test scans (model and student), distance from the
+    init model, and the pseudo-labels against the true masks, which no trainer reads."""
+    from nnunet_mt.evaluation.curves import label_quality
+
+    r = reproduction
+    folder = r.work / "n3" / "diagnostics"
+    mt = json.loads((folder / "snapshots_MeanTeacher.json").read_text())
+    assert mt["cases"] == json.loads((r.work / "splits.json").read_text())["counts"]["3"]["test"]
+    assert {(d["model"], d["step"]) for d in mt["dice"]} == {(m, s) for m in ("network_weights", "student_weights")
+                                                             for s in (0, 2, 4)}
+    dist = {(d["model"], d["step"]): d["distance_from_init"] for d in mt["distance"]}
+    assert dist[("network_weights", 0)] == dist[("student_weights", 0)] == 0.0
+    # the EMA teacher moves less than its student
+    assert 0 < dist[("network_weights", 4)] < dist[("student_weights", 4)]
+    quality = json.loads((folder / "pseudo_label_quality.json").read_text())
+    assert sorted(quality["per_case"]) == ["un_000", "un_001", "un_002"]
+    # recompute one case by hand: its stored label map against its true mask, cropped as nnU-Net crops
+    preprocessed = r.work / "nnUNet_preprocessed" / "Dataset500_Tiny_n3" / "nnUNetPlans_3d_fullres_unlabeled"
+    labels = np.load(preprocessed / f"pseudo_labels_{quality['digest']}" / "un_000.npz")["labels"]
+    props = pickle.loads((preprocessed / "un_000.pkl").read_bytes())
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(r.truth / "un_000.nii.gz")))
+    bbox = props["bbox_used_for_cropping"]
+    cropped = truth[tuple(slice(a, b) for a, b in bbox)]
+    expected = label_quality(labels[0] if labels.ndim == 4 else labels, cropped)
+    assert quality["per_case"]["un_000"]["dice"] == pytest.approx(expected["dice"], nan_ok=True)
+    assert quality["per_case"]["un_000"]["true_voxels"] == int((truth > 0).sum()) > 0
+    text = (r.work / "report" / "report.md").read_text()
+    assert "### Diagnostics, 3 annotated scans" in text and "Pseudo-labels of the 3 unannotated scans" in text
+    assert (r.work / "report" / "diagnostics_n3.png").stat().st_size > 0

@@ -31,8 +31,11 @@ Safety
 ------
 Every input is validated before anything is written; all problems are collected and raised together as one
 :class:`DatasetConversionError` naming each offending file, so a bad input writes nothing. The source folders
-are only ever read. The dataset is built in a hidden sibling folder and renamed into place, so an interrupted
-run never leaves a half-written ``Dataset{ID:03d}_{Name}`` behind.
+are only ever read, and an output folder inside them (symlinks resolved) is refused. Every image must be 3-D
+(2-D and 4-D files are refused, annotated or not). The dataset is built in a hidden sibling folder
+(``.Dataset{ID:03d}_{Name}.partial-<pid>@<host>-<token>``) and renamed into place, so an interrupted run never
+leaves a half-written ``Dataset{ID:03d}_{Name}`` behind; the next run removes such folders whose writer process is
+gone, and says so. The command line turns SIGTERM into a normal exit, so a terminated run cleans up at once.
 
 Console script ``nnunet_mt_convert`` (see :func:`main`)::
 
@@ -46,7 +49,6 @@ import os
 import re
 import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -55,6 +57,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries, sigterm_as_exit, temporary_sibling
 
 NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")  # ".nii.gz" first: ".nii" is not a suffix of it anyway
 OUTPUT_FILE_ENDING = ".nii.gz"
@@ -128,12 +132,14 @@ def convert_folder(
     problems: list[str] = []
     dataset_dir = _dataset_dir(output_raw_root=Path(output_raw_root), dataset_id=dataset_id,
                                dataset_name=dataset_name, problems=problems)
+    sources = [d for d in (images_dir, labels_dir) if d is not None]
+    if not lies_inside(Path(output_raw_root), sources):  # never delete in the sources, which are only read
+        remove_stale_temporaries(Path(output_raw_root))  # first: a restored backup counts as an existing dataset
     plans = plan_cases(images_dir=images_dir, labels_dir=labels_dir, channels=channels,
                        test_cases=list(test_cases or []), problems=problems)
     _check_label_definitions(labels=labels, problems=problems)
     if dataset_dir is not None:
-        _check_output_location(dataset_dir=dataset_dir, dataset_id=dataset_id,
-                               source_dirs=[d for d in (images_dir, labels_dir) if d is not None],
+        _check_output_location(dataset_dir=dataset_dir, dataset_id=dataset_id, source_dirs=sources,
                                overwrite=overwrite, problems=problems)
     allowed_label_values = {value for value in labels.values() if _is_plain_int(value)}
     for plan in plans:
@@ -348,12 +354,24 @@ def _check_output_location(*, dataset_dir: Path, dataset_id: int, source_dirs: l
 
 
 def _check_sources_outside(*, dataset_dir: Path, source_dirs: list[Path], problems: list[str]) -> None:
-    """Replacing the dataset folder deletes it, so it must not hold the raw sources we read from."""
+    """Source and output must not nest, symlinks resolved: replacing the dataset folder deletes it, so it must not
+    hold the sources, and the sources are only read, so the dataset must not be written into them."""
     target = dataset_dir.resolve()
     for source in source_dirs:
-        if source.resolve().is_relative_to(target):
+        resolved = source.resolve()
+        if resolved.is_relative_to(target):
             problems.append(f"source folder {source} lies inside the output dataset folder {dataset_dir}; "
                             f"the conversion would overwrite its own input")
+        elif target.is_relative_to(resolved):
+            shown = f" ({target} once symlinks are resolved)" if target != dataset_dir.absolute() else ""
+            problems.append(f"output dataset folder {dataset_dir} lies inside the source folder {source}{shown}; "
+                            f"the source is only read: choose a --raw-root outside it")
+
+
+def lies_inside(path: Path, folders: Sequence[Path]) -> bool:
+    """Whether ``path`` is one of ``folders`` or below one, symlinks resolved."""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(folder.resolve()) for folder in folders)
 
 
 def _check_id_unique(*, dataset_dir: Path, dataset_id: int, problems: list[str]) -> None:
@@ -381,6 +399,7 @@ class Geometry:
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
     direction: tuple[float, ...]
+    components: int = 1  # values per voxel: >1 for a vector image, which nnU-Net reads as 4-D
 
 
 def validate_case(*, plan: CasePlan, allowed_label_values: set[int], problems: list[str]) -> None:
@@ -395,7 +414,7 @@ def validate_case(*, plan: CasePlan, allowed_label_values: set[int], problems: l
         voxels = _read_voxels(path=path, problems=problems) if geometry is not None else None
         if voxels is not None:
             _check_finite(voxels=voxels, path=path, problems=problems)
-        if geometry is None:
+        if geometry is None or not check_3d(geometry=geometry, path=path, problems=problems):
             continue
         if reference is None:
             reference, reference_path = geometry, path
@@ -411,7 +430,7 @@ def _validate_label(*, path: Path, reference: Geometry | None, reference_path: P
                     problems: list[str]) -> None:
     """A label map must be readable, hold only known whole-number labels and lie on its images' grid."""
     geometry = _read_geometry(path=path, problems=problems)
-    if geometry is None:
+    if geometry is None or not check_3d(geometry=geometry, path=path, problems=problems, role="label map"):
         return
     voxels = _read_voxels(path=path, problems=problems)
     if voxels is not None and _check_finite(voxels=voxels, path=path, problems=problems):
@@ -436,7 +455,24 @@ def _read_geometry(*, path: Path, problems: list[str]) -> Geometry | None:
         problems.append(f"{path}: unreadable or corrupt file (SimpleITK: {_one_line(str(error))})")
         return None
     return Geometry(size=tuple(reader.GetSize()), spacing=tuple(reader.GetSpacing()),
-                    origin=tuple(reader.GetOrigin()), direction=tuple(reader.GetDirection()))
+                    origin=tuple(reader.GetOrigin()), direction=tuple(reader.GetDirection()),
+                    components=int(reader.GetNumberOfComponents()))
+
+
+def check_3d(*, geometry: Geometry, path: Path, problems: list[str], role: str = "image") -> bool:
+    """One 3-D scalar volume per file. nnU-Net would read a 2-D file as one slice of ~1000x its largest spacing,
+    and a 4-D or vector file as several channels, so both would reach training silently wrong or fail late.
+
+    Dimensionality as SimpleITK (nnU-Net's reader) sees it: a 4-D NIfTI with one volume counts as 3-D."""
+    if len(geometry.size) != 3:
+        problems.append(f"{path}: expected a 3-D {role}, found a {len(geometry.size)}-D {role} of size "
+                        f"{geometry.size}; give one 3-D volume per file")
+        return False
+    if geometry.components != 1:
+        problems.append(f"{path}: expected a 3-D {role} with one value per voxel, found {geometry.components} "
+                        f"values per voxel (a vector image); give one 3-D volume per file")
+        return False
+    return True
 
 
 def _read_voxels(*, path: Path, problems: list[str]) -> np.ndarray | None:
@@ -533,7 +569,7 @@ def _write_dataset(*, plans: list[CasePlan], dataset_dir: Path, channels: list[s
     dataset_dir.parent.mkdir(parents=True, exist_ok=True)
     # Hidden ('.') and on the same file system as the target, so the final rename is atomic and nnU-Net's
     # 'Dataset###_*' lookup never sees a staging folder left by a killed run.
-    staging = dataset_dir.parent / f".{dataset_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging = temporary_sibling(dataset_dir, "partial")
     staging.mkdir()
     try:
         label_type = _label_pixel_type(labels)
@@ -594,7 +630,7 @@ def _move_into_place(*, staging: Path, dataset_dir: Path) -> None:
     if not dataset_dir.exists():
         staging.rename(dataset_dir)
         return
-    backup = dataset_dir.parent / f".{dataset_dir.name}.replaced-{uuid.uuid4().hex[:8]}"
+    backup = temporary_sibling(dataset_dir, "replaced")
     dataset_dir.rename(backup)
     try:
         staging.rename(dataset_dir)
@@ -663,10 +699,11 @@ def main(argv: list[str] | None = None) -> None:
         if not raw_root:
             raise DatasetConversionError(["no output folder: pass --raw-root or set the nnUNet_raw environment "
                                           "variable"], context="invalid arguments")
-        dataset_dir = convert_folder(
-            images_dir=args.images_dir, output_raw_root=raw_root, dataset_id=args.dataset_id,
-            dataset_name=args.dataset_name, channels=args.channels, labels_dir=args.labels_dir,
-            labels=_parse_labels(args.labels), test_cases=args.test_cases, overwrite=args.overwrite)
+        with sigterm_as_exit():
+            dataset_dir = convert_folder(
+                images_dir=args.images_dir, output_raw_root=raw_root, dataset_id=args.dataset_id,
+                dataset_name=args.dataset_name, channels=args.channels, labels_dir=args.labels_dir,
+                labels=_parse_labels(args.labels), test_cases=args.test_cases, overwrite=args.overwrite)
     except DatasetConversionError as error:
         print(f"nnunet_mt_convert: error: {error}", file=sys.stderr)
         sys.exit(2)

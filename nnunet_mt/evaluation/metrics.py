@@ -4,6 +4,11 @@ Dice is the paper's metric (Cui et al., IPMI 2019, Tables 2-3); HD95, absolute v
 and lesion-wise F1 are the usual companions in stroke-lesion challenges (ISLES) and are reported
 beside it. Dice counts come from nnU-Net's own ``compute_tp_fp_fn_tn`` so the numbers agree with
 ``nnUNetv2_evaluate_folder``; surface distances come from MONAI.
+
+Empty masks (issue 11, item 15). A prediction that misses a lesion entirely scores Dice 0 and is flagged
+``missed``; it has no HD95 (a distance to nothing), so :mod:`~nnunet_mt.evaluation.report` averages
+HD95 over the cases where it is defined for every method and reports the misses beside it, rather than
+letting a method that predicts nothing lose its worst cases from the mean.
 """
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-METRIC_KEYS = ("dice", "hd95_mm", "avd_ml", "ref_ml", "pred_ml", "lesion_f1", "lesions_ref", "lesions_pred",
-               "lesions_tp", "lesions_fp", "lesions_fn")
+METRIC_KEYS = ("dice", "hd95_mm", "missed", "avd_ml", "ref_ml", "pred_ml", "lesion_f1", "lesions_ref",
+               "lesions_pred", "lesions_tp", "lesions_fp", "lesions_fn")
 
 # 26-connectivity: voxels touching at a corner belong to the same lesion
 _CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
@@ -86,6 +91,7 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]
 
     - ``dice``: foreground Dice; NaN if both masks are empty (nnU-Net), 0 if exactly one is.
     - ``hd95_mm``: 95th-percentile symmetric Hausdorff distance in mm; NaN if either mask is empty.
+    - ``missed``: 1 if the reference has lesion voxels and the prediction none (Dice 0, no HD95), else 0.
     - ``avd_ml``: |V_pred - V_ref| in mL, voxel volume = prod(spacing_zyx) mm³ / 1000 (0 if both empty);
       ``ref_ml`` and ``pred_ml`` are the two volumes.
     - ``lesion_f1`` and the counts ``lesions_ref/pred/tp/fp/fn``: lesion-wise detection (see
@@ -100,7 +106,7 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]
     ref_ml = float(np.count_nonzero(ref_mask)) * voxel_ml
     pred_ml = float(np.count_nonzero(pred_mask)) * voxel_ml
     out = {"dice": dice(pred_mask, ref_mask), "hd95_mm": hd95(pred_mask, ref_mask, spacing_zyx),
-           "avd_ml": abs(pred_ml - ref_ml), "ref_ml": ref_ml, "pred_ml": pred_ml}
+           "missed": int(ref_ml > 0 and pred_ml == 0), "avd_ml": abs(pred_ml - ref_ml), "ref_ml": ref_ml, "pred_ml": pred_ml}
     out.update(lesion_detection(pred_mask, ref_mask))
     return out
 

@@ -61,6 +61,31 @@ def _values(result: CountResult, method: str, metric: str, cases: list[str]) -> 
     return [float(result.metrics[method][c].get(metric, math.nan)) for c in cases]
 
 
+def common_cases(result: CountResult, methods: list[str], metric: str, cases: list[str]) -> list[str]:
+    """The cases where ``metric`` is defined (not NaN) for every method: the cases every row averages.
+
+    A NaN is a case the metric cannot score for that method (Dice: reference and prediction both empty;
+    HD95: either empty, e.g. a missed lesion). Dropping it for that method alone would let rows count
+    different cases and flatter a method that predicts nothing where it fails; dropping it for all keeps
+    the rows comparable, and the misses are counted beside HD95 (:func:`metric_summary`)."""
+    return [c for c in cases
+            if not any(math.isnan(float(result.metrics[m][c].get(metric, math.nan))) for m in methods)]
+
+
+def metric_summary(result: CountResult, methods: list[str], reference_method: str, metric: str) -> list[dict]:
+    """Per method: mean, sample std and n of ``metric`` over :func:`common_cases`, and ``missed``, the test
+    cases (all of them) whose lesion the method's prediction missed entirely (no predicted voxel)."""
+    cases = _cases(result, reference_method)
+    common = common_cases(result, methods, metric, cases)
+    rows = []
+    for m in methods:
+        mean, std, n = mean_std(_values(result, m, metric, common))
+        missed = sum(1 for v in _values(result, m, "missed", cases) if v == 1)
+        rows.append({"count": result.count, "method": m, "metric": metric, "mean": mean, "std": std, "n": n,
+                     "missed": missed})
+    return rows
+
+
 def validate_results(results: list[CountResult], methods: list[str], reference_method: str) -> None:
     """Every count has metrics of every method on the same cases; counts are unique."""
     if not methods or len(set(methods)) != len(methods):
@@ -86,11 +111,12 @@ def dice_summary(results: list[CountResult], methods: list[str], reference_metho
     """Rows of Tables 2-3: Dice mean and sample std (ddof=1) over the test cases per count and method,
     paired t-test / Wilcoxon p of the method vs the reference method, and whether it has the best mean.
 
-    Cases whose Dice is NaN (both masks empty) are left out, as in nnU-Net's mean.
+    Every row averages the same cases (:func:`common_cases`): a case whose Dice is NaN for some method
+    (reference and its prediction both empty) is left out of every row.
     """
     rows = []
     for r in results:
-        cases = _cases(r, reference_method)
+        cases = common_cases(r, methods, "dice", _cases(r, reference_method))
         ref_dice = _values(r, reference_method, "dice", cases)
         block = []
         for m in methods:
@@ -116,11 +142,11 @@ def statistics_rows(results: list[CountResult], methods: list[str], reference_me
     """``paired_comparison`` of each method against the reference, per count and compared metric."""
     rows = []
     for r in results:
-        cases = _cases(r, reference_method)
         for m in methods:
             if m == reference_method:
                 continue
             for metric in COMPARED_METRICS:
+                cases = common_cases(r, methods, metric, _cases(r, reference_method))  # the table's cases
                 test = paired_comparison(_values(r, reference_method, metric, cases), _values(r, m, metric, cases))
                 rows.append({"count": r.count, "method": m, "reference_method": reference_method, "metric": metric,
                              **test})
@@ -157,8 +183,10 @@ def dice_table_markdown(summary: list[dict], methods: list[str], counts: list[in
 
 
 def _conventions(reference_method: str) -> str:
-    return (f"Cells: mean ± sample standard deviation (ddof = 1) of the lesion Dice over the test cases "
-            f"(cases where reference and prediction are both empty have no Dice and are left out). "
+    return (f"Cells: mean ± sample standard deviation (ddof = 1) of the lesion Dice over the test cases. "
+            f"A prediction that misses a lesion entirely scores Dice 0; a case where reference and some "
+            f"method's prediction are both empty has no Dice and is left out of every row, so every method is "
+            f"averaged over the same cases. "
             f"**Bold**: best mean in the column. \\*: paired Student's t-test against {reference_method} on the "
             f"same test cases gives p < {SIGNIFICANCE_LEVEL} (two-sided, scipy.stats.ttest_rel), as in Tables 2-3 "
             f"of Cui et al. (IPMI 2019); never shown on the {reference_method} row.")
@@ -455,12 +483,15 @@ def write_report(out_dir: Path, results: list[CountResult], methods: list[str], 
               for m in methods if m != reference_method]
     other_tables = []
     for metric in COMPARED_METRICS[1:]:
+        by_method = [{row["method"]: row for row in metric_summary(r, methods, reference_method, metric)}
+                     for r in results]
         rows = []
         for m in methods:
             cells = []
-            for r in results:
-                mean, std, n = mean_std(_values(r, m, metric, _cases(r, reference_method)))
-                cells.append(f"{_fmt(mean)} ± {_fmt(std)} (n = {n})")
+            for summaries in by_method:
+                s_m = summaries[m]
+                missed = f"; {s_m['missed']} missed" if metric == "hd95_mm" else ""
+                cells.append(f"{_fmt(s_m['mean'])} ± {_fmt(s_m['std'])} (n = {s_m['n']}{missed})")
             rows.append([m, *cells])
         other_tables.append(f"### {METRIC_NAMES[metric]}\n\n"
                             + _md_table(["Method", *[f"{c} annotated" for c in counts]], rows))
@@ -478,8 +509,12 @@ def write_report(out_dir: Path, results: list[CountResult], methods: list[str], 
         "test (scipy.stats.wilcoxon) on the same test cases; n = pairs used. All metrics: "
         "[statistics.md](statistics.md).",
         _md_table(["Method", *[f"{c} annotated" for c in counts]], p_rows) if p_rows else "(no other method)",
-        "## Other metrics (mean ± sample std over test cases; n = cases where the metric is defined)",
-        "HD95 is undefined when reference or prediction is empty; lesion-wise F1 when neither has a lesion. "
+        "## Other metrics (mean ± sample std over test cases; n = cases where the metric is defined for every "
+        "method)",
+        "Each metric's mean runs over the test cases where it is defined for every method, so every method is "
+        "averaged over the same cases. HD95 is undefined when reference or prediction is empty, so a "
+        "prediction that misses a lesion entirely has none: the HD95 cells count such misses (\"missed\", over "
+        "all test cases) beside the mean. Lesion-wise F1 is undefined when neither mask has a lesion. "
         "Lesions are 3D connected components (26-connectivity); a reference lesion counts as detected when "
         "any predicted voxel overlaps it.",
         *other_tables,

@@ -27,12 +27,22 @@ in the same blosc2 layout ``DefaultPreprocessor.run_case_save`` writes for train
 
 so ``infer_dataset_class(folder)(folder).load_case(case)`` loads a case.
 
+Checks
+------
+Before anything is written, every case to be preprocessed is read with the converter's checks
+(``nnunet_mt.dataset_conversion.convert_folder``): readable and complete (nibabel, because SimpleITK zero-fills a
+truncated ``.nii.gz``), no NaN/Inf (SimpleITK reads them as 0), 3-D (a 2-D file would become one slice of ~1000x
+its spacing, a 4-D one fail deep inside nnU-Net), and channels of one size and spacing (nnU-Net's own rule, whose
+failure is a bare ``RuntimeError``). All problems are reported together, each with its file.
+
 Idempotency
 -----------
 The ``.pkl`` is the completion marker: a case's files are written into ``<output>/.partial/<case>/`` and renamed
 into place with the ``.pkl`` last, so a case counts as finished only when its ``.pkl`` loads and both arrays
 exist. Finished cases are skipped on a re-run; interrupted (or corrupted) ones are redone, and so are cases made
-with other plans (the ``.pkl`` records a digest of the plans, key ``nnunet_mt_plans_sha256``). The scratch folder is a
+with other plans (the ``.pkl`` records a digest of the plans, key ``nnunet_mt_plans_sha256``) and cases whose
+source files changed (it records each file's size and modification time, key ``nnunet_mt_source_fingerprint``;
+a case without that record, made by an older version, is redone once). The scratch folder is a
 sub-folder, so nnU-Net's ``infer_dataset_class``, which looks at files only, never sees it. Do not run two instances
 on the same output folder at the same time (each run clears the scratch folder when it starts).
 
@@ -59,11 +69,16 @@ import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from nnunet_mt.dataset_conversion.convert_folder import (NIFTI_ENDINGS, check_3d, check_finite, read_geometry,
+                                                         read_voxels)
+
 UNLABELED_FOLDER = "imagesUnlabeled"
 OUTPUT_SUFFIX = "_unlabeled"
 PARTIAL_FOLDER = ".partial"  # scratch space inside the output folder (a folder: invisible to infer_dataset_class)
 # extra key in each case's properties: which plans produced the case, so re-planning makes re-runs redo it
 PLANS_DIGEST_KEY = "nnunet_mt_plans_sha256"
+# and which source files: {file name: [size in bytes, mtime in ns]}, so a replaced or repaired scan is redone
+SOURCE_FINGERPRINT_KEY = "nnunet_mt_source_fingerprint"
 # the trainers' own caches next to the cases (pseudo_lesions_<digest>.pkl, pseudo_labels_<digest>...): not cases
 PLUGIN_CACHE_PREFIX = "pseudo_"
 
@@ -181,6 +196,13 @@ def _listed(items: Sequence[str]) -> str:
     return ", ".join(items[:_MAX_LISTED]) + more
 
 
+def _problems_error(header: str, problems: Sequence[str], advice: str) -> UnlabeledDataError:
+    """One error listing the problems (the first :data:`_MAX_LISTED`), then what to do."""
+    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    return UnlabeledDataError(f"{header}:\n" + "\n".join(f"  - {p}" for p in problems[:_MAX_LISTED]) + more
+                              + f"\n{advice}")
+
+
 def find_unlabeled_cases(images_dir: Path, file_ending: str, channels: dict[int, str]) -> dict[str, list[str]]:
     """Group ``images_dir`` into ``{case: [channel files in channel order]}``; raise if anything is off.
 
@@ -216,12 +238,67 @@ def find_unlabeled_cases(images_dir: Path, file_ending: str, channels: dict[int,
             problems.append(f"case {case!r} has {len(found)} channel file(s) [{found_files}] but dataset.json "
                             f"channel_names expects {len(expected)}: {expected_text} ({detail})")
     if problems:
-        raise UnlabeledDataError(f"{len(problems)} problem(s) in {images_dir}:\n"
-                                 + "\n".join(f"  - {p}" for p in problems[:_MAX_LISTED])
-                                 + (f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED
-                                    else "")
-                                 + "\nFix the file names or move the files elsewhere, then re-run.")
+        raise _problems_error(f"{len(problems)} problem(s) in {images_dir}", problems,
+                              "Fix the file names or move the files elsewhere, then re-run.")
     return {case: [str(images_dir / found[i]) for i in expected] for case, found in sorted(files_by_case.items())}
+
+
+def _read_all_voxels(path: Path, problems: list[str]) -> np.ndarray | None:
+    """NIfTI through nibabel (refuses truncated files, keeps NaN); other formats through SimpleITK."""
+    if path.name.lower().endswith(NIFTI_ENDINGS):
+        return read_voxels(path=path, problems=problems)
+    import SimpleITK as sitk
+    try:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # a copy: a view would outlive its image
+    except RuntimeError as error:
+        problems.append(f"{path}: unreadable or corrupt file (SimpleITK: {' '.join(str(error).split())})")
+        return None
+
+
+def _plain(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(f"{v:.7g}") for v in values)  # NIfTI stores float32: show 0.96, not 0.9599999785
+
+
+def check_unlabeled_case(case: str, image_files: Sequence[str]) -> list[str]:
+    """Every problem of one case's files, each naming its file (empty list: nnU-Net can preprocess it)."""
+    problems: list[str] = []
+    geometries = {}
+    for name in image_files:
+        path = Path(name)
+        geometry = read_geometry(path=path, problems=problems)
+        if geometry is None or not check_3d(geometry=geometry, path=path, problems=problems):
+            continue
+        voxels = _read_all_voxels(path, problems)
+        if voxels is not None and check_finite(voxels=voxels, path=path, problems=problems):
+            geometries[path] = geometry
+    if len(geometries) == len(image_files) > 1:
+        # nnU-Net's reader (BaseReaderWriter._check_all_same: np.allclose) stops on these two, with a bare
+        # RuntimeError; origin and direction only get a warning there, so they are left to it
+        for field_name, unit in (("size", " voxels"), ("spacing", " mm")):
+            values = [getattr(g, field_name) for g in geometries.values()]
+            if not np.allclose(values[0], values[1:]):
+                listed = "; ".join(f"{path}: {_plain(getattr(g, field_name))}" for path, g in geometries.items())
+                problems.append(f"case {case!r}: its channels have different {field_name}s (x, y, z{unit}), which "
+                                f"nnU-Net cannot combine: {listed}. Resample them onto one grid or remove the case")
+    return problems
+
+
+def source_fingerprint(image_files: Sequence[str]) -> dict[str, list[int]]:
+    """``{file name: [size, mtime_ns]}`` of a case's source files (names only: the raw folder may move)."""
+    fingerprint = {}
+    for name in image_files:
+        info = os.stat(name)
+        fingerprint[Path(name).name] = [int(info.st_size), int(info.st_mtime_ns)]
+    return fingerprint
+
+
+def _changed_sources(stored: object, current: dict[str, list[int]]) -> str:
+    """What changed between a case's recorded and current fingerprint, for the rerun message."""
+    if not isinstance(stored, dict):
+        return "no record of its source files"
+    changed = sorted(name for name in set(stored) | set(current)
+                     if list(stored.get(name) or []) != current.get(name))
+    return ", ".join(changed)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -251,8 +328,18 @@ def plans_digest(plans_manager: PlansManager, configuration_manager: Configurati
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def case_state(folder: Path, case: str, digest: str) -> str:
-    """``'done'``, ``'stale'`` (finished with other plans) or ``'missing'`` (absent, interrupted or corrupted).
+def _stored_properties(folder: Path, case: str) -> dict | None:
+    try:
+        with open(_case_files(folder, case)["properties"], "rb") as handle:
+            properties = pickle.load(handle)
+    except Exception:  # unreadable marker: the case is unfinished, the cause does not matter
+        return None
+    return properties if isinstance(properties, dict) else None
+
+
+def case_state(folder: Path, case: str, digest: str, fingerprint: dict[str, list[int]] | None = None) -> str:
+    """``'done'``, ``'stale'`` (finished with other plans), ``'changed'`` (finished from other source files than
+    ``fingerprint`` describes; not checked when it is None) or ``'missing'`` (absent, interrupted or corrupted).
 
     'done' requires the marker (.pkl) to load with the properties nnU-Net needs and both arrays to open.
     """
@@ -269,7 +356,11 @@ def case_state(folder: Path, case: str, digest: str) -> str:
     if not (isinstance(properties, dict) and all(k in properties for k in REQUIRED_PROPERTIES)
             and tuple(data.shape[1:]) == tuple(seg.shape[1:])):
         return "missing"
-    return "done" if properties.get(PLANS_DIGEST_KEY) == digest else "stale"
+    if properties.get(PLANS_DIGEST_KEY) != digest:
+        return "stale"
+    if fingerprint is not None and properties.get(SOURCE_FINGERPRINT_KEY) != fingerprint:
+        return "changed"
+    return "done"
 
 
 def _empty_class_locations(plans_manager: PlansManager, dataset_json: dict) -> dict:
@@ -295,6 +386,8 @@ class _CaseJob:
     plans: dict
     configuration: str
     dataset_json: dict
+    #: the files' size and mtime as checked before the run (stored with the case)
+    fingerprint: dict | None = None
 
 
 def _save_arrays(data: np.ndarray, seg: np.ndarray, properties: dict, truncated: str,
@@ -327,6 +420,8 @@ def preprocess_case(job: _CaseJob) -> str:
                                                       configuration_manager, job.dataset_json)
         properties.setdefault("class_locations", _empty_class_locations(plans_manager, job.dataset_json))
         properties[PLANS_DIGEST_KEY] = plans_digest(plans_manager, configuration_manager, job.dataset_json)
+        properties[SOURCE_FINGERPRINT_KEY] = (job.fingerprint if job.fingerprint is not None
+                                              else source_fingerprint(job.image_files))
         _save_arrays(data, seg, properties, str(scratch / job.case), configuration_manager)
     except Exception as error:
         # name the case and its files: the reader's own messages often do not (and a traceback is not wanted)
@@ -351,8 +446,7 @@ def _run_jobs(jobs: list[_CaseJob], num_processes: int, verbose: bool) -> None:
         return
     # spawn like nnU-Net (fork + torch/blosc2 threads is unsafe); ProcessPoolExecutor, unlike Pool, raises
     # BrokenProcessPool instead of hanging when a worker is killed (e.g. by the OOM killer)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(num_processes, len(jobs)), mp_context=context) as pool:
+    with worker_pool(min(num_processes, len(jobs))) as pool:
         futures = [pool.submit(preprocess_case, job) for job in jobs]
         try:
             for done, future in enumerate(as_completed(futures), start=1):
@@ -361,6 +455,14 @@ def _run_jobs(jobs: list[_CaseJob], num_processes: int, verbose: bool) -> None:
             for future in futures:
                 future.cancel()
             raise
+
+
+def worker_pool(max_workers: int) -> ProcessPoolExecutor:
+    """Spawned workers that die with this process (a killed parent leaves none behind, issue 11 item 6)."""
+    from nnunet_mt.training.workers import exit_with_parent
+
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -389,11 +491,14 @@ def preprocess_unlabeled(dataset_name_or_id: int | str, configuration: str = "3d
                                  _expected_channels(dataset_json))
 
     output = Path(unlabeled_output_folder(dataset_name, configuration, plans_identifier))
+    digest = plans_digest(plans_manager, configuration_manager, dataset_json)
+    # taken before the files are checked and read: a file changed after this point is redone next time
+    fingerprints = {case: source_fingerprint(files) for case, files in cases.items()}
+    states = {case: case_state(output, case, digest, fingerprints[case]) for case in cases}
+    todo = [case for case, state in states.items() if state != "done"]
+    _check_cases(cases, todo, raw_dataset / UNLABELED_FOLDER, verbose)
     output.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(output / PARTIAL_FOLDER, ignore_errors=True)  # leftovers of an interrupted run
-    digest = plans_digest(plans_manager, configuration_manager, dataset_json)
-    states = {case: case_state(output, case, digest) for case in cases}
-    todo = [case for case, state in states.items() if state != "done"]
     if verbose:
         print(f"unlabelled cases of {dataset_name}: {len(cases)} in {raw_dataset / UNLABELED_FOLDER} -> {output}")
         if len(cases) > len(todo):
@@ -401,15 +506,38 @@ def preprocess_unlabeled(dataset_name_or_id: int | str, configuration: str = "3d
         stale = [case for case, state in states.items() if state == "stale"]
         if stale:
             print(f"redoing {len(stale)} cases preprocessed with different plans: {_listed(stale)}")
+        changed = [case for case, state in states.items() if state == "changed"]
+        if changed:
+            details = [f"{case} ({_changed_sources(_source_record(output, case), fingerprints[case])})"
+                       for case in changed]
+            print(f"redoing {len(changed)} case(s) whose source files changed since they were preprocessed: "
+                  f"{_listed(details)}")
         _warn_orphans(output, cases)
     jobs = [_CaseJob(case=case, image_files=tuple(cases[case]), output_folder=str(output),
-                     plans=plans_manager.plans, configuration=configuration, dataset_json=dataset_json)
+                     plans=plans_manager.plans, configuration=configuration, dataset_json=dataset_json,
+                     fingerprint=fingerprints[case])
             for case in todo]
     _run_jobs(jobs, num_processes, verbose)
     shutil.rmtree(output / PARTIAL_FOLDER, ignore_errors=True)
     if verbose:
         print(f"done: {len(todo)} preprocessed, {len(cases) - len(todo)} already finished, in {output}")
     return sorted(cases)
+
+
+def _source_record(folder: Path, case: str) -> object:
+    properties = _stored_properties(folder, case)
+    return None if properties is None else properties.get(SOURCE_FINGERPRINT_KEY)
+
+
+def _check_cases(cases: dict[str, list[str]], todo: list[str], images_dir: Path, verbose: bool) -> None:
+    """Read every case to be preprocessed with the converter's checks; raise one error listing all problems."""
+    if verbose and todo:
+        print(f"checking {len(todo)} unlabelled case(s) (readable, complete, finite, 3-D, one grid per case)",
+              flush=True)
+    problems = [problem for case in todo for problem in check_unlabeled_case(case, cases[case])]
+    if problems:
+        raise _problems_error(f"{len(problems)} problem(s) in the unlabelled scans in {images_dir}", problems,
+                              "Nothing was preprocessed. Fix or remove these files, then re-run.")
 
 
 def is_plugin_cache(folder: Path, name: str) -> bool:

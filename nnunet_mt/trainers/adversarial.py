@@ -24,6 +24,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_mt.trainers.semi_supervised import SemiSupervisedMixin, full_resolution
 from nnunet_mt.training.adversarial import adversary_step, domain_labels, frozen
+from nnunet_mt.training.distributed import broadcast_state
 
 
 class AdversarialMixin(SemiSupervisedMixin):
@@ -66,7 +67,14 @@ class AdversarialMixin(SemiSupervisedMixin):
     # ---- set-up and state -----------------------------------------------------------------------
     def initialize(self):
         super().initialize()
+        self._set_up_adversary()
+
+    def _set_up_adversary(self) -> None:
+        """The adversary and its Adam; under DDP every rank starts from rank 0's adversary (and
+        :func:`adversary_step` averages its gradients), so one adversary is trained and saved."""
         self.adversary = self.build_adversary().to(self.device)
+        if self.is_ddp:
+            broadcast_state(self.adversary)
         self.adversary_optimizer = torch.optim.Adam(self.adversary.parameters(), lr=self.adversary_lr,
                                                     betas=self.adversary_betas)
         self.print_to_log_file(f"adversary: {self.adversary.__class__.__name__}, "

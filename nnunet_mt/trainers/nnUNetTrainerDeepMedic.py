@@ -37,8 +37,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_mt.architectures.deepmedic import DeepMedic, window_for
 from nnunet_mt.training.budget import apply_budget
+from nnunet_mt.training.checkpoints import CheckpointErrorsMixin
+from nnunet_mt.training.distributed import unwrap
+from nnunet_mt.training.snapshots import SnapshotMixin
 from nnunet_mt.training.progress import ProgressMixin
 from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
+from nnunet_mt.training.workers import WorkerLifetimeMixin
 
 DEEPMEDIC_CLASS = "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
 #: spacing ratio above which an axis counts as through-plane (thick slices)
@@ -98,7 +102,7 @@ def dense_arch_kwargs(deepmedic_kwargs: dict, normalization_schemes: Sequence[st
             "window_region": "nonzero" if safe else "receptive_field"}
 
 
-class nnUNetTrainerDeepMedic(ProgressMixin, nnUNetTrainer):
+class nnUNetTrainerDeepMedic(SnapshotMixin, ProgressMixin, CheckpointErrorsMixin, WorkerLifetimeMixin, nnUNetTrainer):
     #: DeepMedic keyword arguments written into the plans (Table 1 of the paper)
     deepmedic_kwargs: dict = {}
     #: annotated patches per optimizer step (the paper's 8)
@@ -181,8 +185,7 @@ class nnUNetTrainerDeepMedic(ProgressMixin, nnUNetTrainer):
 
     def deepmedic(self) -> DeepMedic:
         """The DeepMedic module inside DDP / torch.compile wrappers."""
-        net = self.network.module if hasattr(self.network, "module") else self.network
-        return getattr(net, "_orig_mod", net)
+        return unwrap(self.network)
 
     def on_train_start(self):
         super().on_train_start()

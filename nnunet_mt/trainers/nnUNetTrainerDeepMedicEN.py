@@ -61,3 +61,4 @@ class nnUNetTrainerDeepMedicEN_tiny(nnUNetTrainerDeepMedicEN, nnUNetTrainerDeepM
 
     batch_size_unannotated, rampup_length, dice_batches_per_epoch, checkpoint_every = 2, 2, 1, 1
     adversary_kwargs = {"features": 8}
+    supervised_trainer_name = "nnUNetTrainerDeepMedic_tiny"

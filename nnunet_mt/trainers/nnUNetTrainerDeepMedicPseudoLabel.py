@@ -113,3 +113,4 @@ class nnUNetTrainerDeepMedicPseudoLabel_tiny(nnUNetTrainerDeepMedicPseudoLabel, 
     """For tests: narrow DeepMedic, 2 epochs x 2 steps, batch 2 + 2, checkpoint every epoch."""
 
     batch_size_unannotated, dice_batches_per_epoch, checkpoint_every = 2, 1, 1
+    supervised_trainer_name = "nnUNetTrainerDeepMedic_tiny"

@@ -72,3 +72,4 @@ class nnUNetTrainerDeepMedicUDA_tiny(nnUNetTrainerDeepMedicUDA, nnUNetTrainerDee
 
     batch_size_unannotated, rampup_length, dice_batches_per_epoch, checkpoint_every = 2, 4, 1, 1
     adversary_kwargs = {"features": 8}
+    supervised_trainer_name = "nnUNetTrainerDeepMedic_tiny"

@@ -132,12 +132,14 @@ class nnUNetTrainerMeanTeacher_demo(nnUNetTrainerMeanTeacher):
 
     rampup_length = 20
     epochs, iterations_per_epoch, val_iterations_per_epoch = 4, 10, 2
+    supervised_trainer_name = "nnUNetTrainerDeepMedic_demo"
 
 
 class nnUNetTrainerMeanTeacher_tiny(nnUNetTrainerMeanTeacher):
     """For tests: narrow DeepMedic, 2 epochs x 2 steps, batch 2 + 2, ramp-up 2 steps, checkpoint every epoch."""
 
     deepmedic_kwargs = {"filters": (8,) * 8, "fc_filters": (16, 16)}
+    supervised_trainer_name = "nnUNetTrainerDeepMedic_tiny"  # same widths: its checkpoint fits
     batch_size_annotated = 2
     batch_size_unannotated = 2
     rampup_length = 2

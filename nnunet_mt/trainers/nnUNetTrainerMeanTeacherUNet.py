@@ -11,7 +11,6 @@ supervision heads serve the supervised loss. Start from an ``nnUNetTrainer`` che
 from __future__ import annotations
 
 import os
-import sys
 from typing import Sequence
 
 import torch
@@ -22,8 +21,11 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import MeanTeacherMixin
 from nnunet_mt.training.budget import apply_budget
+from nnunet_mt.training.checkpoints import CheckpointErrorsMixin, pretrained_weights_argument
+from nnunet_mt.training.distributed import unwrap
 from nnunet_mt.training.progress import ProgressMixin
 from nnunet_mt.training.sampling import background_augmenter
+from nnunet_mt.training.workers import WorkerLifetimeMixin
 
 
 class AtomicCheckpointsEveryEpoch:
@@ -44,7 +46,8 @@ class AtomicCheckpointsEveryEpoch:
             os.replace(tmp, filename)
 
 
-class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, ProgressMixin, AtomicCheckpointsEveryEpoch, nnUNetTrainer):
+class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, ProgressMixin, AtomicCheckpointsEveryEpoch, CheckpointErrorsMixin,
+                                   WorkerLifetimeMixin, nnUNetTrainer):
     supervised_trainer_name = "nnUNetTrainer"
     sample_healthy_tissue = False
     #: None keeps nnU-Net's training length; the tiny variant sets these
@@ -98,16 +101,6 @@ def shorten(trainer) -> None:
     trainer.budget = apply_budget(trainer)
 
 
-def pretrained_weights_argument(argv: Sequence[str] | None = None) -> str | None:
-    """The file given to ``nnUNetv2_train -pretrained_weights`` (None if absent). nnU-Net does not hand
-    it to the trainer; DDP workers started by ``mp.spawn`` inherit the parent's ``sys.argv``."""
-    argv = list(sys.argv if argv is None else argv)
-    if "-pretrained_weights" in argv:
-        i = argv.index("-pretrained_weights")
-        return argv[i + 1] if i + 1 < len(argv) else None
-    return None
-
-
 def restore_segmentation_layers(trainer, argv: Sequence[str] | None = None) -> list[str]:
     """Load the ``.seg_layers.`` weights of the ``-pretrained_weights`` checkpoint into the network.
 
@@ -119,8 +112,7 @@ def restore_segmentation_layers(trainer, argv: Sequence[str] | None = None) -> l
     fname = pretrained_weights_argument(argv)
     if fname is None:
         return []
-    net = trainer.network.module if hasattr(trainer.network, "module") else trainer.network
-    net = getattr(net, "_orig_mod", net)
+    net = unwrap(trainer.network)
     own = net.state_dict()
     saved = torch.load(fname, map_location="cpu", weights_only=False)["network_weights"]
     keys = [k for k in own if ".seg_layers." in k and k in saved and saved[k].shape == own[k].shape]
@@ -131,7 +123,8 @@ def restore_segmentation_layers(trainer, argv: Sequence[str] | None = None) -> l
     return keys
 
 
-class nnUNetTrainerUNet(ProgressMixin, AtomicCheckpointsEveryEpoch, nnUNetTrainer):
+class nnUNetTrainerUNet(ProgressMixin, AtomicCheckpointsEveryEpoch, CheckpointErrorsMixin, WorkerLifetimeMixin,
+                        nnUNetTrainer):
     """nnU-Net's own supervised ``nnUNetTrainer``, unchanged except that it honours the ``nnUNet_mt_*``
     budget, so the reproduction runner can shorten the U-Net baseline like every other method, and that
     ``-pretrained_weights`` continues the whole model, segmentation layers included (the runner's

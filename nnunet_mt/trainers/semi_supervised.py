@@ -31,7 +31,7 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, join
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-from nnunet_mt.training.distributed import shard, split_batch_size
+from nnunet_mt.training.distributed import shard, split_batch_size, unwrap
 from nnunet_mt.training.pseudo_lesions import PseudoLesionLocations, load_or_compute, weights_digest
 
 PRETRAINED_MISSING = (
@@ -133,8 +133,7 @@ class SemiSupervisedMixin:
     # ---- set-up ------------------------------------------------------------------------------
     def plain_network(self) -> torch.nn.Module:
         """The student inside DDP / torch.compile wrappers."""
-        net = self.network.module if hasattr(self.network, "module") else self.network
-        return getattr(net, "_orig_mod", net)
+        return unwrap(self.network)
 
     def initialize(self):
         super().initialize()
@@ -385,7 +384,10 @@ class SemiSupervisedMixin:
         os.replace(tmp, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        if not self.was_initialized:
+            self.initialize()
+        # named, clear errors for an unreadable file or another network (CheckpointErrorsMixin)
+        checkpoint = self.check_resume_checkpoint(filename_or_checkpoint)
         if "semi_supervised" not in checkpoint:
             raise RuntimeError(f"{filename_or_checkpoint} is not a {self.__class__.__name__} checkpoint (no "
                                f"semi-supervised state); pass supervised weights with -pretrained_weights instead")

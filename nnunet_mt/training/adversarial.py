@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_mt.training.distributed import average_gradients
 from nnunet_mt.training.mean_teacher import consistency_weight
 
 ANNOTATED, UNANNOTATED = 1, 0
@@ -68,12 +69,14 @@ def uda_segmenter_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 def adversary_step(adversary: nn.Module, optimizer: torch.optim.Optimizer, inputs: Sequence[torch.Tensor],
                    labels: torch.Tensor) -> tuple[float, float]:
     """One optimizer step of the adversary on detached inputs; returns (loss, accuracy) before the step.
-    Only the adversary receives gradients."""
+    Only the adversary receives gradients; under DDP they are averaged over the ranks first, so that every
+    rank keeps the same adversary (the returned loss and accuracy are this rank's)."""
     adversary.train()
     optimizer.zero_grad(set_to_none=True)
     logits = adversary(*[x.detach().float() for x in inputs])
     loss = adversary_loss(logits, labels)
     loss.backward()
+    average_gradients(adversary)
     optimizer.step()
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     return loss.item(), accuracy

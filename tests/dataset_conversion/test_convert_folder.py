@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError, convert_folder, main
+from nnunet_mt.dataset_conversion.staging import HOST_TAG
 
 # the module object itself (for monkeypatching), robust to a package __init__ re-exporting the function
 cf = importlib.import_module("nnunet_mt.dataset_conversion.convert_folder")
@@ -371,3 +372,141 @@ def test_overwrite_refuses_to_delete_its_own_source(src):
     with pytest.raises(DatasetConversionError, match="lies inside the output dataset folder"):
         run(moved, overwrite=True)
     assert (dataset / "pat01_DWI.nii.gz").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# issue 11: dimensionality of every case, output inside the input, stale staging folders
+# ----------------------------------------------------------------------------------------------------------------
+def _write_nd(path: Path, shape_xyzt: tuple[int, ...]) -> Path:
+    """A 2-D or 4-D NIfTI (nibabel: SimpleITK's GetImageFromArray turns a 4-D array into a vector image)."""
+    import nibabel as nib
+    array = np.random.default_rng(len(shape_xyzt)).normal(100.0, 20.0, shape_xyzt).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.diag([0.9, 1.1, 2.5, 1.0])), str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", ["pat03", "pat01"])  # unlabelled (never checked before) and labelled
+@pytest.mark.parametrize("shape, found", [((8, 9), "2-D image of size (8, 9)"),
+                                          ((8, 9, 10, 2), "4-D image of size (8, 9, 10, 2)")])
+def test_2d_and_4d_images_are_refused_for_every_case(src, case, shape, found):
+    paths = [_write_nd(next(src["images"].glob(f"{case}_{c}.nii*")), shape) for c in CHANNELS]
+    if case == "pat01":  # a label of the same shape, so the image/label comparison alone cannot catch it
+        _write_nd(src["labels"] / "pat01.nii.gz", shape)
+    message = expect_error(src, *(f"{p}: expected a 3-D image, found a {found}" for p in paths))
+    assert "geometry mismatch" not in message
+
+
+@pytest.mark.parametrize("through_symlink", [False, True])
+def test_output_inside_the_input_is_refused(src, tmp_path, through_symlink):
+    """--raw-root inside the images folder (directly or through a symlink) would write into the source."""
+    raw_root = src["images"] / "out"
+    if through_symlink:
+        (tmp_path / "link").symlink_to(src["images"])
+        raw_root = tmp_path / "link" / "out"
+    before = snapshot(src["images"], src["labels"])
+    with pytest.raises(DatasetConversionError) as info:
+        run(src, output_raw_root=raw_root)
+    assert (f"output dataset folder {raw_root / DATASET_NAME} lies inside the source folder {src['images']}"
+            in str(info.value)), str(info.value)
+    assert not (src["images"] / "out").exists()
+    assert snapshot(src["images"], src["labels"]) == before
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has exited (reaped), i.e. a writer that is gone."""
+    import subprocess
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_raw_root_equal_to_the_input_is_refused_and_nothing_there_deleted(src):
+    """The issue's case (--raw-root = the input folder); even a stale staging folder in it is left: source is read-only."""
+    stale = src["images"] / f".{DATASET_NAME}.partial-{_dead_pid()}@{HOST_TAG}-0123abcd"
+    stale.mkdir()
+    (stale / "x.txt").write_text("not ours to delete here")
+    before = snapshot(src["images"], src["labels"])
+    with pytest.raises(DatasetConversionError, match=re.escape(
+            f"output dataset folder {src['images'] / DATASET_NAME} lies inside the source folder {src['images']}")):
+        run(src, output_raw_root=src["images"])
+    assert snapshot(src["images"], src["labels"]) == before and stale.is_dir()
+    assert not (src["images"] / DATASET_NAME).exists()
+
+
+def test_stale_staging_folders_are_removed_and_live_ones_kept(src, capsys):
+    import os
+    raw = src["raw"]
+    stale = raw / f".{DATASET_NAME}.partial-{_dead_pid()}@{HOST_TAG}-0123abcd"
+    legacy = raw / f".{DATASET_NAME}.partial-89abcdef"  # written before the writer's PID was recorded
+    live = raw / f".{DATASET_NAME}.partial-{os.getpid()}@{HOST_TAG}-fedc3210"  # a concurrent conversion
+    other_host = raw / f".{DATASET_NAME}.partial-{_dead_pid()}@elsewhere-00000000"
+    for folder in (stale, legacy, live, other_host):
+        (folder / "imagesTr").mkdir(parents=True)
+        (folder / "imagesTr" / "x_0000.nii.gz").write_bytes(b"half written")
+    dataset = run(src)
+    out = capsys.readouterr().out
+    assert not stale.exists() and not legacy.exists()
+    assert live.is_dir() and other_host.is_dir()
+    assert f"removed {stale}" in out and f"removed {legacy}" in out, out
+    assert str(live) not in out
+    assert f"{other_host}" in out and "another host" in out, out  # said, not deleted
+    assert sorted(p.name for p in raw.iterdir()) == sorted([DATASET_NAME, live.name, other_host.name])
+    assert (dataset / "dataset.json").is_file()
+
+
+def test_stale_backup_of_a_replaced_dataset_is_restored(src, capsys):
+    """Killed between the two renames of an overwrite: the old dataset is in '.replaced-', none in place."""
+    backup = src["raw"] / f".{DATASET_NAME}.replaced-{_dead_pid()}@{HOST_TAG}-0123abcd"
+    backup.mkdir(parents=True)
+    (backup / "keep.txt").write_text("old dataset")
+    with pytest.raises(DatasetConversionError, match="already exists"):
+        run(src)
+    assert (src["raw"] / DATASET_NAME / "keep.txt").read_text() == "old dataset"
+    assert f"restored {src['raw'] / DATASET_NAME}" in capsys.readouterr().out
+
+
+_KILLED_CONVERSION = """
+import sys, time
+from pathlib import Path
+import nnunet_mt.dataset_conversion.convert_folder as cf
+real = cf._write_image
+def slow(*, image, path):
+    real(image=image, path=path)
+    Path(sys.argv[1]).write_text("written")  # tell the test a half-written staging folder exists
+    time.sleep(120)
+cf._write_image = slow
+cf.main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killed_conversion_leaves_nothing_behind_after_the_next_run(src, tmp_path, sig, capsys):
+    """SIGTERM: the converter removes its staging folder itself. SIGKILL: the next run removes it, and says so."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    marker = tmp_path / "marker"
+    args = ["-i", str(src["images"]), "-l", str(src["labels"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0",
+            "--raw-root", str(src["raw"])]
+    before = snapshot(src["images"], src["labels"])
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_CONVERSION, str(marker), *args])
+    try:
+        for _ in range(1200):  # poll, no timing assertion: the import alone takes seconds
+            if marker.exists() or child.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert marker.exists(), "the conversion did not start writing"
+        staging = [p for p in src["raw"].iterdir() if ".partial-" in p.name]
+        assert len(staging) == 1 and f".partial-{child.pid}@" in staging[0].name
+        child.send_signal(getattr(signal, sig))
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == (128 + signal.SIGTERM if sig == "SIGTERM" else -signal.SIGKILL)
+    assert staging[0].exists() == (sig == "SIGKILL")
+    main(args)
+    out = capsys.readouterr().out
+    assert (f"removed {staging[0]}" in out) == (sig == "SIGKILL"), out
+    assert sorted(p.name for p in src["raw"].iterdir()) == [DATASET_NAME]
+    assert snapshot(src["images"], src["labels"]) == before

@@ -105,3 +105,26 @@ def test_cli(atlas, tmp_path, capsys):
     assert "annotated   (imagesTr + labelsTr): 3" in out and "2 without a mask (test / generalisation set)" in out
     main(["-i", str(atlas), "-d", "531", "--raw-root", str(tmp_path / "raw")])
     assert "up to date, nothing written" in capsys.readouterr().out
+
+
+def test_output_inside_the_source_through_a_symlink_is_refused(atlas, tmp_path):
+    (tmp_path / "link").symlink_to(atlas)
+    before = checksums(atlas)
+    with pytest.raises(DatasetConversionError, match="lies inside the source folder"):
+        convert_atlas2(atlas, options(tmp_path, raw_root=tmp_path / "link" / "raw"))
+    assert not (atlas / "raw").exists()
+    assert checksums(atlas) == before
+
+
+def test_stale_staging_folder_of_a_killed_run_is_removed(atlas, tmp_path, capsys):
+    """A killed run leaves '.Dataset531_ATLAS2.partial-<pid>@<host>-<token>': the next run removes it, says so."""
+    import subprocess
+
+    from nnunet_mt.dataset_conversion.staging import HOST_TAG
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / "raw" / f".{DATASET}.partial-{gone.pid}@{HOST_TAG}-0123abcd"
+    (stale / "imagesTr").mkdir(parents=True)
+    main(["-i", str(atlas), "-d", "531", "--raw-root", str(tmp_path / "raw")])
+    assert f"removed {stale}" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [DATASET]

@@ -267,3 +267,23 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch):
         sdwi.generate_synthetic_stroke_dwi(tmp_path, dataset_id=993, num_train=3, num_test=0, num_unlabeled=0,
                                            shape=(48, 48, 6), spacing=(4.8, 4.8, 22.75), montage=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unlabeled_truth_written_outside_raw_root(small_dataset: Path):
+    """The unannotated scans' true masks exist for diagnostics, but outside nnUNet_raw, where no trainer
+    looks; each matches the lesion volume the generator recorded and the scan's geometry."""
+    raw_root = small_dataset.parent
+    truth = sdwi.unlabeled_truth_folder(raw_root, 991)
+    assert truth == raw_root.parent / f"{raw_root.name}_truth" / "Dataset991_SyntheticStrokeDWI" / "labelsUnlabeled"
+    assert raw_root.resolve() not in truth.resolve().parents
+    cases = json.loads((small_dataset / "synthetic_cases.json").read_text())["cases"]
+    unlabeled = {c["case_id"]: c for c in cases if c["role"] == "unlabeled"}
+    assert sorted(f.name for f in truth.iterdir()) == [f"{c}.nii.gz" for c in sorted(unlabeled)]
+    voxel_ml = float(np.prod(SMALL_SPACING)) / 1000.0
+    for case, summary in unlabeled.items():
+        mask, img = _read(truth / f"{case}.nii.gz")
+        dwi, dwi_img = _read(small_dataset / "imagesUnlabeled" / f"{case}_0000.nii.gz")
+        assert mask.shape == dwi.shape and np.allclose(img.GetSpacing(), dwi_img.GetSpacing())
+        assert set(np.unique(mask)) <= {0, 1}
+        assert mask.sum() * voxel_ml == pytest.approx(summary["label_volume_ml"], abs=1e-3)
+    assert not list(truth.parent.glob(".*tmp*"))

@@ -9,8 +9,10 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -318,3 +320,159 @@ def test_console_script_with_worker_pool(ws):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "preprocessed 2/2" in proc.stdout
     assert nnUNetDatasetBlosc2(str(ws.out)).identifiers == UNLABELLED
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# issue 11: the unlabelled scans are read with the converter's checks; source fingerprints; resampling
+# ----------------------------------------------------------------------------------------------------------------
+def _write_nd(path: Path, shape_xyzt: tuple[int, ...]) -> Path:
+    """A 2-D or 4-D NIfTI via nibabel (SimpleITK would turn a 4-D array into a vector image)."""
+    import nibabel as nib
+    array = np.random.default_rng(len(shape_xyzt)).normal(100.0, 20.0, shape_xyzt).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.diag([0.96, 0.96, 6.5, 1.0])), str(path))
+    return path
+
+
+@pytest.mark.parametrize("shape, found", [((36, 40), "2-D image of size (36, 40)"),
+                                          ((36, 40, 8, 2), "4-D image of size (36, 40, 8, 2)")])
+def test_2d_and_4d_scans_are_refused(ws, shape, found):
+    # before: a 2-D slice became a (2, 148, ...) volume with a ~959 mm z-spacing; a 4-D one an IndexError
+    paths = [_write_nd(ws.unlabelled / f"unl_other_{c:04d}.nii.gz", shape) for c in range(2)]
+    message = _expect_error(ws, *(f"{p}: expected a 3-D image, found a {found}" for p in paths))
+    assert "unl_copy" not in message
+
+
+def test_truncated_and_non_finite_scans_are_refused(ws):
+    # SimpleITK zero-fills a truncated .nii.gz and reads NaN as 0: both used to be preprocessed silently
+    truncated = ws.unlabelled / "unl_other_0000.nii.gz"
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    scan = _scan(101)
+    scan[3, 20, 10:13] = np.nan
+    scan[4, 21, 17] = np.inf
+    non_finite = ws.unlabelled / "unl_copy_0001.nii.gz"
+    _write(non_finite, scan)
+    _expect_error(ws, f"{truncated}: unreadable or corrupt file (nibabel:",
+                  f"{non_finite}: 4 non-finite voxel(s) (3 NaN, 1 Inf)", "2 problem(s)")
+
+
+def test_channels_of_different_spacing_are_refused_with_the_files_and_spacings(ws):
+    # before: nnU-Net's reader printed to stdout and raised a bare RuntimeError ("RuntimeError: .")
+    other = ws.unlabelled / "unl_other_0001.nii.gz"
+    image = sitk.ReadImage(str(other))
+    image.SetSpacing((0.96, 0.96, 5.0))
+    sitk.WriteImage(image, str(other))
+    _expect_error(ws, "case 'unl_other'", "different spacings",
+                  f"{ws.unlabelled / 'unl_other_0000.nii.gz'}: (0.96, 0.96, 6.5)", f"{other}: (0.96, 0.96, 5.0)")
+
+
+def test_rerun_redoes_a_case_whose_source_changed_and_says_so(ws, capsys):
+    preprocess_unlabeled(DATASET_ID, verbose=False)
+    first = _mtimes(ws.out)
+    changed = ws.unlabelled / "unl_other_0001.nii.gz"
+    with open(ws.out / "unl_other.pkl", "rb") as handle:
+        stored = pickle.load(handle)["nnunet_mt_source_fingerprint"]
+    info = changed.stat()
+    assert stored == {"unl_other_0000.nii.gz": list(stored["unl_other_0000.nii.gz"]),
+                      "unl_other_0001.nii.gz": [info.st_size, info.st_mtime_ns]}
+    old_data = nnUNetDatasetBlosc2(str(ws.out)).load_case("unl_other")[0][:]
+
+    # the scan is repaired / replaced: other voxels, a later modification time
+    _write(changed, _scan(777))
+    os.utime(changed, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    preprocess_unlabeled(DATASET_ID, verbose=True)
+    out = capsys.readouterr().out
+    assert ("redoing 1 case(s) whose source files changed since they were preprocessed: "
+            "unl_other (unl_other_0001.nii.gz)") in out, out
+    assert "skipping 1 finished cases" in out and "preprocessed 1/1" in out
+    second = _mtimes(ws.out)
+    assert all(second[f] == first[f] for f in first if f.startswith("unl_copy"))
+    new_data = nnUNetDatasetBlosc2(str(ws.out)).load_case("unl_other")[0][:]
+    np.testing.assert_array_equal(new_data[0], old_data[0])  # the DWI channel did not change
+    assert not np.allclose(new_data[1], old_data[1])
+
+    # a case preprocessed before fingerprints existed is redone as well, once
+    with open(ws.out / "unl_copy.pkl", "rb") as handle:
+        properties = pickle.load(handle)
+    del properties["nnunet_mt_source_fingerprint"]
+    with open(ws.out / "unl_copy.pkl", "wb") as handle:
+        pickle.dump(properties, handle)
+    preprocess_unlabeled(DATASET_ID, verbose=True)
+    assert "unl_copy (no record of its source files)" in capsys.readouterr().out
+    preprocess_unlabeled(DATASET_ID, verbose=True)
+    assert "skipping 2 finished cases" in capsys.readouterr().out
+
+
+def test_case_with_another_spacing_is_resampled_to_the_target_spacing(ws):
+    """unl_other at (x, y, z) = (1.92, 0.48, 6.5) mm, the plans' target (0.96, 0.96, 6.5): x doubles, y halves."""
+    plans = json.loads((ws.pre / "nnUNetPlans.json").read_text())
+    assert plans["transpose_forward"] == [0, 1, 2]
+    assert plans["configurations"]["3d_fullres"]["spacing"] == pytest.approx([6.5, 0.96, 0.96])  # (z, y, x)
+    ramp = np.broadcast_to(10.0 + np.arange(SHAPE_ZYX[2], dtype=np.float32), SHAPE_ZYX)  # linear in x, non-zero
+    for channel, scale in enumerate((1.0, 3.0)):
+        image = sitk.GetImageFromArray(np.ascontiguousarray(ramp * scale))
+        image.SetSpacing((1.92, 0.48, 6.5))
+        sitk.WriteImage(image, str(ws.unlabelled / f"unl_other_{channel:04d}.nii.gz"))
+
+    preprocess_unlabeled(DATASET_ID, verbose=False)
+    data, seg, _, props = nnUNetDatasetBlosc2(str(ws.out)).load_case("unl_other")
+    z, y, x = SHAPE_ZYX  # 8, 40, 36: nothing is cropped, the whole image is non-zero
+    assert tuple(props["shape_after_cropping_and_before_resampling"]) == (z, y, x)
+    assert list(props["spacing"]) == pytest.approx([6.5, 0.48, 1.92])
+    expected = (z, round(y * 0.48 / 0.96), round(x * 1.92 / 0.96))  # (8, 20, 72)
+    assert data.shape == (2, *expected) and seg.shape == (1, *expected)
+    assert set(np.unique(seg[:])) == {0}
+    values = data[:]
+    # z-scored per channel (mean 27.5 and population sd of 10..45), then resampled: constant along z and y, and
+    # along x output voxel j lies at input x = j / 2 - 1/4 (voxel centres aligned), where a cubic spline of a line
+    # is the line itself (away from the edges, where the boundary extension bends it)
+    ramp_x = 10.0 + np.arange(x)
+    j = np.arange(expected[2])
+    along_x = (10.0 + (j / 2 - 0.25) - ramp_x.mean()) / ramp_x.std()
+    np.testing.assert_allclose(values, np.broadcast_to(values[:, :1, :1, :], values.shape), atol=1e-5)
+    for channel in range(2):  # z-scoring removes the channels' scale
+        np.testing.assert_allclose(values[channel, 0, 0, 8:-8], along_x[8:-8], atol=2e-3)
+
+
+_POOL_HOLDER = """
+import sys, time
+from nnunet_mt.preprocessing.unlabeled import worker_pool
+pool = worker_pool(2)
+futures = [pool.submit(time.sleep, 120) for _ in range(2)]
+while len(pool._processes) < 2:
+    time.sleep(0.05)
+time.sleep(2)  # the workers have run their initializer
+print(" ".join(map(str, pool._processes)), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_pool_workers_die_with_a_killed_parent(sig):
+    """Issue 11, item 6: the preprocessing pool's workers, busy when their parent is killed, are gone within
+    seconds (before the fix they finished their job without the parent, then hung)."""
+    proc = subprocess.Popen([sys.executable, "-c", _POOL_HOLDER], stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        proc.send_signal(sig)
+        proc.wait(30)
+        deadline = time.time() + 5
+        while any(_alive(p) for p in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers)
+    finally:
+        proc.kill()
+        for p in workers:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False

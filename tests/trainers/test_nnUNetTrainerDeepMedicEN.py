@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ID
+from conftest import TINY_ID, TINY_NAME, direct_probabilities
 from nnunet_mt.training.adversarial import en_weight
 
 EN = "nnUNetTrainerDeepMedicEN_tiny"
@@ -26,11 +27,13 @@ def test_needs_the_supervised_start(tiny_nnunet, tiny_unlabeled):
     assert proc.returncode != 0 and "-pretrained_weights" in proc.stdout + proc.stderr
 
 
-def test_log_follows_the_en_schedule_and_the_evaluation_network_learns(trained_en):
+def test_log_follows_the_en_schedule(trained_en):
+    """(That the evaluation network learns: test_train_step's fixed-batch test, with the trainer's own.)"""
     log = json.loads((trained_en / "adversarial_log.json").read_text())
     assert log["step"] == [0, 1, 2, 3]
     assert log["lambda"] == pytest.approx([en_weight(s, 2) for s in range(4)])
     assert log["lambda"] == pytest.approx([0.1 * math.exp(-5), 0.1 * math.exp(-1.25), 0.1, 0.1])
+    # bounds that hold by construction, kept beside the schedule checks above
     assert all(0 <= a <= 1 for a in log["adversary_accuracy"])
     assert all(v > 0 for v in log["L_adversary"] + log["Ladv"] + log["Ls"])
     assert len(log["dice_student"]) == 2
@@ -53,4 +56,21 @@ def test_checkpoint_holds_the_segmenter_as_model_and_the_evaluation_network(trai
 
 
 def test_nnunetv2_predict_applies_it(tiny_nnunet, trained_en, tmp_path):
-    assert tiny_nnunet.predict_test_cases(EN, tmp_path / "pred") == ["ts_000.nii.gz", "ts_001.nii.gz"]
+    assert_predict_is_the_dense_forward_of_the_model(tiny_nnunet, EN, trained_en, tmp_path)
+
+
+def assert_predict_is_the_dense_forward_of_the_model(tiny_nnunet, trainer, fold, tmp_path):
+    """nnUNetv2_predict's probabilities of a test case are the segmenter's (network_weights) whole-volume
+    forward pass, not the initial model's."""
+    images = tiny_nnunet.raw / TINY_NAME / "imagesTs"
+    out = tmp_path / "pred"
+    tiny_nnunet.run("nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(TINY_ID), "-c", "3d_fullres",
+                    "-f", "0", "-tr", trainer, "-device", "cpu", "--save_probabilities", "-npp", "1", "-nps", "1")
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["ts_000.nii.gz", "ts_001.nii.gz"]
+    files = [str(images / f"ts_000_{c:04d}.nii.gz") for c in range(2)]
+    probs = np.load(out / "ts_000.npz")["probabilities"]
+    model = direct_probabilities(fold.parent, fold / "checkpoint_final.pth", files)
+    np.testing.assert_allclose(probs, model, atol=3e-3)  # nnU-Net accumulates in float16
+    start = direct_probabilities(fold.parent, fold.parents[1] / "nnUNetTrainerDeepMedic_tiny__nnUNetPlans__3d_fullres"
+                                 / "fold_0" / "checkpoint_final.pth", files)
+    assert np.abs(probs - start).max() > 10 * np.abs(probs - model).max()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY_ID
+from test_nnUNetTrainerDeepMedicEN import assert_predict_is_the_dense_forward_of_the_model
 from nnunet_mt.training.adversarial import uda_weight
 
 UDA = "nnUNetTrainerDeepMedicUDA_tiny"
@@ -25,6 +26,7 @@ def test_lambda_waits_for_the_discriminator_then_ramps(trained_uda):
     # ramp-up 4 steps, warm-up 1: 0, then linear to 0.05 at step 4
     assert log["lambda"] == pytest.approx([uda_weight(s, 4, 1) for s in range(4)])
     assert log["lambda"] == pytest.approx([0.0, 0.0, 0.05 / 3, 0.1 / 3])
+    # bounds that hold by construction, kept beside the schedule checks above
     assert all(0 <= a <= 1 for a in log["adversary_accuracy"])
     assert all(v < 0 for v in log["Ladv"])  # -L_adv
 
@@ -46,4 +48,4 @@ def test_checkpoint_holds_the_discriminator_and_resume_continues_it(tiny_nnunet,
 
 
 def test_nnunetv2_predict_applies_it(tiny_nnunet, trained_uda, tmp_path):
-    assert tiny_nnunet.predict_test_cases(UDA, tmp_path / "pred") == ["ts_000.nii.gz", "ts_001.nii.gz"]
+    assert_predict_is_the_dense_forward_of_the_model(tiny_nnunet, UDA, trained_uda, tmp_path)

@@ -27,7 +27,10 @@ def test_without_pretrained_weights_the_two_step_workflow_is_explained(tiny_nnun
         extra_env={"nnUNet_n_proc_DA": "0"})
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "-pretrained_weights" in text and "nnUNetTrainerDeepMedic" in text and "checkpoint_final.pth" in text
+    assert "-pretrained_weights" in text and "checkpoint_final.pth" in text
+    # the supervised variant of the same width (issue 11, item 12), not the full-width nnUNetTrainerDeepMedic
+    assert f"nnUNetv2_train {TINY_NAME} 3d_fullres 0 -tr nnUNetTrainerDeepMedic_tiny\n" in text
+    assert "/nnUNetTrainerDeepMedic_tiny__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth" in text
 
 
 def test_missing_pretrained_checkpoint_is_named(tiny_nnunet, tmp_path):
@@ -42,7 +45,9 @@ def test_checkpoint_from_another_architecture_is_refused(tiny_nnunet, tmp_path):
     torch.save({"network_weights": {"encoder.stages.0.0.convs.0.conv.weight": torch.zeros(32, 2, 1, 3, 3)}}, other)
     proc = tiny_nnunet.run("nnUNetv2_train", str(TINY_ID), "3d_fullres", "0", "-tr", MT, "-device", "cpu",
                            "-pretrained_weights", str(other), check=False, extra_env={"nnUNet_n_proc_DA": "0"})
-    assert proc.returncode != 0 and "not seem to be compatible with your network" in proc.stdout + proc.stderr
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"-pretrained_weights {other} does not fit {MT}'s network" in text
+    assert "starts from a checkpoint_final.pth of nnUNetTrainerDeepMedic_tiny" in text
 
 
 def test_missing_unannotated_scans_tell_how_to_preprocess_them(tiny_unlabeled):
@@ -63,7 +68,7 @@ def test_schedule_and_history_follow_the_paper(trained_mean_teacher):
     assert log["beta"] == pytest.approx([math.exp(-5), math.exp(-1.25), 1.0, 1.0])
     assert log["alpha"] == pytest.approx([0.99, 0.99, 0.99, 0.999])  # 0.99 while S <= L
     assert log["dice_step"] == [2, 4] and len(log["dice_teacher"]) == 2
-    assert all(np.isfinite(log["Lc"])) and all(0 <= v <= 1 for v in log["Lc"])
+    assert all(np.isfinite(log["Lc"])) and all(0 <= v <= 1 for v in log["Lc"])  # by construction, beside the above
     assert (trained_mean_teacher / "progress_mean_teacher.png").stat().st_size > 10_000
     cached = list((trained_mean_teacher.parents[3] / "preprocessed" / TINY_NAME /
                    "nnUNetPlans_3d_fullres_unlabeled").glob("pseudo_lesions_*.pkl"))

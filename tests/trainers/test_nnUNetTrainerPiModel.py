@@ -19,4 +19,6 @@ def test_pi_model_trains_without_teacher_and_keeps_the_student(tiny_nnunet, tiny
     log = json.loads((fold / "mean_teacher_log.json").read_text())
     assert log["beta"] == pytest.approx([math.exp(-5), math.exp(-1.25), 1.0, 1.0])
     assert all(math.isnan(a) for a in log["alpha"])  # no EMA
-    assert all(l > 0 for l in log["Lc"])  # two noisy passes never agree exactly
+    # Lc > 0 holds for any soft maps (Eq. 1); that the target is the student's own second noisy pass is
+    # test_train_step's test_pi_model_target_is_the_students_own_second_noisy_pass
+    assert all(math.isfinite(v) and v > 0 for v in log["Lc"])

@@ -1,5 +1,6 @@
-"""The mean teacher's DDP logic on CPU with the gloo backend and two processes (nnU-Net's own DDP path
-needs GPUs): batch split, unannotated shards, and one identical teacher on every rank."""
+"""The semi-supervised trainers' DDP logic on CPU with the gloo backend and two processes (nnU-Net's own DDP
+path needs GPUs): batch split, unannotated shards, one identical teacher and one identical EN / UDA
+adversary on every rank, through the trainers' own train steps."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nnunet_mt.architectures.deepmedic import DeepMedic
-from nnunet_mt.training.distributed import average_buffers, shard, split_batch_size
-from nnunet_mt.training.mean_teacher import (apply_input_noise, draw_input_noise, ema_update, make_teacher,
-                                             set_teacher_forward_mode, soft_dice_consistency)
+from bare_trainer import bare_trainer, batches
+from nnunet_mt.training.distributed import shard, split_batch_size
 
 
 def test_batch_split_matches_nnunet():
@@ -36,51 +35,78 @@ def _flat(tensors) -> torch.Tensor:
     return torch.cat([t.detach().float().flatten() for t in tensors])
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.manual_seed(0)  # same initial weights everywhere, as nnU-Net's checkpoint loading gives
-    student = DeepMedic(2, 2, filters=(4,) * 8, fc_filters=(8, 8))
-    ddp = torch.nn.parallel.DistributedDataParallel(student)
-    teacher = make_teacher(student)
-    opt = torch.optim.RMSprop(ddp.parameters(), lr=1e-3, alpha=0.9)
-    g = torch.Generator().manual_seed(100 + rank)  # each rank its own annotated + unannotated data
+def _gather_equal(tensor: torch.Tensor, world: int) -> bool:
+    gathered = [None] * world
+    dist.all_gather_object(gathered, tensor)
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def _train_on_two_ranks(name: str, rank: int, world: int) -> dict:
+    """Three steps of trainer ``name``'s own train_step on this rank; what rank 0 reports about them."""
+    t = bare_trainer(name, ddp=True, rank=rank)
+    annotated, t.dataloader_unlabeled = batches(100 + rank, 3)  # each rank its own patches
+    result = {}
+    is_teacher = name.startswith("nnUNetTrainerMeanTeacher")
+    if is_teacher:
+        t._on_fresh_start()  # the teacher: a copy of the (loaded) student
+        model = t.teacher
+    else:
+        torch.manual_seed(1 + rank)  # without the broadcast each rank would start its own adversary
+        t._set_up_adversary()
+        model = t.adversary
+    start = _flat(model.parameters())
     buffers_differed = False
-    for step in range(3):
-        x_l, x_u = torch.randn(2, 2, 51, 51, 51, generator=g), torch.randn(2, 2, 51, 51, 51, generator=g)
-        y = torch.randint(0, 2, (2, 3, 3, 3), generator=g)
-        x_s = apply_input_noise(x_u, *draw_input_noise(x_u.shape, generator=g))
-        x_t = apply_input_noise(x_u, *draw_input_noise(x_u.shape, generator=g))
-        out = ddp(torch.cat([x_l, x_s]))
-        with torch.no_grad():
-            target = set_teacher_forward_mode(teacher)(x_t)
-        loss = torch.nn.functional.cross_entropy(out[:2], y) + soft_dice_consistency(
-            torch.softmax(out[2:], 1), torch.softmax(target, 1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ema_update(teacher, student, 0.99, buffers="ema")
-        gathered = [torch.zeros(0)] * world
-        dist.all_gather_object(gathered, _flat(teacher.buffers()))
-        buffers_differed |= not torch.equal(gathered[0], gathered[1])
-        average_buffers(teacher)
-    params = [None] * world
-    buffers = [None] * world
-    dist.all_gather_object(params, _flat(teacher.parameters()))
-    dist.all_gather_object(buffers, _flat(teacher.buffers()))
+    for batch in annotated:
+        out = type(t).train_step(t, batch)  # the trainer's own step
+        if is_teacher:
+            # the student's BatchNorm statistics came from different batches on each rank
+            buffers_differed |= not _gather_equal(_flat(t.plain_network().buffers()), world)
+    result["steps"] = t.global_step
+    result["loss_finite"] = bool(torch.isfinite(torch.as_tensor(out["loss"])))
+    result["params_equal"] = _gather_equal(_flat(model.parameters()), world)
+    result["buffers_equal"] = _gather_equal(_flat(model.buffers()), world) if list(model.buffers()) else True
+    result["buffers_differed_before_sync"] = buffers_differed
+    result["moved"] = bool((_flat(model.parameters()) != start).any())
+    if not is_teacher:
+        result["adam_equal"] = _gather_equal(torch.cat([s["exp_avg"].flatten() for s in
+                                                        t.adversary_optimizer.state.values()]), world)
+    return result
+
+
+TRAINERS = ("nnUNetTrainerMeanTeacher_tiny", "nnUNetTrainerDeepMedicEN_tiny", "nnUNetTrainerDeepMedicUDA_tiny")
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)  # two processes on few cores: threads would only compete
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    results = {name: _train_on_two_ranks(name, rank, world) for name in TRAINERS}
     if rank == 0:
-        result = {"params_equal": torch.equal(params[0], params[1]), "buffers_equal": torch.equal(buffers[0], buffers[1]),
-                  "buffers_differed_before_sync": buffers_differed,
-                  "teacher_moved": bool((_flat(teacher.parameters()) != _flat(DeepMedic(2, 2, filters=(4,) * 8,
-                                                                                       fc_filters=(8, 8)).parameters())).any())}
         with open(f"{out_dir}/result.json", "w") as f:
-            json.dump(result, f)
+            json.dump(results, f)
     dist.destroy_process_group()
 
 
-def test_every_rank_holds_the_same_teacher(tmp_path):
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory) -> dict:
+    """Every trainer of TRAINERS trained for 3 steps on 2 gloo ranks (one spawn: imports are the cost)."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    result = json.loads((tmp_path / "result.json").read_text())
+    return json.loads((tmp_path / "result.json").read_text())
+
+
+def test_every_rank_holds_the_same_teacher(ddp_results):
+    result = ddp_results["nnUNetTrainerMeanTeacher_tiny"]
+    assert result["steps"] == 3 and result["loss_finite"]
     assert result["params_equal"], "EMA of the DDP-synchronised student must agree on every rank"
     assert result["buffers_differed_before_sync"], "per-rank BatchNorm statistics differ before averaging"
-    assert result["buffers_equal"], "average_buffers must leave one set of statistics"
-    assert result["teacher_moved"]
+    assert result["buffers_equal"], "the trainer's average_buffers must leave one set of statistics"
+    assert result["moved"], "the teacher must have moved from the student it started as"
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerDeepMedicEN_tiny", "nnUNetTrainerDeepMedicUDA_tiny"])
+def test_every_rank_holds_the_same_adversary(ddp_results, name):
+    """Issue 11, item 14: rank 0's adversary is the one saved, so every rank must train that one."""
+    result = ddp_results[name]
+    assert result["steps"] == 3 and result["loss_finite"]
+    assert result["params_equal"] and result["adam_equal"]
+    assert result["moved"]

@@ -10,7 +10,8 @@ converters cannot drift apart in what they accept:
    the release's set, one voxel grid per case), optionally hides labels (``--annotated N``), and either
    raises one :class:`DatasetConversionError` listing every problem with its file, or skips the bad
    cases (``--skip-invalid``) and says why in the summary;
-3. the dataset is written into a hidden staging folder beside the target and renamed into place;
+3. the dataset is written into a hidden staging folder beside the target and renamed into place (a later
+   run removes the staging folders of killed runs, see ``convert_folder.remove_stale_temporaries``);
    a record of the sources (size and mtime of every file read) and options is kept in
    ``nnunet_mt_conversion.json`` so that a rerun of the same command is a no-op ("up to date"),
    and a rerun after the sources or options changed refuses unless ``--overwrite`` is given.
@@ -26,7 +27,6 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -47,11 +47,13 @@ from nnunet_mt.dataset_conversion.convert_folder import (
     check_output_location,
     dataset_dir_for,
     geometry_differences,
+    lies_inside,
     move_into_place,
     read_geometry,
     read_voxels,
     write_image,
 )
+from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries, sigterm_as_exit, temporary_sibling
 
 RECORD_FILE = "nnunet_mt_conversion.json"
 RECORD_VERSION = 1
@@ -348,6 +350,8 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     problems = list(discovery.global_problems)
     dataset_dir = dataset_dir_for(output_raw_root=Path(options.raw_root), dataset_id=options.dataset_id,
                                   dataset_name=options.dataset_name, problems=problems)
+    if not lies_inside(Path(options.raw_root), discovery.source_roots):  # the sources are only read
+        remove_stale_temporaries(Path(options.raw_root))  # left by killed runs (their writer process is gone)
     if options.annotated is not None and options.annotated < 1:
         problems.append(f"--annotated {options.annotated}: must be at least 1")
     if not discovery.cases and not discovery.case_problems and not discovery.global_problems:
@@ -477,7 +481,7 @@ def _write_hidden_labels(path: Path, hidden: Mapping[str, str], dataset_dir: Pat
     if path.is_file() and path.read_text() == content:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    temporary = temporary_sibling(path, "partial")
     temporary.write_text(content)
     os.replace(temporary, path)
 
@@ -488,7 +492,7 @@ def _write_hidden_labels(path: Path, hidden: Mapping[str, str], dataset_dir: Pat
 def _write(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str], dataset_dir: Path, record: dict) -> None:
     """Build the dataset in a hidden staging sibling, then rename it into place (convert_folder's swap)."""
     dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = dataset_dir.parent / f".{dataset_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging = temporary_sibling(dataset_dir, "partial")
     staging.mkdir()
     try:
         for folder in (IMAGES_TR, LABELS_TR):
@@ -600,7 +604,8 @@ def run_cli(prog: str, args: argparse.Namespace, build: Callable[[Options], Summ
                           seed=args.seed,
                           hidden_labels_file=Path(args.hidden_labels_file) if args.hidden_labels_file else None,
                           extra=dict(extra))
-        summary = build(options)
+        with sigterm_as_exit():  # a terminated run removes its staging folder itself
+            summary = build(options)
     except DatasetConversionError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         sys.exit(2)

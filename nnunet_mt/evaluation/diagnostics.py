@@ -1,0 +1,175 @@
+"""What the runner can say besides the test table: how the models moved, and how good the pseudo-labels were.
+
+Issue-level questions the Dice table cannot answer, measured without tuning anything on them:
+
+* **Over training** (``nnunet_mt_reproduce --snapshot-every K``): the Dice on the test scans of every
+  snapshot of every method, for a semi-supervised method both the model (the mean teacher's teacher)
+  and its student; and each snapshot's relative distance from the init model in weights,
+  ``||theta - theta_init|| / ||theta_init||`` over all parameters and buffers that are floating point.
+  An EMA teacher with alpha = 0.999 moves about 1/1000 of the student's way per step: this shows
+  whether the run was long enough for that to matter.
+* **Pseudo-labels** (``--unlabeled-truth DIR``: true masks of the unannotated scans, e.g. the synthetic
+  generator's, which no trainer reads): Dice, precision and recall of the init model's predictions on
+  the unannotated scans, i.e. the pseudo-labels of the pseudo-label baseline and the lesion regions the
+  mean teacher samples from.
+
+Results are cached in ``WORKDIR/n{n}/diagnostics/`` (a rerun computes only what is missing) and end up
+in the report as a plot and a markdown section.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from nnunet_mt.training.snapshots import list_snapshots
+
+#: the two networks of a semi-supervised snapshot, as the report names them
+MODEL_NAMES = {"network_weights": "model", "student_weights": "student"}
+
+
+def relative_distance(weights: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> float:
+    """``||w - r|| / ||r||`` over the floating-point entries both state dicts share (a single L2 norm)."""
+    diff = ref = 0.0
+    for name, r in reference.items():
+        w = weights.get(name)
+        if w is None or not torch.is_floating_point(r):
+            continue
+        diff += float(((w.double() - r.double()) ** 2).sum())
+        ref += float((r.double() ** 2).sum())
+    return math.sqrt(diff / ref) if ref > 0 else float("nan")
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def snapshot_diagnostics(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path], Path]], init_checkpoint: Path,
+                         cache: Path, device: str = "cpu") -> dict | None:
+    """Dice on ``cases`` and distance from the init model of every snapshot in ``fold_dir`` (None: no
+    snapshots). Cached in ``cache``; recomputed when the snapshots or cases differ from the cached ones."""
+    from nnunet_mt.evaluation.curves import snapshot_dice
+
+    snapshots = [s.name for s in list_snapshots(fold_dir)]
+    if not snapshots:
+        return None
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("snapshots") == snapshots and cached.get("cases") == sorted(cases):
+            return cached
+    init = torch.load(init_checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    distances = []
+    for snap in list_snapshots(fold_dir):
+        state = torch.load(snap, map_location="cpu", weights_only=False)
+        for key in MODEL_NAMES:
+            if key in state:
+                distances.append({"step": state["step"], "model": key,
+                                  "distance_from_init": relative_distance(state[key], init)})
+    rows = snapshot_dice(fold_dir, cases, keys=tuple(MODEL_NAMES), device=device)
+    result = {"snapshots": snapshots, "cases": sorted(cases), "dice": rows, "distance": distances}
+    _write_json(cache, result)
+    return result
+
+
+def pseudo_label_diagnostics(unlabeled_folder: Path, digest: str, init_fold_dir: Path, truth_dir: Path,
+                             images: Mapping[str, Sequence[Path]], file_ending: str, cache: Path) -> dict | None:
+    """Quality of the pseudo-label maps of the weights ``digest`` against the true masks in ``truth_dir``
+    (None: no maps of these weights). Every unannotated case needs its truth, else a clear error."""
+    from nnunet_mt.evaluation.curves import pseudo_label_quality
+    from nnunet_mt.training.pseudo_lesions import PseudoLabelMaps, labels_folder
+
+    maps = PseudoLabelMaps(labels_folder(unlabeled_folder, digest))
+    cases = [c for c in maps.cases() if c in images]
+    if not cases:
+        return None
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("digest") == digest and sorted(cached.get("per_case", {})) == cases:
+            return cached
+    missing = [c for c in cases if not (Path(truth_dir) / f"{c}{file_ending}").is_file()]
+    if missing:
+        raise FileNotFoundError(f"--unlabeled-truth {truth_dir}: no true mask for {len(missing)} unannotated "
+                                f"case(s), e.g. {Path(truth_dir) / (missing[0] + file_ending)}")
+    inputs = {c: (images[c], Path(truth_dir) / f"{c}{file_ending}") for c in cases}
+    per_case = pseudo_label_quality(init_fold_dir, {c: maps[c] for c in cases}, inputs)
+    result = {"digest": digest, "per_case": per_case, "summary": summarize_quality(per_case)}
+    _write_json(cache, result)
+    return result
+
+
+def summarize_quality(per_case: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean ± std of Dice / precision / recall over cases (NaN left out, counted), and voxel-pooled ones."""
+    out: dict[str, float] = {"cases": len(per_case)}
+    for key in ("dice", "precision", "recall"):
+        v = np.array([q[key] for q in per_case.values()], dtype=float)
+        out[f"{key}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        out[f"{key}_std"] = float(np.nanstd(v)) if np.isfinite(v).any() else float("nan")
+        out[f"{key}_nan_cases"] = int(np.isnan(v).sum())
+    return out
+
+
+def write_snapshot_plot(per_method: Mapping[str, dict], path: Path, title: str) -> None:
+    """Test Dice (left) and distance from the init model (right) against steps, per method and network."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from nnunet_mt.evaluation.curves import mean_by_step
+
+    fig = Figure(figsize=(11, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_d, ax_w = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for method, diag in per_method.items():
+        for key, name in MODEL_NAMES.items():
+            steps, means, _ = mean_by_step(diag["dice"], key)
+            if len(steps):
+                ls = "-" if key == "network_weights" else "--"
+                ax_d.plot(steps, means, ls, marker="o", ms=3, label=f"{method} {name}")
+            dist = [(d["step"], d["distance_from_init"]) for d in diag["distance"] if d["model"] == key]
+            if dist:
+                ax_w.plot(*zip(*dist), "-" if key == "network_weights" else "--", marker="o", ms=3,
+                          label=f"{method} {name}")
+    ax_d.set_xlabel("optimizer steps after the init model")
+    ax_d.set_ylabel("mean Dice on the test scans")
+    ax_w.set_xlabel("optimizer steps after the init model")
+    ax_w.set_ylabel("||w - w_init|| / ||w_init||")
+    for ax in (ax_d, ax_w):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(str(path))
+
+
+def diagnostics_markdown(n: int, per_method: Mapping[str, dict], pseudo: dict | None, plot_name: str | None) -> str:
+    """The report's diagnostics section of one count."""
+    from nnunet_mt.evaluation.curves import mean_by_step
+
+    lines = [f"### Diagnostics, {n} annotated scans", ""]
+    if per_method:
+        lines += ["Mean test Dice of each snapshot (model / student) and its distance from the init model "
+                  "(never used to choose anything):", "",
+                  "| method | network | step | mean Dice | distance from init |", "|---|---|---|---|---|"]
+        for method, diag in per_method.items():
+            dist = {(d["model"], d["step"]): d["distance_from_init"] for d in diag["distance"]}
+            for key, name in MODEL_NAMES.items():
+                steps, means, _ = mean_by_step(diag["dice"], key)
+                for s, m in zip(steps, means):
+                    lines.append(f"| {method} | {name} | {s} | {m:.4f} | {dist.get((key, int(s)), float('nan')):.4f} |")
+        lines.append("")
+        if plot_name:
+            lines += [f"![snapshots]({plot_name})", ""]
+    if pseudo is not None:
+        s = pseudo["summary"]
+        lines += [f"Pseudo-labels of the {s['cases']} unannotated scans (the init model's predictions, weights "
+                  f"{pseudo['digest']}) against their true masks: Dice {s['dice_mean']:.4f} ± {s['dice_std']:.4f}, "
+                  f"precision {s['precision_mean']:.4f} ± {s['precision_std']:.4f} ({s['precision_nan_cases']} "
+                  f"case(s) with no predicted lesion), recall {s['recall_mean']:.4f} ± {s['recall_std']:.4f}.", ""]
+    return "\n".join(lines)

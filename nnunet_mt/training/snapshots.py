@@ -1,0 +1,82 @@
+"""Weight snapshots during training, for curves of Dice against steps (schedule choice, diagnostics).
+
+With ``snapshot_every = k`` (class attribute, or ``nnUNet_mt_snapshot_every`` from the runner; 0 = off)
+a trainer writes ``fold_X/snapshots/epoch_EEEE.pth`` at the start of a fresh run (epoch 0: the
+weights it starts from) and after every k-th epoch. A snapshot holds only what nnU-Net's predictor
+reads (``network_weights``, ``trainer_name``, ``init_args``, ``inference_allowed_mirroring_axes``),
+plus ``current_epoch`` and ``step`` (optimizer steps done) and, for a semi-supervised trainer, the
+student as ``student_weights`` (``network_weights`` is the model, e.g. the mean teacher). So
+``nnUNetv2_predict ... -chk snapshots/epoch_0010.pth`` predicts with it, and
+:func:`nnunet_mt.evaluation.curves.snapshot_dice` scores every snapshot in one process.
+
+Snapshots do not change training: no RNG is drawn, nothing is read back. Written atomically (a file
+renamed into place), by rank 0 only.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from nnunet_mt.training.distributed import unwrap
+
+SNAPSHOT_FOLDER = "snapshots"
+_SNAPSHOT_NAME = re.compile(r"epoch_(\d{4,})\.pth")
+
+
+def snapshot_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pth"
+
+
+def list_snapshots(fold_dir: str | Path) -> list[Path]:
+    """The snapshots of a results fold, by epoch (finished files only)."""
+    folder = Path(fold_dir) / SNAPSHOT_FOLDER
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), f) for f in folder.iterdir() if (m := _SNAPSHOT_NAME.fullmatch(f.name))]
+    return [f for _, f in sorted(found)]
+
+
+class SnapshotMixin:
+    """Writes weight snapshots every ``snapshot_every`` epochs (see the module docstring)."""
+
+    #: epochs between snapshots; 0: none
+    snapshot_every: int = 0
+
+    def _snapshot_networks(self) -> dict[str, torch.nn.Module]:
+        """Checkpoint key -> network: the model as ``network_weights`` (a semi-supervised trainer's
+        ``target_network``, e.g. the teacher) and its student as ``student_weights``."""
+        if hasattr(self, "target_network"):
+            return {"network_weights": self.target_network(), "student_weights": self.plain_network()}
+        return {"network_weights": unwrap(self.network)}
+
+    def write_snapshot(self, epoch: int) -> Path | None:
+        if self.local_rank != 0 or getattr(self, "disable_checkpointing", False):
+            return None
+        folder = Path(self.output_folder) / SNAPSHOT_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {key: {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                 for key, net in self._snapshot_networks().items()}
+        state.update(current_epoch=epoch, step=int(getattr(self, "global_step", epoch * self.num_iterations_per_epoch)),
+                     trainer_name=self.__class__.__name__, init_args=self.my_init_kwargs,
+                     inference_allowed_mirroring_axes=self.inference_allowed_mirroring_axes)
+        out = folder / snapshot_name(epoch)
+        tmp = out.with_name(out.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, out)
+        return out
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.snapshot_every and self.current_epoch == 0:
+            self.write_snapshot(0)
+
+    def on_epoch_end(self):
+        # before nnU-Net's on_epoch_end, which writes checkpoint_latest.pth and counts the epoch: a run killed
+        # in between redoes the epoch on resume (and its snapshot), so every epoch a resume skips has one
+        done = self.current_epoch + 1
+        if self.snapshot_every and done % self.snapshot_every == 0:
+            self.write_snapshot(done)
+        super().on_epoch_end()

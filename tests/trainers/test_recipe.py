@@ -1,0 +1,122 @@
+"""The training recipe of the real trainers, built in this process on the tiny dataset: RMSProp with
+DeepMedic's eps and momentum at a constant learning rate, the 50/50 split of the unannotated batch, the
+pseudo-lesions of the initial weights, and an EN run resumed with its adversary (issue 11, missing tests)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from nnunetv2.run.run_training import maybe_load_checkpoint
+
+import in_process
+from nnunet_mt.architectures.deepmedic import DenseDeepMedic
+from nnunet_mt.training.adversarial import adversary_step, domain_labels
+from nnunet_mt.training.pseudo_lesions import cache_file, weights_digest
+from nnunet_mt.training.sampling import HEALTHY
+
+make_trainer = in_process.make_trainer  # the fixture, under its name for pytest
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerDeepMedic", "nnUNetTrainerMeanTeacher",
+                                  "nnUNetTrainerDeepMedicEN_tiny"])
+def test_rmsprop_with_deepmedics_eps_and_momentum_at_a_constant_learning_rate(make_trainer, name):
+    t = make_trainer(name)
+    t.initialize()
+    opt = t.optimizer
+    assert isinstance(opt, torch.optim.RMSprop)
+    group = opt.param_groups[0]
+    assert (group["lr"], group["alpha"], group["eps"], group["momentum"], group["weight_decay"]) == \
+        (1e-4, 0.9, 1e-4, 0.6, 0.0)
+    assert not group["centered"] and not group.get("nesterov", False)
+    for epoch in sorted({0, 1, t.num_epochs // 2, t.num_epochs - 1}):
+        t.lr_scheduler.step(epoch)  # what nnU-Net calls at every epoch start
+        assert group["lr"] == 1e-4, epoch
+    # two steps with gradient g = 0.5 everywhere, by hand (torch's RMSprop, momentum not Nesterov):
+    # v1 = 0.1 g^2, b1 = g / (sqrt(v1) + eps); v2 = 0.19 g^2, b2 = 0.6 b1 + g / (sqrt(v2) + eps); p -= lr b
+    p = next(t.network.parameters())
+    start = p.detach().clone()
+    g, eps = 0.5, 1e-4
+    b1 = g / (math.sqrt(0.1) * g + eps)
+    b2 = 0.6 * b1 + g / (math.sqrt(0.19) * g + eps)
+    for expected in (b1, b1 + b2):
+        opt.zero_grad()
+        for q in t.network.parameters():
+            q.grad = torch.full_like(q, g)
+        opt.step()
+        torch.testing.assert_close(p.detach(), start - 1e-4 * expected, rtol=0, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def started_mean_teacher(make_trainer, tiny_unlabeled, trained_deepmedic):
+    """nnUNetTrainerMeanTeacher_tiny started as nnUNetv2_train -pretrained_weights starts it (up to the
+    first step: teacher made, pseudo-lesion pass done, loaders built)."""
+    t = make_trainer("nnUNetTrainerMeanTeacher_tiny")
+    pretrained = trained_deepmedic / "checkpoint_final.pth"
+    maybe_load_checkpoint(t, False, False, str(pretrained))
+    t.on_train_start()
+    yield t, pretrained
+    t.on_train_end()
+
+
+def test_the_unannotated_batch_is_half_pseudo_lesion_half_healthy(started_mean_teacher):
+    t, _ = started_mean_teacher
+    loader = t.dataloader_unlabeled.data_loader
+    calls = []
+    get_bbox = loader.get_bbox
+
+    def recording(data_shape, force_fg, class_locations, **kwargs):
+        lbs, ubs = get_bbox(data_shape, force_fg, class_locations, **kwargs)
+        centre = np.array([lo + p // 2 for lo, p in zip(lbs, loader.patch_size)])
+        calls.append((force_fg, centre, class_locations))
+        return lbs, ubs
+
+    loader.get_bbox = recording
+    for _ in range(3):
+        batch = next(t.dataloader_unlabeled)
+        assert batch["data"].shape[0] == t.batch_size_unannotated == 2
+    assert [c[0] for c in calls] == [False, True] * 3  # nnU-Net oversamples the last half
+    for forced, centre, locations in calls:
+        lesion_keys = [k for k in locations if k != HEALTHY and len(locations[k])]
+        key = lesion_keys[0] if forced and lesion_keys else HEALTHY
+        rows = np.asarray(locations[key])[:, 1:]
+        assert (rows == centre).all(1).any(), (forced, key)  # centred on a voxel of that region
+    assert any(c[0] and any(k != HEALTHY and len(c[2][k]) for k in c[2]) for c in calls)
+
+
+def test_the_pseudo_lesions_come_from_the_initial_weights(started_mean_teacher):
+    t, pretrained = started_mean_teacher
+    start = DenseDeepMedic(2, 2, **t.configuration_manager.network_arch_init_kwargs)
+    start.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=False)["network_weights"])
+    assert t.pseudo_lesion_digest == weights_digest(start)
+    assert cache_file(t.unlabeled_folder(), t.pseudo_lesion_digest).is_file()
+    assert weights_digest(start) != t.initial_weights_digest  # not the random initialisation
+
+
+def test_en_resume_restores_the_adversary_and_its_optimizer(make_trainer, tmp_path):
+    t = make_trainer("nnUNetTrainerDeepMedicEN_tiny")
+    t.initialize()
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(4, 2, 6, 21, 21, generator=g), 1)
+    image = torch.randn(4, 2, 6, 21, 21, generator=g)
+    for _ in range(2):
+        adversary_step(t.adversary, t.adversary_optimizer, (probs, image), domain_labels(2, 2))
+    t.global_step, t.current_epoch = 7, 1
+    t.noise_generator.manual_seed(123)
+    path = str(tmp_path / "checkpoint_latest.pth")
+    t.save_checkpoint(path)
+
+    resumed = make_trainer("nnUNetTrainerDeepMedicEN_tiny")
+    resumed.load_checkpoint(path)  # what --c calls
+    assert resumed.global_step == 7 and resumed.current_epoch == 2
+    for k, v in t.adversary.state_dict().items():
+        assert torch.equal(resumed.adversary.state_dict()[k], v), k
+    saved, loaded = t.adversary_optimizer.state_dict(), resumed.adversary_optimizer.state_dict()
+    assert saved["param_groups"] == loaded["param_groups"]
+    for i, state in saved["state"].items():
+        assert float(loaded["state"][i]["step"]) == 2
+        assert torch.equal(loaded["state"][i]["exp_avg"], state["exp_avg"])
+    for k, v in t.network.state_dict().items():
+        assert torch.equal(resumed.network.state_dict()[k], v), k
+    assert torch.equal(resumed.noise_generator.get_state(), t.noise_generator.get_state())

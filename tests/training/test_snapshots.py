@@ -1,0 +1,100 @@
+"""Weight snapshots: cadence, content (the weights of that moment, the step, what nnU-Net's predictor reads)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnunet_mt.training.snapshots import SnapshotMixin, list_snapshots
+
+
+class _FakeTrainer:
+    """The part of nnUNetTrainer the mixin uses; on_epoch_end counts the epoch as nnU-Net's does."""
+
+    def __init__(self, out):
+        self.output_folder, self.local_rank, self.num_iterations_per_epoch = str(out), 0, 5
+        self.my_init_kwargs = {"configuration": "3d_fullres", "fold": 0}
+        self.inference_allowed_mirroring_axes = None
+        self.current_epoch = 0
+        self.network = nn.Linear(2, 1)
+
+    def on_train_start(self):
+        pass
+
+    def on_epoch_end(self):
+        self.current_epoch += 1
+
+
+class _Supervised(SnapshotMixin, _FakeTrainer):
+    snapshot_every = 2
+
+
+class _Wrapper(nn.Module):  # stands for DDP: the network is .module
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+
+class _SemiSupervised(_Supervised):
+    def __init__(self, out):
+        super().__init__(out)
+        self.teacher = nn.Linear(2, 1)
+        self.global_step = 0
+        self.network = _Wrapper(self.network)
+
+    def target_network(self):
+        return self.teacher
+
+    def plain_network(self):
+        return self.network.module
+
+
+def _train(trainer, epochs):
+    weights = {}
+    trainer.on_train_start()
+    weights[0] = trainer.network.state_dict()["weight"].clone() if not hasattr(trainer.network, "module") \
+        else trainer.network.module.weight.detach().clone()
+    for e in range(1, epochs + 1):
+        with torch.no_grad():
+            for p in trainer.network.parameters():
+                p.add_(1.0)
+        if hasattr(trainer, "global_step"):
+            trainer.global_step += 3
+        trainer.on_epoch_end()
+        net = trainer.network.module if hasattr(trainer.network, "module") else trainer.network
+        weights[e] = net.weight.detach().clone()
+    return weights
+
+
+def test_cadence_and_content(tmp_path):
+    trainer = _Supervised(tmp_path)
+    weights = _train(trainer, 5)
+    snaps = list_snapshots(tmp_path)
+    assert [s.name for s in snaps] == ["epoch_0000.pth", "epoch_0002.pth", "epoch_0004.pth"]
+    assert not list((tmp_path / "snapshots").glob("*.tmp"))
+    for snap, epoch in zip(snaps, (0, 2, 4)):
+        state = torch.load(snap, weights_only=False)
+        assert state["current_epoch"] == epoch and state["step"] == epoch * 5
+        assert torch.equal(state["network_weights"]["weight"], weights[epoch])  # a copy of that moment
+        assert state["trainer_name"] == "_Supervised" and state["init_args"]["configuration"] == "3d_fullres"
+        assert "student_weights" not in state
+
+
+def test_semi_supervised_keeps_model_and_student(tmp_path):
+    trainer = _SemiSupervised(tmp_path)
+    teacher = trainer.teacher.weight.detach().clone()
+    weights = _train(trainer, 2)
+    state = torch.load(list_snapshots(tmp_path)[-1], weights_only=False)
+    assert state["step"] == 6  # the trainer's own step counter
+    assert torch.equal(state["network_weights"]["weight"], teacher)  # the model: the teacher (untouched here)
+    assert torch.equal(state["student_weights"]["weight"], weights[2])
+
+
+def test_off_and_resumed_runs_write_no_epoch_0(tmp_path):
+    off = _Supervised(tmp_path / "off")
+    off.snapshot_every = 0
+    _train(off, 3)
+    assert list_snapshots(tmp_path / "off") == []
+    resumed = _Supervised(tmp_path / "resumed")
+    resumed.current_epoch = 3  # as after --c: the start is not the run's start
+    _train(resumed, 1)
+    assert [s.name for s in list_snapshots(tmp_path / "resumed")] == ["epoch_0004.pth"]

@@ -1,0 +1,80 @@
+"""No background worker of the plugin outlives its trainer (issue 11, item 6): killed with SIGTERM or
+SIGKILL, a process holding a trainer's loaders takes their workers with it, and the end of training
+stops every loader, the unannotated one included."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loader_child import bare_trainer, start_loaders
+
+HELPER = Path(__file__).with_name("loader_child.py")
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for a reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until_gone(pids, limit_s: float = 15.0) -> list[int]:
+    """The pids still alive after up to ``limit_s`` seconds (polled)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    return [p for p in pids if alive(p)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_trainer_killed_by_sigterm_or_sigkill():
+    env = dict(os.environ, nnUNet_n_proc_DA="2", PYTHONPATH=str(HELPER.parent) + os.pathsep
+               + os.environ.get("PYTHONPATH", ""))
+    signals = (signal.SIGTERM, signal.SIGKILL)
+    # both at once: their start (imports) is most of the time
+    procs = [subprocess.Popen([sys.executable, str(HELPER)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in signals]
+    survivors = {}
+    try:
+        for sig, proc in zip(signals, procs):
+            line = proc.stdout.readline()
+            assert line.startswith("workers"), line + proc.stderr.read()
+            workers = [int(p) for p in line.split()[1:]]
+            assert len(workers) == 4 and all(alive(p) for p in workers)
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == -sig  # it dies of the signal, as without the plugin
+            survivors[sig.name] = wait_until_gone(workers)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for pids in survivors.values():  # leave nothing behind, then fail
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+    assert survivors == {"SIGTERM": [], "SIGKILL": []}, "workers outlived their trainer"
+
+
+def test_end_of_training_stops_every_loader(tmp_path, monkeypatch):
+    """nnU-Net's on_train_end stops its two loaders; the trainer's also stops the unannotated one."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "2")
+    t = bare_trainer()
+    pids = start_loaders(t)
+    # what nnU-Net's on_train_end touches besides the loaders
+    t.current_epoch, t.local_rank, t.output_folder = 1, 0, str(tmp_path)
+    t.save_checkpoint = lambda filename: None
+    t.print_to_log_file = lambda *args, **kwargs: None
+    try:
+        type(t).on_train_end(t)
+        survivors = wait_until_gone(pids, limit_s=5)
+    finally:
+        for loader in (t.dataloader_train, t.dataloader_unlabeled):
+            loader._finish()
+    assert not survivors
