@@ -539,6 +539,18 @@ def check_trainers(methods: list[str], suffix: str) -> None:
                              f"trainer has each)")
 
 
+def check_truth(source: SourceDataset, truth: Path | None) -> None:
+    """``--unlabeled-truth``: a mask for every unannotated scan, checked before hours of training, not after."""
+    if truth is None:
+        return
+    if not Path(truth).is_dir():
+        raise ReproduceError(f"--unlabeled-truth {truth}: not a folder")
+    missing = [c for c in sorted(source.unlabeled) if not (Path(truth) / f"{c}{source.file_ending}").is_file()]
+    if missing:
+        raise ReproduceError(f"--unlabeled-truth {truth}: no true mask for {len(missing)} of the "
+                             f"{len(source.unlabeled)} unannotated scans, e.g. {missing[0]}{source.file_ending}")
+
+
 class WorkdirLock:
     """An exclusive lock on ``WORKDIR/.lock`` for the run's life (released by the OS if the run dies), so two
     runs never preprocess or train into one work folder at the same time."""
@@ -685,6 +697,7 @@ def main(argv: list[str] | None = None) -> None:
             args.num_processes = int(os.environ.get("nnUNet_def_n_proc", 8))
         args.workdir = args.workdir.resolve()
         check_trainers(args.methods, args.trainer_suffix)
+        check_truth(source, args.unlabeled_truth)
         lock = WorkdirLock(args.workdir)  # held to the end of main
         repro = Reproduction(args, source)
         repro.prepare()

@@ -487,3 +487,17 @@ def test_diagnostics_snapshots_and_pseudo_label_quality(reproduction):
     text = (r.work / "report" / "report.md").read_text()
     assert "### Diagnostics, 3 annotated scans" in text and "Pseudo-labels of the 3 unannotated scans" in text
     assert (r.work / "report" / "diagnostics_n3.png").stat().st_size > 0
+
+
+def test_unlabeled_truth_is_checked_before_any_work(tmp_path):
+    source = read_source(_fake_dataset(tmp_path / "raw"))  # unannotated u1, u2
+    truth = tmp_path / "truth"
+    with pytest.raises(ReproduceError, match="not a folder"):
+        reproduce.check_truth(source, truth)
+    truth.mkdir()
+    (truth / "u1.nii.gz").touch()
+    with pytest.raises(ReproduceError, match=r"no true mask for 1 of the 2 unannotated scans, e.g. u2.nii.gz"):
+        reproduce.check_truth(source, truth)
+    (truth / "u2.nii.gz").touch()
+    reproduce.check_truth(source, truth)
+    reproduce.check_truth(source, None)
