@@ -7,7 +7,9 @@ BraTS-sized skull-stripped volume (240 x 240 x 155 at 1 mm):
 * seconds per case end to end through ``nnUNetv2_predict`` (process start, preprocessing, network,
   export; total wall time / cases, nnU-Net's default worker counts): our DeepMedic, and nnU-Net's
   default ``3d_fullres`` U-Net (``nnUNetTrainer``) with ``--disable_tta`` and with its default mirroring;
-  peak resident memory of the largest process;
+  again for DeepMedic and the U-Net without mirroring with ``-npp 0 -nps 0`` (no worker processes: on 2
+  cores the 6 spawned workers of the default cost more than they overlap); peak resident memory of the
+  largest process;
 * the DeepMedic network alone on one preprocessed case, padded into the inference window exactly as
   nnU-Net's predictor pads it (``DenseDeepMedic.forward_window``), its FLOP count
   (``dense_inference.block_flops`` of the outputs it computes), the fp32 matmul peak measured in the
@@ -21,6 +23,7 @@ depend on the weights. Everything lives under ``--workdir`` (nnU-Net folders inc
 a rerun (datasets, preprocessing, checkpoints); the timings are always measured anew.
 
 usage: python benchmarks/inference.py [--workdir DIR] [--cases 5] [--no-unet] [--no-brats] [--no-tta]
+                                     [--no-sequential]
 """
 from __future__ import annotations
 
@@ -41,6 +44,10 @@ DATASETS = {  # id: (name, generator arguments)
     813: ("brats", dict(shape=(240, 240, 155), spacing=(1.0, 1.0, 1.0), background="skull-stripped")),
 }
 DEEPMEDIC, UNET = "nnUNetTrainerDeepMedic", "nnUNetTrainer"
+
+
+SEQ_DEEPMEDIC = "DeepMedic -npp 0 -nps 0"
+SEQ_UNET = "U-Net --disable_tta -npp 0 -nps 0"
 
 
 def _env(workdir: Path) -> dict:
@@ -78,7 +85,7 @@ def prepare(workdir: Path, dataset_id: int, cases: int, env: dict) -> None:
         generate_synthetic_stroke_dwi(workdir / "raw", dataset_id=dataset_id, num_train=2, num_test=cases,
                                       num_unlabeled=2 if kind == "noisy" else 0, montage=False, **kwargs)
     if not (workdir / "preprocessed" / name / "nnUNetPlans.json").is_file():
-        _run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "3d_fullres", "-np", "1"], env,
+        _run(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "3d_fullres", "-npfp", "1", "-np", "1"], env,
              workdir / f"plan_{dataset_id}.log")
     if DATASETS[dataset_id][0] == "noisy" and not (workdir / "preprocessed" / name /
                                                    "nnUNetPlans_3d_fullres_unlabeled").is_dir():
@@ -120,14 +127,18 @@ def checkpoint(workdir: Path, dataset_id: int, trainer_name: str) -> Path:
     return model
 
 
-def predict(workdir: Path, dataset_id: int, trainer: str, cases: int, env: dict, tta: bool = True) -> dict:
+def predict(workdir: Path, dataset_id: int, trainer: str, cases: int, env: dict, tta: bool = True,
+            sequential: bool = False) -> dict:
+    """``nnUNetv2_predict`` of the test scans: nnU-Net's default worker pools (3 preprocessing + 3 export
+    processes, spawned), or ``sequential`` (``-npp 0 -nps 0``: everything in the one process)."""
     from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import dataset_folder_name
 
-    out = workdir / "pred" / f"{dataset_id}_{trainer}_{'tta' if tta else 'notta'}"
+    out = workdir / "pred" / f"{dataset_id}_{trainer}_{'tta' if tta else 'notta'}{'_seq' if sequential else ''}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = ["nnUNetv2_predict", "-i", str(workdir / "raw" / dataset_folder_name(dataset_id) / "imagesTs"),
            "-o", str(out), "-d", str(dataset_id), "-c", "3d_fullres", "-f", "0", "-tr", trainer,
-           "-chk", "checkpoint_final.pth", "-device", "cpu"] + ([] if tta else ["--disable_tta"])
+           "-chk", "checkpoint_final.pth", "-device", "cpu"] + ([] if tta else ["--disable_tta"]) \
+        + (["-npp", "0", "-nps", "0"] if sequential else [])
     wall, rss = _run(cmd, env, workdir / f"predict_{out.name}.log")
     written = len(list(out.glob("*.nii.gz")))
     if written != cases:
@@ -224,6 +235,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-unet", action="store_true", help="skip nnU-Net's U-Net")
     parser.add_argument("--no-tta", action="store_true", help="skip the U-Net with mirroring (the slowest part)")
     parser.add_argument("--no-brats", action="store_true", help="skip the BraTS-sized volume")
+    parser.add_argument("--no-sequential", action="store_true",
+                        help="skip the runs with -npp 0 -nps 0 (no worker processes; the fastest on 2 cores)")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
     env = _env(workdir)
@@ -244,9 +257,15 @@ def main(argv=None) -> None:
             checkpoint(workdir, dataset_id, trainer)
         r = {"DeepMedic": predict(workdir, dataset_id, DEEPMEDIC, cases, env)}
         print(f"   DeepMedic nnUNetv2_predict: {r['DeepMedic']['s_per_case']:.1f} s/case", flush=True)
+        if not args.no_sequential:
+            r[SEQ_DEEPMEDIC] = predict(workdir, dataset_id, DEEPMEDIC, cases, env, sequential=True)
+            print(f"   {SEQ_DEEPMEDIC}: {r[SEQ_DEEPMEDIC]['s_per_case']:.1f} s/case", flush=True)
         if UNET in trainers:
             r["U-Net --disable_tta"] = predict(workdir, dataset_id, UNET, cases, env, tta=False)
             print(f"   U-Net --disable_tta: {r['U-Net --disable_tta']['s_per_case']:.1f} s/case", flush=True)
+            if not args.no_sequential:
+                r[SEQ_UNET] = predict(workdir, dataset_id, UNET, cases, env, tta=False, sequential=True)
+                print(f"   {SEQ_UNET}: {r[SEQ_UNET]['s_per_case']:.1f} s/case", flush=True)
             if not args.no_tta:
                 r["U-Net (mirroring)"] = predict(workdir, dataset_id, UNET, cases, env, tta=True)
                 print(f"   U-Net (mirroring): {r['U-Net (mirroring)']['s_per_case']:.1f} s/case", flush=True)
@@ -268,7 +287,7 @@ def print_report(results: dict) -> None:
             continue
         r = results[kind]
         base = r["DeepMedic"]["s_per_case"]
-        for label in ("DeepMedic", "U-Net --disable_tta", "U-Net (mirroring)"):
+        for label in ("DeepMedic", SEQ_DEEPMEDIC, "U-Net --disable_tta", SEQ_UNET, "U-Net (mirroring)"):
             if label in r:
                 print(f"| {kind} | {label} | {r[label]['s_per_case']:.1f} | {r[label]['peak_rss_gb']:.2f} GB | "
                       f"{r[label]['s_per_case'] / base:.2f}x |")

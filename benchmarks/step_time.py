@@ -78,6 +78,8 @@ def measure(trainer_name: str, device: str, steps: int, warmup: int) -> dict:
     plans["continue_training"] = False
     trainer = cls(plans, "3d_fullres", 0, dataset_json, torch.device(device))
     trainer.initialize()
+    from nnunet_mt.allocator import reuse_freed_memory
+    reuse_freed_memory()  # what the trainers' on_train_start does
     g = torch.Generator().manual_seed(0)
     batch = {"data": torch.randn(8, 2, *PATCH, generator=g),
              "target": torch.randint(0, 2, (8, 1, *PATCH), generator=g).to(torch.int16)}
@@ -152,7 +154,7 @@ def real_iterations(root: Path, env: dict, iterations: int) -> dict:
             if subprocess.run(list(cmd), env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
                 raise SystemExit(f"{' '.join(cmd)} failed:\n" + (root / "log.txt").read_text()[-3000:])
 
-    run("nnUNetv2_plan_and_preprocess", "-d", "821", "-c", "3d_fullres", "-np", "1")
+    run("nnUNetv2_plan_and_preprocess", "-d", "821", "-c", "3d_fullres", "-npfp", "1", "-np", "1")
     run("nnunet_mt_preprocess_unlabeled", "-d", "821", "-c", "3d_fullres")
     # fold 0 trains on 3 scans and validates on 1 (nnU-Net's 5-fold split needs 5 scans)
     cases = sorted(p.name[:-len(".pkl")] for p in (root / "pre" / "Dataset821_SyntheticStrokeDWI" /

@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     plans = workdir / "nnUNet_preprocessed" / DATASET / "nnUNetPlans.json"
     if not plans.exists():
         timings["plan_and_preprocess"] = run("plan and preprocess", [
-            "nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"], env)
+            "nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-npfp", "2", "-np", "2"], env)
     else:
         skipped("plan and preprocess", plans)
     write_demo_split(workdir / "nnUNet_preprocessed" / DATASET)

@@ -48,6 +48,9 @@ Budget: ``--init-epochs``, ``--epochs``, ``--iterations-per-epoch``, ``--val-ite
 ``--rampup`` reach the trainers as ``nnUNet_mt_*`` environment variables
 (:mod:`nnunet_mt.training.budget`); an option left out keeps the trainer's own (full) length. The
 variables are removed from the environment the runner was started with, so only its options count.
+The trainings also get ``nnUNet_mt_final_validation=0`` (:mod:`nnunet_mt.training.final_validation`):
+nnU-Net's end-of-training validation would score a placeholder validation case drawn from the training
+scans; every method is evaluated on the test scans instead.
 
 Everything is written under ``--workdir`` (its own ``nnUNet_raw``, ``nnUNet_preprocessed``,
 ``nnUNet_results``); the source dataset is only read and your nnU-Net folders are not used.
@@ -75,6 +78,7 @@ import numpy as np
 from nnunet_mt.pipeline import run, workdir_env
 from nnunet_mt.source_dataset import (UNLABELED_FOLDER, ReproduceError, SourceDataset, check_unchanged,
                                       find_dataset_folder, fingerprint, read_source)
+from nnunet_mt.training import final_validation
 from nnunet_mt.training.budget import BUDGET_VARIABLES, env_for_budget
 from nnunet_mt.training.snapshots import list_snapshots
 
@@ -243,10 +247,15 @@ class Reproduction:
         self.timings: dict[str, float] = (json.loads(self.timings_file.read_text())
                                           if self.timings_file.exists() else {})
         self.run_timings: dict[str, float] = {}
+        #: nnU-Net's end-of-training validation: off, the fold-0 validation case is a training scan
+        self.final_validation = False
         self.diagnostics_md: list[str] = []
         base = workdir_env(self.workdir)
         base["nnUNet_compile"] = os.environ.get("nnUNet_compile", "false")
-        for name in BUDGET_VARIABLES:
+        # nnU-Net's own worker pools (the end-of-training validation's export and scoring) follow the option too
+        if getattr(args, "num_processes", None) is not None:
+            base["nnUNet_def_n_proc"] = str(max(1, args.num_processes))
+        for name in (*BUDGET_VARIABLES, final_validation.VARIABLE):
             base.pop(name, None)
         self.env = base
         self.preprocess_env = {k: v for k, v in base.items() if k != "nnUNet_n_proc_DA"}  # crashes with 0
@@ -288,6 +297,14 @@ class Reproduction:
         i = self.counts.index(n)
         dataset_id = FIRST_DERIVED_ID + i
         return dataset_id, f"Dataset{dataset_id:03d}_{self.source.name}_n{n}"
+
+    def unlabeled_folder(self, n: int) -> Path:
+        """Where nnunet_mt_preprocess_unlabeled writes count n's unannotated scans (the trainers' folder)."""
+        from nnunet_mt.preprocessing.unlabeled import OUTPUT_SUFFIX
+
+        preprocessed = self.workdir / "nnUNet_preprocessed" / self.dataset(n)[1]
+        plans = json.loads((preprocessed / f"{PLANS}.json").read_text())
+        return preprocessed / (plans["configurations"][CONFIGURATION]["data_identifier"] + OUTPUT_SUFFIX)
 
     def count_dir(self, n: int) -> Path:
         return self.workdir / f"n{n}"
@@ -357,7 +374,7 @@ class Reproduction:
         else:
             (self.count_dir(n) / ".preprocessed_unlabeled").unlink(missing_ok=True)
             self.stage(f"n{n}/plan_and_preprocess", ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c",
-                                                     CONFIGURATION, "-np", np_], self.preprocess_env)
+                                                     CONFIGURATION, "-npfp", np_, "-np", np_], self.preprocess_env)
             marker.touch()
         write_fold0_split(preprocessed, self.splits[n]["train"])
         write_init_plans(preprocessed)
@@ -381,7 +398,8 @@ class Reproduction:
             raise ReproduceError(f"{pretrained} is missing (the init model did not finish)")
         env = dict(self.env, **env_for_budget(epochs=epochs, iterations_per_epoch=self.args.iterations_per_epoch,
                                               val_iterations=self.args.val_iterations, rampup=self.args.rampup,
-                                              lr=lr, snapshot_every=getattr(self.args, "snapshot_every", None)))
+                                              lr=lr, snapshot_every=getattr(self.args, "snapshot_every", None)),
+                   **{final_validation.VARIABLE: "1" if self.final_validation else "0"})
         self.stage(name, cmd, env)
 
     def predict(self, n: int, method: str) -> Path:
@@ -475,8 +493,7 @@ class Reproduction:
                 digest = torch_load(final).get("semi_supervised", {}).get("pseudo_lesion_digest")
                 if digest is None:
                     continue
-                unlabeled = (self.workdir / "nnUNet_preprocessed" / self.dataset(n)[1]
-                             / f"{PLANS}_{CONFIGURATION}_unlabeled")
+                unlabeled = self.unlabeled_folder(n)
                 start = time.time()
                 pseudo = dg.pseudo_label_diagnostics(unlabeled, digest, init, truth, self.source.unlabeled,
                                                      self.source.file_ending, folder / "pseudo_label_quality.json")
@@ -675,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the snapshots (--snapshot-every) on the first K test scans only (default all)")
     p.add_argument("--trainer-suffix", default="", help="appended to every trainer name (e.g. _tiny for tests)")
     p.add_argument("--num-processes", type=_non_negative_int, default=None,
-                   help="processes for preprocessing, prediction and evaluation (default $nnUNet_def_n_proc or 8); "
+                   help="processes for preprocessing, prediction and evaluation, and nnU-Net's worker pools in "
+                        "training (nnUNet_def_n_proc; default $nnUNet_def_n_proc or 8); "
                         "0: nnUNetv2_predict runs sequentially without worker processes (-npp 0 -nps 0), the "
                         "other steps use 1")
     p.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (nnUNetv2_predict --disable_tta)")

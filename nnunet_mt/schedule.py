@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             init_lr=args.init_lr, snapshot_every=args.snapshot_every, trainer_suffix=args.trainer_suffix,
             device=args.device, num_processes=args.num_processes, disable_tta=True)
         repro = Reproduction(runner_args, source)
+        repro.final_validation = True  # fold 0 validates on the held-out scans: nnU-Net's summary is real
         n = args.count
         split = holdout_split(repro.splits[n]["train"], args.holdout, args.seed)
         record = {"count": n, "seed": args.seed, "shared_test": args.shared_test, "split": split,

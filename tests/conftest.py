@@ -105,7 +105,10 @@ class NNUNetEnv:
         env = dict(os.environ)
         env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed),
                    nnUNet_results=str(self.results), nnUNet_def_n_proc="1", nnUNet_compile="false",
-                   nnUNet_extTrainer=ext_trainer_value(None), PYTHONUNBUFFERED="1")
+                   nnUNet_extTrainer=ext_trainer_value(None), PYTHONUNBUFFERED="1",
+                   # nnU-Net's final validation (two spawned worker pools per training) runs where a test
+                   # checks it: train(..., final_validation=True)
+                   nnUNet_mt_final_validation="0")
         env.pop("nnUNet_n_proc_DA", None)
         return env
 
@@ -119,10 +122,12 @@ class NNUNetEnv:
                                  f"{proc.stderr[-4000:]}")
         return proc
 
-    def train(self, trainer: str, *extra: str, fold: str = "0") -> subprocess.CompletedProcess:
+    def train(self, trainer: str, *extra: str, fold: str = "0",
+              final_validation: bool = False) -> subprocess.CompletedProcess:
         # single-threaded augmentation keeps CPU tests deterministic and light
         return self.run("nnUNetv2_train", str(TINY_ID), "3d_fullres", fold, "-tr", trainer, "-device", "cpu",
-                        *extra, extra_env={"nnUNet_n_proc_DA": "0"})
+                        *extra, extra_env={"nnUNet_n_proc_DA": "0",
+                                           "nnUNet_mt_final_validation": str(int(final_validation))})
 
     def model_folder(self, trainer: str) -> Path:
         return self.results / TINY_NAME / f"{trainer}__nnUNetPlans__3d_fullres"
@@ -133,14 +138,14 @@ def tiny_nnunet(tmp_path_factory) -> NNUNetEnv:
     """Raw + planned + preprocessed tiny dataset (5 train, 2 test, 3 unlabelled cases)."""
     env = NNUNetEnv(tmp_path_factory.mktemp("nnunet"))
     write_tiny_raw(env.raw)
-    env.run("nnUNetv2_plan_and_preprocess", "-d", str(TINY_ID), "-c", "3d_fullres", "-np", "1")
+    env.run("nnUNetv2_plan_and_preprocess", "-d", str(TINY_ID), "-c", "3d_fullres", "-npfp", "1", "-np", "1")
     return env
 
 
 @pytest.fixture(scope="session")
 def trained_deepmedic(tiny_nnunet) -> Path:
     """A supervised DeepMedic trained for a few steps on the tiny dataset; returns its fold folder."""
-    tiny_nnunet.train("nnUNetTrainerDeepMedic_tiny")
+    tiny_nnunet.train("nnUNetTrainerDeepMedic_tiny", final_validation=True)
     return tiny_nnunet.model_folder("nnUNetTrainerDeepMedic_tiny") / "fold_0"
 
 

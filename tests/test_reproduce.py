@@ -193,6 +193,26 @@ STAGES_PER_COUNT = ("plan_and_preprocess", "preprocess_unlabeled", "train_init_n
                     *[f"evaluate_{m}" for m in METHODS])
 
 
+def test_training_environment(tmp_path, monkeypatch):
+    """The trainings get the budget, no final validation (fold 0 validates on a training scan) and nnU-Net's
+    pools sized by --num-processes; the variables of the runner's own environment do not leak in."""
+    monkeypatch.setenv("nnUNet_mt_final_validation", "1")
+    monkeypatch.setenv("nnUNet_mt_epochs", "99")
+    args = SimpleNamespace(workdir=tmp_path / "work", counts=[2], methods=["DeepMedic"], seed=0, shared_test=None,
+                           init_epochs=1, epochs=3, iterations_per_epoch=4, val_iterations=1, rampup=None,
+                           trainer_suffix="", disable_tta=False, num_processes=0, device="cpu")
+    repro = reproduce.Reproduction(args, read_source(_fake_dataset(tmp_path / "raw")))
+    args.workdir.mkdir()
+    calls = []
+    monkeypatch.setattr(reproduce, "run", lambda name, cmd, env: calls.append((name, cmd, env)) or 0.0)
+    repro.train("n2/train_DeepMedic", 2, "nnUNetTrainerDeepMedic", reproduce.PLANS, 3)
+    (name, cmd, env), = calls
+    assert cmd[:2] == ["nnUNetv2_train", str(repro.dataset(2)[0])]
+    assert env["nnUNet_mt_final_validation"] == "0" and env["nnUNet_def_n_proc"] == "1"
+    assert env["nnUNet_mt_epochs"] == "3" and env["nnUNet_mt_iterations_per_epoch"] == "4"
+    assert "nnUNet_mt_final_validation" not in repro.env and "nnUNet_mt_epochs" not in repro.env
+
+
 def _snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() + f" {p.stat().st_mtime_ns}"
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -317,6 +337,9 @@ def test_every_method_starts_from_the_init_model(reproduction):
             assert "training budget from the environment (nnUNet_mt_*): {'num_epochs': 2, " \
                    "'num_iterations_per_epoch': 2, 'num_val_iterations_per_epoch': 1, 'rampup_length': 2, " \
                    "'snapshot_every': 1}" in log
+            # fold 0's validation case is a training scan: the runner skips nnU-Net's final validation
+            assert "final validation skipped (nnUNet_mt_final_validation=0)" in log
+            assert not (fold / "validation").exists()
             # the weights each method starts from (its epoch-0 snapshot) are the init model's, student and
             # teacher alike; and training moved them
             start = torch.load(fold / "snapshots" / "epoch_0000.pth", map_location="cpu", weights_only=False)

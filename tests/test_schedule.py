@@ -27,6 +27,7 @@ def schedule(tmp_path_factory):
     write_tiny_raw(raw, n_unlabeled=0)
     work = root / "work"
     env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_n_proc_DA="0", nnUNet_compile="false", PYTHONUNBUFFERED="1")
+    env.pop("nnUNet_def_n_proc", None)  # the runner's --num-processes 1 sets it for nnU-Net's pools
     cmd = [str(VENV_BIN / "nnunet_mt_schedule"), "-d", "901", "--workdir", str(work), "--count", "4",
            "--shared-test", "2", "--holdout", "2", "--init-epochs", "2", "--epochs", "2", "--iterations-per-epoch",
            "2", "--val-iterations", "1", "--snapshot-every", "1", "--trainer-suffix", "_tiny", "--num-processes", "1"]
@@ -83,6 +84,22 @@ def test_snapshot_dice_equals_nnunet_predict_of_the_snapshot(schedule, tmp_path)
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(schedule.raw / "Dataset901_Tiny" / "labelsTr" / f"{case}.nii.gz")))
     expected = dice(pred > 0, ref > 0)
     assert row["dice"] == pytest.approx(expected, abs=1e-9) or (np.isnan(row["dice"]) and np.isnan(expected))
+
+
+def test_final_snapshot_dice_equals_nnunet_final_validation(schedule):
+    """Fold 0 validates on the held-out scans, so nnU-Net's own end-of-training validation (which the schedule,
+    unlike the runner, keeps) scores the curve's last point: the same Dice per case."""
+    stage_b = schedule.curve["stages"][1]
+    last = max(r["step"] for r in stage_b["rows"])  # the stage's own step count (its final snapshot)
+    ours = {r["case"]: r["dice"] for r in stage_b["rows"] if r["step"] == last}
+    fold = (schedule.work / "nnUNet_results" / "Dataset500_Tiny_n4"
+            / "nnUNetTrainerDeepMedic_tiny__nnUNetPlans__3d_fullres" / "fold_0")
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    theirs = {os.path.basename(c["reference_file"]).split(".")[0]: c["metrics"]["1"]["Dice"]
+              for c in summary["metric_per_case"]}
+    assert sorted(theirs) == sorted(ours) == schedule.curve["split"]["val"]
+    for case, d in ours.items():
+        assert d == pytest.approx(theirs[case], abs=1e-9, nan_ok=True), case
 
 
 def test_rerun_redoes_nothing_and_other_settings_stop(schedule):

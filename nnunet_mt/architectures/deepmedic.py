@@ -420,7 +420,10 @@ class DenseDeepMedic(DeepMedic):
     def _segment(self, x: torch.Tensor, region, anchor: Sequence[int] | None = None,
                  tile_size: Sequence[int] | int | None = None) -> torch.Tensor:
         """Zero response everywhere, then exact logits for the outputs in ``region`` = (lo, hi)."""
+        from nnunet_mt.allocator import reuse_freed_memory
         from nnunet_mt.architectures.dense_inference import forward_block, fuse
+
+        reuse_freed_memory()  # each tile's activations are hundreds of MiB: keep them off fresh pages
 
         spatial = tuple(x.shape[2:])
         out = x.new_empty((x.shape[0], self.num_classes, *spatial))

@@ -64,7 +64,7 @@ class FusedDeepMedic:
     normal: _Pathway
     low: _Pathway
     head_slope: torch.Tensor                  # PReLU before the first 1^3 layer (100 channels)
-    head: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]  # (W^T, bias, PReLU slope of next)
+    head: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]  # (W (out, in), bias, PReLU slope of next)
     subsample_factor: int
     shrink: int
 
@@ -121,7 +121,7 @@ def fuse(net: "DeepMedic") -> FusedDeepMedic:
             scale, shift = _bn_affine(modules[i + 1].norm)
             w, b = w * scale.detach()[:, None], b * scale.detach() + shift.detach()
             slope = modules[i + 1].act.weight.detach()
-        head.append((w.t().contiguous(), b.contiguous(), slope))
+        head.append((w.contiguous(), b.contiguous(), slope))
     return FusedDeepMedic(normal, low, first.act.weight.detach(), head, net.subsample_factor, net.shrink)
 
 
@@ -192,7 +192,7 @@ def forward_block(fused: FusedDeepMedic, padded: torch.Tensor, lo: Sequence[int]
     index = ((axes[0].view(-1, 1, 1) * low_size[1] + axes[1].view(1, -1, 1)) * low_size[2]
              + axes[2].view(1, 1, -1)).reshape(-1)
     per_case = index.numel()
-    k_out = fused.head[-1][0].shape[1]
+    k_out = fused.head[-1][0].shape[0]
     out = normal.new_empty((batch * per_case, k_out))
     low_per_case = low_size[0] * low_size[1] * low_size[2]
     for b in range(batch):
@@ -201,8 +201,9 @@ def forward_block(fused: FusedDeepMedic, padded: torch.Tensor, lo: Sequence[int]
             h = torch.cat([n_rows[b * per_case + r0:b * per_case + r1],
                            l_rows.index_select(0, index[r0:r1] + b * low_per_case)], 1)
             h = F.prelu(h, fused.head_slope)
-            for w_t, bias, slope in fused.head:
-                h = torch.addmm(bias, h, w_t)
+            for w, bias, slope in fused.head:
+                # F.linear, not addmm with W^T: 3x faster for the 2-class classifier (benchmarks/micro.py)
+                h = F.linear(h, w, bias)
                 if slope is not None:
                     h = F.prelu(h, slope)
             out[b * per_case + r0:b * per_case + r1] = h

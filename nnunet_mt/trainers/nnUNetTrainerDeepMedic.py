@@ -35,6 +35,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_mt.allocator import reuse_freed_memory
 from nnunet_mt.architectures.deepmedic import DeepMedic, window_for
 from nnunet_mt.training.budget import apply_budget
 from nnunet_mt.training.checkpoints import CheckpointErrorsMixin
@@ -42,6 +43,7 @@ from nnunet_mt.training.distributed import unwrap
 from nnunet_mt.training.snapshots import SnapshotMixin
 from nnunet_mt.training.progress import ProgressMixin
 from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
+from nnunet_mt.training.final_validation import OptionalFinalValidationMixin
 from nnunet_mt.training.workers import WorkerLifetimeMixin
 
 DEEPMEDIC_CLASS = "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
@@ -102,7 +104,8 @@ def dense_arch_kwargs(deepmedic_kwargs: dict, normalization_schemes: Sequence[st
             "window_region": "nonzero" if safe else "receptive_field"}
 
 
-class nnUNetTrainerDeepMedic(SnapshotMixin, ProgressMixin, CheckpointErrorsMixin, WorkerLifetimeMixin, nnUNetTrainer):
+class nnUNetTrainerDeepMedic(SnapshotMixin, OptionalFinalValidationMixin, ProgressMixin, CheckpointErrorsMixin,
+                             WorkerLifetimeMixin, nnUNetTrainer):
     #: DeepMedic keyword arguments written into the plans (Table 1 of the paper)
     deepmedic_kwargs: dict = {}
     #: annotated patches per optimizer step (the paper's 8)
@@ -189,6 +192,9 @@ class nnUNetTrainerDeepMedic(SnapshotMixin, ProgressMixin, CheckpointErrorsMixin
 
     def on_train_start(self):
         super().on_train_start()
+        if reuse_freed_memory():  # a step's activations are hundreds of MiB each (nnunet_mt/allocator.py)
+            self.print_to_log_file("freed memory is kept for reuse (glibc mmap/trim thresholds raised; "
+                                   "nnUNet_mt_reuse_memory=0 to keep the defaults)")
         if self.budget:
             self.print_to_log_file(f"training budget from the environment (nnUNet_mt_*): {self.budget}")
         self.print_to_log_file(

@@ -4,10 +4,13 @@ batchgenerators forks daemonic workers, which Python terminates only at a *norma
 SIGKILL of ``nnUNetv2_train`` they were left under PID 1, looping on a full queue. Two remedies, both
 reachable from a trainer subclass:
 
-* every worker, at its first sample, asks the kernel to kill it when its parent dies
-  (``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on Linux, a parent-pid watchdog thread elsewhere). The hook is
-  the training / validation transform, which every loader applies inside its workers, nnU-Net's own
-  loaders included (:class:`ExitWithParent`, installed by :class:`WorkerLifetimeMixin`);
+* every worker asks the kernel to kill it when its parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on
+  Linux, a parent-pid watchdog thread elsewhere). It does so the moment it is forked
+  (:func:`bind_forked_children`, an ``os.register_at_fork`` hook installed once the trainer builds its
+  transforms), so no kill of the trainer falls between a worker's birth and its binding; and, for workers
+  started without ``os.fork``, at its first sample, through the training / validation transform that
+  every loader applies inside its workers, nnU-Net's own loaders included (:class:`ExitWithParent`,
+  installed by :class:`WorkerLifetimeMixin`);
 * the trainer shuts its loaders down (the unannotated one too) at the end of training and on SIGTERM.
 """
 from __future__ import annotations
@@ -45,11 +48,40 @@ def _watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+_fork_hook_installed = False
+#: set in the parent just before each fork: (pid, whether the forking thread is the main thread)
+_forking_parent: tuple[int, bool] | None = None
+
+
+def _before_fork() -> None:
+    global _forking_parent
+    _forking_parent = (os.getpid(), threading.current_thread() is threading.main_thread())
+
+
+def _after_fork_in_child() -> None:
+    # The kernel's "parent" for PR_SET_PDEATHSIG is the forking *thread*: a child forked from a
+    # short-lived thread would die with that thread, so only children of the main thread are bound.
+    if _forking_parent is not None and _forking_parent[1]:
+        exit_with_parent(_forking_parent[0])
+
+
+def bind_forked_children() -> None:
+    """From now on, every process this one forks from its main thread dies with it (idempotent).
+
+    The child binds itself before ``os.fork`` returns in it, and exits at once if this process died in
+    between, so a SIGKILL at any moment leaves no orphan."""
+    global _fork_hook_installed
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        _fork_hook_installed = True
+
+
 class ExitWithParent:
     """A transform wrapper: the first call in a process other than the one that built it (a background
     worker) binds that process's life to the builder's; then it applies the wrapped transform."""
 
     def __init__(self, transform) -> None:
+        bind_forked_children()  # built in the trainer before its loaders fork their workers
         self.transform = transform
         self.parent_pid = os.getpid()
         self._bound_pid = self.parent_pid

@@ -118,7 +118,8 @@ def test_deepmedic_refuses_region_based_dataset(brats, tmp_path):
 
     env = NNUNetEnv(tmp_path / "nnunet")
     convert_brats2021([brats["training"]], options(env.raw.parent, 537, "BraTS2021"))
-    env.run("python", "-c", PLAN_AND_PREPROCESS_FEW_SAMPLES, "-d", "537", "-c", "3d_fullres", "-np", "1", "--no_pp")
+    env.run("python", "-c", PLAN_AND_PREPROCESS_FEW_SAMPLES, "-d", "537", "-c", "3d_fullres", "-npfp", "1", "-np", "1",
+            "--no_pp")
     proc = env.run("nnUNetv2_train", "537", "3d_fullres", "0", "-tr", "nnUNetTrainerDeepMedic_tiny", "-device", "cpu",
                    check=False)
     assert proc.returncode != 0

@@ -205,7 +205,7 @@ def test_tiny_train_and_predict_on_converted_isles(isles, tmp_path):
     env = NNUNetEnv(tmp_path / "nnunet")
     env.run("nnunet_mt_convert_isles2022", "-i", str(isles), "-d", "522")
     # nnU-Net's integrity check itself runs in the other tests (in-process); here it would only add a worker spawn
-    env.run("python", "-c", PLAN_AND_PREPROCESS_FEW_SAMPLES, "-d", "522", "-c", "3d_fullres", "-np", "1")
+    env.run("python", "-c", PLAN_AND_PREPROCESS_FEW_SAMPLES, "-d", "522", "-c", "3d_fullres", "-npfp", "1", "-np", "1")
     env.run("nnUNetv2_train", "522", "3d_fullres", "0", "-tr", "nnUNetTrainerDeepMedic_tiny", "-device", "cpu",
             extra_env={"nnUNet_n_proc_DA": "0"})
     pred = tmp_path / "pred"

@@ -57,7 +57,7 @@ def test_missing_unannotated_scans_tell_how_to_preprocess_them(tiny_unlabeled):
 
 @pytest.fixture(scope="module")
 def trained_mean_teacher(tiny_nnunet, tiny_unlabeled, pretrained) -> Path:
-    tiny_nnunet.train(MT, "-pretrained_weights", str(pretrained))
+    tiny_nnunet.train(MT, "-pretrained_weights", str(pretrained), final_validation=True)
     return tiny_nnunet.model_folder(MT) / "fold_0"
 
 
@@ -68,6 +68,7 @@ def test_schedule_and_history_follow_the_paper(trained_mean_teacher):
     assert log["beta"] == pytest.approx([math.exp(-5), math.exp(-1.25), 1.0, 1.0])
     assert log["alpha"] == pytest.approx([0.99, 0.99, 0.99, 0.999])  # 0.99 while S <= L
     assert log["dice_step"] == [2, 4] and len(log["dice_teacher"]) == 2
+    assert "foreground_mean" in json.loads((trained_mean_teacher / "validation" / "summary.json").read_text())
     assert all(np.isfinite(log["Lc"])) and all(0 <= v <= 1 for v in log["Lc"])  # by construction, beside the above
     assert (trained_mean_teacher / "progress_mean_teacher.png").stat().st_size > 10_000
     cached = list((trained_mean_teacher.parents[3] / "preprocessed" / TINY_NAME /

@@ -27,7 +27,10 @@ def test_unet_mean_teacher_trains_and_predicts_with_the_teacher(tiny_nnunet, tin
     # the teacher started from the whole supervised U-Net, output layers included
     train_log = sorted(fold.glob("training_log_*.txt"))[-1].read_text()
     assert "segmentation-layer tensors that nnU-Net's load_pretrained_weights leaves out" in train_log
-    assert "epoch 2/2, step 4/4 (100 %)" in train_log and "final validation done in" in train_log
+    assert "epoch 2/2, step 4/4 (100 %)" in train_log
+    # the tests' default nnUNet_mt_final_validation=0: said in the log, and nothing written
+    assert "final validation skipped (nnUNet_mt_final_validation=0)" in train_log
+    assert not (fold / "validation").exists()
     unet_log = "".join(p.read_text() for p in sorted(pretrained.parent.glob("training_log_*.txt")))
     assert "epoch 1/2, step 2/4 (50 %)" in unet_log and "hiddenlayer" not in unet_log
     out = tmp_path / "pred"

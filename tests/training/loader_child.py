@@ -3,7 +3,8 @@
 usage: loader_child.py
 Builds nnUNetTrainerMeanTeacher_tiny's annotated and unannotated background loaders (two workers each,
 ``nnUNet_n_proc_DA=2``) on a tiny in-memory loader with the trainer's own transforms, augmenter and
-SIGTERM handling, prints ``workers PID PID ...`` and waits to be killed.
+SIGTERM handling, prints ``workers PID PID ...`` and waits to be killed. Its workers stall before their
+first sample, so they never reach the transforms: what binds them to this process is the fork itself.
 """
 import time
 
@@ -16,20 +17,24 @@ from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher
 class TinyLoader(DataLoader):
     """An endless loader of one 4^3 patch through ``transforms``, as nnU-Net's loaders apply them."""
 
-    def __init__(self, transforms):
+    def __init__(self, transforms, stall: bool = False):
         super().__init__(None, 1, num_threads_in_multithreaded=1, infinite=True)
         self.transforms = transforms
+        self.stall = stall
 
     def generate_train_batch(self):
+        if self.stall:  # a worker killed while still loading its first case
+            time.sleep(3600)
         return self.transforms(image=torch.zeros(1, 4, 4, 4), segmentation=torch.zeros(1, 4, 4, 4))
 
 
-def start_loaders(trainer):
-    """The trainer's annotated and unannotated loaders with its own transforms and augmenter, started."""
-    trainer.dataloader_train = trainer._augmenter(TinyLoader(trainer.get_validation_transforms(None)), 2, 2)
-    trainer.dataloader_unlabeled = trainer._augmenter(TinyLoader(trainer.get_validation_transforms(None)), 2, 2)
+def start_loaders(trainer, stall: bool = False):
+    """The trainer's annotated and unannotated loaders with its own transforms and augmenter, started
+    (with a first batch delivered unless the workers ``stall`` before their first sample)."""
+    for name in ("dataloader_train", "dataloader_unlabeled"):
+        setattr(trainer, name, trainer._augmenter(TinyLoader(trainer.get_validation_transforms(None), stall), 2, 2))
     for loader in (trainer.dataloader_train, trainer.dataloader_unlabeled):
-        next(loader)
+        loader._start() if stall else next(loader)
     return [p.pid for loader in (trainer.dataloader_train, trainer.dataloader_unlabeled) for p in loader._processes]
 
 
@@ -43,7 +48,7 @@ def bare_trainer():
 
 if __name__ == "__main__":
     t = bare_trainer()
-    pids = start_loaders(t)
+    pids = start_loaders(t, stall=True)
     t.shut_down_loaders_on_sigterm()  # what on_train_start installs
     print("workers", *pids, flush=True)
     while True:
