@@ -14,9 +14,7 @@ and go back to the heap. The cost: memory freed at a peak is kept by the process
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 
 #: malloc.h
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -27,16 +25,24 @@ VARIABLE = "nnUNet_mt_reuse_memory"
 _applied: bool | None = None
 
 
+def _glibc() -> bool:
+    """Whether this process runs on glibc (the one loaded, not the one the executable names)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def reuse_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process, once; whether they are raised."""
     global _applied
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get(VARIABLE, "1").strip() == "0" or platform.libc_ver()[0] != "glibc":
+    if os.environ.get(VARIABLE, "1").strip() == "0" or not _glibc():
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the C library this process runs on, as workers.exit_with_parent takes it
         _applied = bool(libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(THRESHOLD))) and \
             bool(libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(THRESHOLD)))
     except (OSError, AttributeError):
