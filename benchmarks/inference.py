@@ -16,14 +16,19 @@ BraTS-sized skull-stripped volume (240 x 240 x 155 at 1 mm):
   same process (2048^2 ``torch.mm``) and the efficiency FLOPs / time / peak; beside it the plain
   PyTorch ``forward_valid`` (unfused, NCDHW) of the same outputs;
 * the mean teacher's pseudo-lesion pass per unannotated scan (the trainer's own predictor and
-  ``predict_pseudo_lesions``) on the noisy-background scans.
+  ``predict_pseudo_lesions``) on the noisy-background scans;
+* nnU-Net's floor for each model folder (``benchmarks/predict_breakdown.py --zero-network``): what
+  ``nnUNetv2_predict -npp 0 -nps 0`` costs on the same cases with a network that returns zeros at no cost
+  (imports, the trainer search, the Gaussian tile weight over the window, preprocessing, the float16
+  accumulation, export). With the forward at the matmul peak added, it bounds DeepMedic's s/case from
+  below for any implementation doing the direct convolutions' multiplications.
 
 Checkpoints are freshly initialised networks (``initialize()`` + ``save_checkpoint``): timing does not
 depend on the weights. Everything lives under ``--workdir`` (nnU-Net folders included) and is reused by
 a rerun (datasets, preprocessing, checkpoints); the timings are always measured anew.
 
 usage: python benchmarks/inference.py [--workdir DIR] [--cases 5] [--no-unet] [--no-brats] [--no-tta]
-                                     [--no-sequential]
+                                     [--no-sequential | --only-sequential]
 """
 from __future__ import annotations
 
@@ -146,8 +151,35 @@ def predict(workdir: Path, dataset_id: int, trainer: str, cases: int, env: dict,
     return {"s_per_case": wall / cases, "wall_s": wall, "peak_rss_gb": rss}
 
 
-def forward_alone(workdir: Path, dataset_id: int, plain: bool) -> dict:
-    """The DeepMedic network on the first test case, as nnU-Net's predictor passes it."""
+def floor(workdir: Path, dataset_id: int, trainer: str, env: dict) -> dict:
+    """nnU-Net's own cost for ``trainer``'s model folder on the test scans: ``predict_breakdown.py
+    --zero-network`` (the predictor of ``nnUNetv2_predict -npp 0 -nps 0`` around a network costing nothing)."""
+    from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import dataset_folder_name
+
+    name = dataset_folder_name(dataset_id)
+    out = workdir / "pred" / f"{dataset_id}_{trainer}_floor"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cmd = [sys.executable, str(Path(__file__).parent / "predict_breakdown.py"),
+           str(workdir / "results" / name / f"{trainer}__nnUNetPlans__3d_fullres"),
+           str(workdir / "raw" / name / "imagesTs"), str(out), "--zero-network", "--disable-tta"]
+    log = workdir / f"floor_{dataset_id}_{trainer}.log"
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=f, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r["process_s"] = r["import_s"] + r["init_s"]
+    r["total_s_per_case"] = (r["process_s"] + r["predict_s"]) / r["cases"]
+    # a case after the first: no Gaussian to compute (nnU-Net caches it for the call)
+    later = r["sliding_window_s"][1:]
+    r["later_case_s"] = sum(later) / len(later) + r["mean_outside_sliding_window_s"] if later else None
+    return r
+
+
+def forward_alone(workdir: Path, dataset_id: int, plain: bool, tile_voxels: int | None = None) -> dict:
+    """The DeepMedic network on the first test case, as nnU-Net's predictor passes it (``tile_voxels``:
+    its ``dense_tile_voxels`` instead of the default)."""
     import torch
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -169,6 +201,8 @@ def forward_alone(workdir: Path, dataset_id: int, plain: bool) -> dict:
     net.load_state_dict(torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu",
                                    weights_only=False)["network_weights"])
     net.eval()
+    if tile_voxels is not None:
+        net.dense_tile_voxels = int(tile_voxels)
     x = pad_nd_image(torch.from_numpy(data), cm.patch_size, "constant", {"value": 0}, False, None)[None]
     lo, hi = net.window_outputs(x)
     size = [h - l for l, h in zip(lo, hi)]
@@ -179,6 +213,7 @@ def forward_alone(workdir: Path, dataset_id: int, plain: bool) -> dict:
         net(x)
         seconds = time.perf_counter() - start
     result = {"case_shape": list(data.shape[1:]), "window": list(cm.patch_size), "outputs_computed": size,
+              "tile_voxels": net.dense_tile_voxels,
               "tflop": flops / 1e12, "forward_s": seconds, "matmul_peak_gflops": peak,
               "efficiency": flops / seconds / (peak * 1e9), "peak_at_forward_s": flops / (peak * 1e9)}
     if plain:  # the same outputs with the plain valid forward (unfused, NCDHW), one pass
@@ -237,7 +272,11 @@ def main(argv=None) -> None:
     parser.add_argument("--no-brats", action="store_true", help="skip the BraTS-sized volume")
     parser.add_argument("--no-sequential", action="store_true",
                         help="skip the runs with -npp 0 -nps 0 (no worker processes; the fastest on 2 cores)")
+    parser.add_argument("--only-sequential", action="store_true",
+                        help="skip the runs with nnU-Net's default worker counts")
     args = parser.parse_args(argv)
+    if args.no_sequential and args.only_sequential:
+        parser.error("--no-sequential and --only-sequential exclude each other")
     workdir = args.workdir.resolve()
     env = _env(workdir)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
@@ -255,20 +294,26 @@ def main(argv=None) -> None:
         trainers = [DEEPMEDIC] + ([] if args.no_unet or kind == "brats" else [UNET])
         for trainer in trainers:
             checkpoint(workdir, dataset_id, trainer)
-        r = {"DeepMedic": predict(workdir, dataset_id, DEEPMEDIC, cases, env)}
-        print(f"   DeepMedic nnUNetv2_predict: {r['DeepMedic']['s_per_case']:.1f} s/case", flush=True)
+        r = {}
+        if not args.only_sequential:
+            r["DeepMedic"] = predict(workdir, dataset_id, DEEPMEDIC, cases, env)
+            print(f"   DeepMedic nnUNetv2_predict: {r['DeepMedic']['s_per_case']:.1f} s/case", flush=True)
         if not args.no_sequential:
             r[SEQ_DEEPMEDIC] = predict(workdir, dataset_id, DEEPMEDIC, cases, env, sequential=True)
             print(f"   {SEQ_DEEPMEDIC}: {r[SEQ_DEEPMEDIC]['s_per_case']:.1f} s/case", flush=True)
         if UNET in trainers:
-            r["U-Net --disable_tta"] = predict(workdir, dataset_id, UNET, cases, env, tta=False)
-            print(f"   U-Net --disable_tta: {r['U-Net --disable_tta']['s_per_case']:.1f} s/case", flush=True)
+            if not args.only_sequential:
+                r["U-Net --disable_tta"] = predict(workdir, dataset_id, UNET, cases, env, tta=False)
+                print(f"   U-Net --disable_tta: {r['U-Net --disable_tta']['s_per_case']:.1f} s/case", flush=True)
             if not args.no_sequential:
                 r[SEQ_UNET] = predict(workdir, dataset_id, UNET, cases, env, tta=False, sequential=True)
                 print(f"   {SEQ_UNET}: {r[SEQ_UNET]['s_per_case']:.1f} s/case", flush=True)
             if not args.no_tta:
                 r["U-Net (mirroring)"] = predict(workdir, dataset_id, UNET, cases, env, tta=True)
                 print(f"   U-Net (mirroring): {r['U-Net (mirroring)']['s_per_case']:.1f} s/case", flush=True)
+        r["floor"] = {t: floor(workdir, dataset_id, t, env) for t in trainers}
+        print("   nnU-Net's floor (network costing nothing): " + ", ".join(
+            f"{t} {f['total_s_per_case']:.1f} s/case" for t, f in r["floor"].items()), flush=True)
         r["forward"] = forward_alone(workdir, dataset_id, plain=kind != "brats")
         if kind == "noisy":
             r["pseudo_lesions"] = pseudo_lesion_pass(workdir, dataset_id)
@@ -286,7 +331,7 @@ def print_report(results: dict) -> None:
         if kind not in results:
             continue
         r = results[kind]
-        base = r["DeepMedic"]["s_per_case"]
+        base = (r["DeepMedic"] if "DeepMedic" in r else r[SEQ_DEEPMEDIC])["s_per_case"]
         for label in ("DeepMedic", SEQ_DEEPMEDIC, "U-Net --disable_tta", SEQ_UNET, "U-Net (mirroring)"):
             if label in r:
                 print(f"| {kind} | {label} | {r[label]['s_per_case']:.1f} | {r[label]['peak_rss_gb']:.2f} GB | "
@@ -301,6 +346,22 @@ def print_report(results: dict) -> None:
             print(f"| {kind} | {f['case_shape']} | {f['window']} | {f['outputs_computed']} | {f['tflop']:.3f} | "
                   f"{f['forward_s']:.1f} s | {f['peak_at_forward_s']:.1f} s | {f['matmul_peak_gflops']:.0f} | "
                   f"{100 * f['efficiency']:.0f} % | {plain} |")
+    print("\nnnU-Net's floor: nnUNetv2_predict -npp 0 -nps 0's predictor with a network that returns zeros "
+          "(benchmarks/predict_breakdown.py --zero-network), and DeepMedic's bound: the floor plus the forward at the "
+          "matmul peak\n")
+    print("| scans | model folder | window | imports | trainer search + checkpoint | first case (incl. Gaussian) | "
+          "later case | floor s/case | + forward at peak | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for kind in ("stripped", "noisy", "brats"):
+        if kind not in results or "floor" not in results[kind]:
+            continue
+        for trainer, f in results[kind]["floor"].items():
+            later = f"{f['later_case_s']:.2f} s" if f["later_case_s"] is not None else "-"
+            bound = (f"{f['total_s_per_case'] + results[kind]['forward']['peak_at_forward_s']:.1f} s"
+                     if trainer == DEEPMEDIC else "-")
+            print(f"| {kind} | {trainer} | {'x'.join(map(str, f['window']))} | {f['import_s']:.1f} s | "
+                  f"{f['init_s']:.1f} s | {f['first_case_sliding_window_s'] + f['mean_outside_sliding_window_s']:.1f} s | "
+                  f"{later} | {f['total_s_per_case']:.2f} | {bound} | {f['peak_rss_gb']:.2f} GB |")
     if "noisy" in results and "pseudo_lesions" in results["noisy"]:
         p = results["noisy"]["pseudo_lesions"]
         print(f"\npseudo-lesion pass (noisy background): {p['s_per_scan']:.1f} s per unannotated scan "

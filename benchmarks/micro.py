@@ -7,11 +7,16 @@
     supervised and the mean teacher's student batch);
   - with ``--workdir`` of ``benchmarks/inference.py``, the dense forward of its first noisy-background
     case (``forward_alone``, as there).
+* **The dense tile size** (``DenseDeepMedic.dense_tile_voxels``), with ``--workdir``: the dense forward
+  of the first case of each of the inference benchmark's datasets (skull-stripped, noisy, BraTS size) in
+  a fresh subprocess per tile size, seconds and the subprocess's peak RSS (``--tiles``, default 1e6,
+  4e5 and 2e5 output voxels; memory reuse on).
 * **The classifier's GEMM**: the 1^3 head's last layer (250 -> 2 channels) over the 1.2 M voxels of a
   240 x 240 x 21 case, in chunks of 2048 rows: ``addmm`` with the transposed weight (before) against
   ``F.linear`` (now).
 
-usage: python benchmarks/micro.py [--workdir INFERENCE_WORKDIR] [--repeats 2]
+usage: python benchmarks/micro.py [--workdir INFERENCE_WORKDIR] [--repeats 2] [--tiles N [N ...]]
+                                 [--only-tiles]
 """
 from __future__ import annotations
 
@@ -36,6 +41,14 @@ def _child(kind: str, workdir: str | None) -> dict:
 
     applied = reuse_freed_memory()
     torch.set_num_threads(os.cpu_count() or 1)
+    if kind.startswith("tile"):  # tile:DATASET:VOXELS
+        sys.path.insert(0, str(Path(__file__).parent))
+        import inference
+
+        _, dataset_id, voxels = kind.split(":")
+        r = inference.forward_alone(Path(workdir), int(dataset_id), plain=False, tile_voxels=int(voxels))
+        return {"applied": applied, "seconds": r["forward_s"], "fault_gib": 0.0,
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
     if kind == "forward":
         sys.path.insert(0, str(Path(__file__).parent))
         import inference
@@ -100,11 +113,32 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", type=Path, default=None, help="benchmarks/inference.py's work folder (prepared)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--tiles", type=int, nargs="+", default=[1_000_000, 400_000, 200_000],
+                   help="dense_tile_voxels to compare (with --workdir)")
+    p.add_argument("--only-tiles", action="store_true", help="only the tile-size comparison")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(_child(args.child, str(args.workdir) if args.workdir else None)))
         return
+    if args.only_tiles and not args.workdir:
+        p.error("--only-tiles needs --workdir")
+    if args.workdir:
+        from nnunet_mt.dataset_conversion.synthetic_stroke_dwi import dataset_folder_name
+
+        print("| dense forward, first case of | dense_tile_voxels | s | peak RSS |")
+        print("|---|---|---|---|")
+        for dataset_id, label in ((811, "skull-stripped 240 x 240 x 21"), (812, "noisy 240 x 240 x 21"),
+                                  (813, "BraTS size")):
+            if not (args.workdir / "results" / dataset_folder_name(dataset_id)).is_dir():
+                continue  # not prepared (inference.py --no-brats)
+            for _ in range(args.repeats):
+                for voxels in args.tiles:
+                    r = _measure(f"tile:{dataset_id}:{voxels}", True, args.workdir)
+                    print(f"| {label} | {voxels} | {r['seconds']:.2f} | {r['peak_rss_gb']:.2f} GB |", flush=True)
+        print()
+        if args.only_tiles:
+            return
     kinds = ["8", "16"] + (["forward"] if args.workdir else [])
     labels = {"8": "forward + backward, 8 segments", "16": "forward + backward, 16 segments",
               "forward": "dense forward, noisy 240 x 240 x 21 case"}

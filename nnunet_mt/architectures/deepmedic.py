@@ -296,14 +296,15 @@ class DenseDeepMedic(DeepMedic):
         (exact for any case, at the cost of a ring of ``margin`` voxels around it).
     """
 
-    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_voxels: int = 1_000_000,
+    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_voxels: int = 400_000,
                  nnunet_window: bool = False, window_region: str = "nonzero", **kwargs) -> None:
         super().__init__(input_channels, num_classes, **kwargs)
         if window_region not in ("nonzero", "receptive_field"):
             raise ValueError(f"window_region must be 'nonzero' or 'receptive_field', got {window_region!r}")
-        # Large tiles waste the least on context, smaller ones keep the pathway activations nearer the
-        # cache: 1e6 output voxels measured fastest (and 1.8 GB peak RSS) on a 21 x 240 x 240 case, whose
-        # pathways then run in two tiles; the 1^3 head runs in chunks of 2048 voxels whatever the tile.
+        # Large tiles waste the least on context, smaller ones hold less memory: with freed memory reused
+        # (nnunet_mt/allocator.py), 4e5 output voxels ran as fast as 1e6 and took 0.3-0.5 GB less peak RSS
+        # on 240 x 240 x 21 and BraTS-size cases (benchmarks/micro.py --only-tiles); the 1^3 head runs
+        # in chunks of 2048 voxels whatever the tile.
         self.dense_tile_voxels = int(dense_tile_voxels)
         self.nnunet_window = bool(nnunet_window)
         self.window_region = window_region
