@@ -18,25 +18,14 @@ usage: python benchmarks/conv_kernels.py [--segments 8] [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from machine import matmul_peak  # benchmarks/machine.py: this folder is the script's sys.path[0]
+from machine import best_time, matmul_peak  # benchmarks/machine.py: this folder is the script's sys.path[0]
 
 PATCH = (54, 69, 69)
-
-
-def _best(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def recorded_convolutions(net: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Conv3d, tuple[int, ...]]]:
@@ -61,9 +50,9 @@ def time_convolution(conv: nn.Conv3d, shape: tuple[int, ...], input_grad: bool, 
     params = [weight] + ([bias] if bias is not None else [])
     y = F.conv3d(x, weight, bias)
     grad = torch.randn_like(y)
-    forward = _best(lambda: F.conv3d(x, weight, bias), repeats)
+    forward = best_time(lambda: F.conv3d(x, weight, bias), repeats)
     wrt = ([x] if input_grad else []) + params
-    both = _best(lambda: torch.autograd.grad(F.conv3d(x, weight, bias), wrt, grad), repeats)
+    both = best_time(lambda: torch.autograd.grad(F.conv3d(x, weight, bias), wrt, grad), repeats)
     k = 1
     for s in conv.kernel_size:
         k *= s
@@ -88,7 +77,7 @@ def main(argv=None) -> None:
         net.zero_grad(set_to_none=True)
         net(x).float().mean().backward()
 
-    step_s = _best(step, args.repeats)
+    step_s = best_time(step, args.repeats)
     print(f"{args.segments} segments of {' x '.join(map(str, PATCH))}; matmul peak {peak:.0f} GFLOP/s; "
           f"{torch.get_num_threads()} threads\n")
     print("| convolution | input | forward s | GFLOP/s | backward s | GFLOP/s |")

@@ -20,11 +20,10 @@ usage: python benchmarks/fewer_multiplies.py [--depth 25] [--size 260] [--channe
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from machine import matmul_peak  # benchmarks/machine.py: this folder is the script's sys.path[0]
+from machine import best_time, matmul_peak  # benchmarks/machine.py: this folder is the script's sys.path[0]
 
 #: Winograd F(2, 3) matrices (Lavin & Gray 2016): y = A^T [(G g G^T) * (B^T d B)] A
 B_T = torch.tensor([[1., 0., -1., 0.], [0., 1., 1., 0.], [0., -1., 1., 0.], [0., 1., 0., -1.]])
@@ -69,16 +68,6 @@ def winograd_inplane(x: torch.Tensor, u: torch.Tensor, out_channels: int, slab: 
     return out
 
 
-def _best(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--depth", type=int, default=25)
@@ -97,7 +86,7 @@ def main(argv=None) -> None:
         return torch.mkldnn_convolution(x, weight, None, [0, 0, 0], [1, 1, 1], [1, 1, 1], 1)
 
     ref = onednn()
-    t_ref = _best(onednn, args.repeats)
+    t_ref = best_time(onednn, args.repeats)
     print(f"layer {c} -> {c} channels, input {d} x {n} x {n}: {flops / 1e9:.1f} GFLOP as a direct convolution; "
           f"matmul peak {peak:.0f} GFLOP/s")
     print(f"oneDNN direct (channels-last)      {t_ref:6.3f} s  {flops / t_ref / 1e9:5.0f} GFLOP/s")
@@ -117,18 +106,18 @@ def main(argv=None) -> None:
         return winograd_inplane(xl, u, c)
 
     got = winograd().permute(3, 0, 1, 2)[None]
-    t_w = _best(winograd, args.repeats)
+    t_w = best_time(winograd, args.repeats)
     err = (got - ref).abs().max().item()
     print(f"Winograd F(2x2,3x3) in-plane, eager {t_w:6.3f} s  {flops / t_w / 1e9:5.0f} GFLOP/s equivalent "
           f"({t_w / t_ref:.2f}x oneDNN's time); largest difference {err:.1e} (outputs up to "
           f"{ref.abs().max().item():.1f})")
-    # its multiplications alone: the batched products of every slab, on inputs of the same shapes
+    # its multiplications alone: one slab's batched product (4 depths), scaled to the layer's d - 2 depths
     tiles = ((n - 2) // 2) ** 2
     v3 = torch.randn(16, 4 * tiles, 3 * c)
-    slabs = -(-(d - 2) // 4)
-    t_mm = _best(lambda: torch.bmm(v3, u), args.repeats) * slabs
-    print(f"  of which the products (bmm, {slabs} slabs of 4 depths) {t_mm:6.3f} s, "
-          f"{2 * 16 * 3 * c * c * tiles * (d - 2) / t_mm / 1e9:.0f} GFLOP/s; the rest is the transforms' memory traffic")
+    t_mm = best_time(lambda: torch.bmm(v3, u), args.repeats) * (d - 2) / 4
+    print(f"  of which the products (bmm of (16, {4 * tiles}, {3 * c}) by (16, {3 * c}, {c}) per 4 depths) "
+          f"{t_mm:6.3f} s, {2 * 16 * 3 * c * c * tiles * (d - 2) / t_mm / 1e9:.0f} GFLOP/s; the rest is the "
+          f"transforms' memory traffic")
 
 
 if __name__ == "__main__":
