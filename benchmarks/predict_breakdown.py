@@ -7,7 +7,8 @@ timers around its stages and nothing changed in it:
 * ``import_s``: importing torch and nnU-Net's predictor; ``init_s``: ``initialize_from_trained_model_folder``
   (reading the checkpoint, and ``recursive_find_trainer_class_by_name``, which imports every trainer
   module to find the checkpoint's trainer);
-* per case: ``case_s`` (preprocessing, prediction, export), ``sliding_window_s``
+* ``s_per_case``: ``predict_from_files_sequential``'s time per case (preprocessing, prediction, export);
+  per case, ``sliding_window_s``
   (``predict_logits_from_preprocessed_data``: padding into the window, the Gaussian tile weight, the
   float16 accumulation, and the network) and ``network_s`` (the network's forward alone, timed by
   forward hooks). The first case also pays for ``compute_gaussian`` over the window (cached for the rest);
@@ -78,6 +79,7 @@ def main(argv=None) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.new_zeros((x.shape[0], self.num_classes, *x.shape[2:]))
 
+    os.makedirs(args.output_folder, exist_ok=True)  # as nnUNetv2_predict does
     predictor = TimedPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=not args.disable_tta,
                                perform_everything_on_device=True, device=torch.device("cpu"), verbose=False,
                                verbose_preprocessing=False, allow_tqdm=False)
