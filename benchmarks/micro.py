@@ -41,18 +41,15 @@ def _child(kind: str, workdir: str | None) -> dict:
 
     applied = reuse_freed_memory()
     torch.set_num_threads(os.cpu_count() or 1)
-    if kind.startswith("tile"):  # tile:DATASET:VOXELS
+    if workdir is not None:  # the dense-forward kinds reuse benchmarks/inference.py's forward_alone
         sys.path.insert(0, str(Path(__file__).parent))
         import inference
-
+    if kind.startswith("tile"):  # tile:DATASET:VOXELS, time and peak RSS only
         _, dataset_id, voxels = kind.split(":")
         r = inference.forward_alone(Path(workdir), int(dataset_id), plain=False, tile_voxels=int(voxels))
-        return {"applied": applied, "seconds": r["forward_s"], "fault_gib": 0.0,
+        return {"applied": applied, "seconds": r["forward_s"],
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
     if kind == "forward":
-        sys.path.insert(0, str(Path(__file__).parent))
-        import inference
-
         inference.forward_alone(Path(workdir), 812, plain=False)  # warm-up (and page-in of the weights)
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         seconds = inference.forward_alone(Path(workdir), 812, plain=False)["forward_s"]
