@@ -4,8 +4,8 @@ With ``snapshot_every = k`` (class attribute, or ``nnUNet_mt_snapshot_every`` fr
 a trainer writes ``fold_X/snapshots/epoch_EEEE.pth`` at the start of a fresh run (epoch 0: the
 weights it starts from) and after every k-th epoch. A snapshot holds only what nnU-Net's predictor
 reads (``network_weights``, ``trainer_name``, ``init_args``, ``inference_allowed_mirroring_axes``),
-plus ``current_epoch`` and ``step`` (optimizer steps done) and, for a semi-supervised trainer, the
-student as ``student_weights`` (``network_weights`` is the model, e.g. the mean teacher). So
+plus ``current_epoch`` and ``step`` (optimizer steps done) and, for a trainer whose model is not its
+student (the mean teacher), the student as ``student_weights``. So
 ``nnUNetv2_predict ... -chk snapshots/epoch_0010.pth`` predicts with it, and
 :func:`nnunet_mt.evaluation.curves.snapshot_dice` scores every snapshot in one process.
 
@@ -47,9 +47,14 @@ class SnapshotMixin:
 
     def _snapshot_networks(self) -> dict[str, torch.nn.Module]:
         """Checkpoint key -> network: the model as ``network_weights`` (a semi-supervised trainer's
-        ``target_network``, e.g. the teacher) and its student as ``student_weights``."""
+        ``target_network``, e.g. the teacher) and, when that is another network, its student as
+        ``student_weights``. A trainer whose model is its student (pseudo-label, EN, UDA, Π) writes it
+        once: a copy would be scored again by every diagnostic."""
         if hasattr(self, "target_network"):
-            return {"network_weights": self.target_network(), "student_weights": self.plain_network()}
+            model, student = self.target_network(), self.plain_network()
+            if model is not student:
+                return {"network_weights": model, "student_weights": student}
+            return {"network_weights": model}
         return {"network_weights": unwrap(self.network)}
 
     def write_snapshot(self, epoch: int) -> Path | None:

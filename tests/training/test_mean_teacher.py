@@ -151,6 +151,33 @@ def test_dice_gradient_reaches_student_only():
     assert s.grad[0, 0, 0, 0].item() == pytest.approx(-0.1701389 / 2, abs=1e-6)
 
 
+def _foreground_logit_gradient(t_fg):
+    """dLc/dz per voxel at s = t, z the student's foreground logit of a two-label softmax (one patch)."""
+    t = torch.tensor(t_fg, dtype=torch.float64)
+    z = torch.logit(t).requires_grad_(True)
+    s = torch.stack([1 - torch.sigmoid(z), torch.sigmoid(z)])[None, :, :, None]
+    soft_dice_consistency(s, torch.stack([1 - t, t])[None, :, :, None], eps=0.0).backward()
+    return z.grad.tolist()
+
+
+def test_dice_pushes_weak_foreground_up_in_a_patch_with_little_foreground():
+    # why a mean teacher can over-segment (benchmarks/over_segmentation.py): at s = t,
+    # dLc/dz_v = -(1/2) t_v (1 - t_v) [(t_v - D_fg/2) / T_fg - ((1 - t_v) - D_bg/2) / T_bg].
+    # Healthy patch t = (0.3, 0.01, 0.01, 0.01): T_fg = 0.33, D_fg = 0.0903 / 0.33 = 0.273636,
+    # T_bg = 3.67, D_bg = 3.4303 / 3.67 = 0.934687. Voxel 0: (0.3 - 0.136818) / 0.33 = 0.494490,
+    # (0.7 - 0.467343) / 3.67 = 0.063394 -> -0.105 * 0.431096 = -0.045265: descent raises a voxel
+    # the teacher calls background (0.3 < 0.5) towards lesion. Voxel 1: -0.00495 * (-0.384297 - 0.142413).
+    grad = _foreground_logit_gradient([0.3, 0.01, 0.01, 0.01])
+    assert grad[0] == pytest.approx(-0.045265, abs=1e-6)
+    assert grad[1] == pytest.approx(0.0026072, abs=1e-6)
+    # the same 0.3 in a patch holding a lesion, t = (0.3, 0.95, 0.95, 0.01): T_fg = 2.21,
+    # D_fg = 1.8951 / 2.21 = 0.857511, T_bg = 1.79, D_bg = 1.4751 / 1.79 = 0.824078;
+    # (0.3 - 0.428756) / 2.21 - (0.7 - 0.412039) / 1.79 = -0.219133 -> +0.023009: pushed down
+    assert _foreground_logit_gradient([0.3, 0.95, 0.95, 0.01])[0] == pytest.approx(0.023009, abs=1e-6)
+    # a uniform map is a fixed point: D_fg = t, D_bg = 1 - t and both terms of the bracket are 1 / (2V)
+    assert _foreground_logit_gradient([0.05] * 4) == pytest.approx([0.0] * 4, abs=1e-12)
+
+
 def test_dice_shape_mismatch():
     with pytest.raises(ValueError, match=r"\(1, 2, 2, 2\).*\(1, 2, 4\)"):
         soft_dice_consistency(S1, T1.reshape(1, 2, 4))

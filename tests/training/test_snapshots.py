@@ -89,6 +89,19 @@ def test_semi_supervised_keeps_model_and_student(tmp_path):
     assert torch.equal(state["student_weights"]["weight"], weights[2])
 
 
+class _StudentIsModel(_SemiSupervised):  # pseudo-label, EN, UDA, Π: the model is the student
+    def target_network(self):
+        return self.plain_network()
+
+
+def test_student_written_once_when_it_is_the_model(tmp_path):
+    trainer = _StudentIsModel(tmp_path)
+    weights = _train(trainer, 2)
+    state = torch.load(list_snapshots(tmp_path)[-1], weights_only=False)
+    assert "student_weights" not in state
+    assert torch.equal(state["network_weights"]["weight"], weights[2])
+
+
 def test_off_and_resumed_runs_write_no_epoch_0(tmp_path):
     off = _Supervised(tmp_path / "off")
     off.snapshot_every = 0
