@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,25 +54,6 @@ def unannotated_cases(raw: Path, truth: Path, count: int, file_ending: str) -> d
             raise SystemExit(f"--truth {truth}: no true mask {mask.name} for unannotated case {name}")
         cases[name] = (sorted(folder.glob(f"{name}_[0-9][0-9][0-9][0-9]{file_ending}")), mask)
     return cases
-
-
-@dataclass
-class Case:
-    data: np.ndarray  # (c, z, y, x) float32, the network's input
-    reference: np.ndarray  # (z, y, x) bool, the true mask on the same grid
-    inside: np.ndarray  # (z, y, x) bool, inside nnU-Net's non-zero region (its label -1 marks outside)
-
-
-def prepare(predictor, cases: dict) -> dict[str, Case]:
-    """Preprocess each case and its true mask as the model's plans say (``curves.preprocess_cases``, plus
-    the non-zero region)."""
-    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
-    out = {}
-    for case, (images, mask) in cases.items():
-        data, seg, _ = preprocessor.run_case([str(f) for f in images], str(mask), predictor.plans_manager,
-                                             predictor.configuration_manager, predictor.dataset_json)
-        out[case] = Case(np.asarray(data, dtype=np.float32), np.asarray(seg[0]) > 0, np.asarray(seg[0]) >= 0)
-    return out
 
 
 def pooled(rows: list[dict]) -> dict:
@@ -232,9 +212,9 @@ def main(argv=None) -> None:
     if not init_folds:
         raise SystemExit(f"{results}: no init model (a *__nnUNetPlans_init__* folder)")
 
-    from nnunet_mt.evaluation.curves import _predictor
+    from nnunet_mt.evaluation.curves import _predictor, preprocess_cases
 
-    prepared = prepare(_predictor(init_folds[0], "checkpoint_final.pth", "cpu"), cases)
+    prepared = preprocess_cases(_predictor(init_folds[0], "checkpoint_final.pth", "cpu"), cases)
     report = {"cases": sorted(cases), "seed": args.seed, "source_seed": manifest.get("seed")}
     push = step0_push(init_folds[0], prepared, tuple(args.patch), args.patches, np.random.default_rng(args.seed))
     report["step0_push"] = push

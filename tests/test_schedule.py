@@ -102,6 +102,29 @@ def test_final_snapshot_dice_equals_nnunet_final_validation(schedule):
         assert d == pytest.approx(theirs[case], abs=1e-9, nan_ok=True), case
 
 
+def test_preprocessed_case_is_nnunets_own_preprocessing(schedule):
+    """curves.preprocess_cases gives the network's input, the reference mask and the non-zero region (nnU-Net's
+    label -1 marks outside it) exactly as nnU-Net's preprocessing wrote them for training."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from nnunet_mt.evaluation.curves import _predictor, preprocess_cases
+
+    fold = (schedule.work / "nnUNet_results" / "Dataset500_Tiny_n4"
+            / "nnUNetTrainerDeepMedic_tiny__nnUNetPlans__3d_fullres" / "fold_0")
+    case = schedule.curve["split"]["val"][0]
+    source = schedule.raw / "Dataset901_Tiny"
+    images = [source / "imagesTr" / f"{case}_{c:04d}.nii.gz" for c in (0, 1)]
+    prepared = preprocess_cases(_predictor(fold, "checkpoint_final.pth", "cpu"),
+                                {case: (images, source / "labelsTr" / f"{case}.nii.gz")})[case]
+    folder = str(schedule.work / "nnUNet_preprocessed" / "Dataset500_Tiny_n4" / "nnUNetPlans_3d_fullres")
+    data, seg, _, _ = infer_dataset_class(folder)(folder).load_case(case)
+    seg = np.asarray(seg[0])
+    assert np.array_equal(prepared.reference, seg > 0) and prepared.reference.any()
+    # the tiny head is an ellipsoid: its bounding box keeps corners outside the non-zero region
+    assert np.array_equal(prepared.inside, seg >= 0) and not prepared.inside.all()
+    np.testing.assert_allclose(prepared.data, np.asarray(data), rtol=0, atol=1e-6)
+
+
 def test_rerun_redoes_nothing_and_other_settings_stop(schedule):
     assert "nnUNetv2_" not in schedule.runs[1] and "skip (done)" in schedule.runs[1]
     done = subprocess.run([*schedule.cmd[:-2], "--num-processes", "1", "--holdout", "1"], env=schedule.env,

@@ -31,6 +31,7 @@ from nnunet_mt.training.snapshots import list_snapshots
 class PreprocessedCase:
     data: np.ndarray  # (c, z, y, x) float32, the network's input
     reference: np.ndarray  # (z, y, x) bool, the reference mask on the same grid
+    inside: np.ndarray  # (z, y, x) bool, inside nnU-Net's non-zero region (its label -1 marks outside)
 
 
 def _predictor(fold_dir: Path, checkpoint: str, device: str):
@@ -58,7 +59,8 @@ def preprocess_cases(predictor, cases: Mapping[str, tuple[Sequence[Path], Path]]
     for case, (images, reference) in cases.items():
         data, seg, _ = preprocessor.run_case([str(f) for f in images], str(reference), predictor.plans_manager,
                                              predictor.configuration_manager, predictor.dataset_json)
-        out[case] = PreprocessedCase(np.asarray(data, dtype=np.float32), np.asarray(seg[0]) > 0)
+        seg = np.asarray(seg[0])
+        out[case] = PreprocessedCase(np.asarray(data, dtype=np.float32), seg > 0, seg >= 0)
     return out
 
 
