@@ -56,19 +56,10 @@ def unannotated_cases(raw: Path, truth: Path, count: int, file_ending: str) -> d
     return cases
 
 
-def pooled(rows: list[dict]) -> dict:
-    """Mean Dice (NaN left out) and pooled precision / recall / volume ratio of per-case label_quality rows."""
-    tp = sum(r["tp"] for r in rows)
-    pred = sum(r["predicted_voxels"] for r in rows)
-    true = sum(r["true_voxels"] for r in rows)
-    d = np.array([r["dice"] for r in rows], dtype=float)
-    return {"dice": float(np.nanmean(d)), "precision": tp / pred if pred else float("nan"),
-            "recall": tp / true if true else float("nan"), "volume_ratio": pred / true if true else float("nan")}
-
-
 def volume_over_training(results: Path, prepared: dict) -> list[dict]:
     """One row per method, snapshot step and network: pooled quality on the prepared cases."""
     from nnunet_mt.evaluation.curves import _predictor, label_quality, predict_mask
+    from nnunet_mt.evaluation.diagnostics import summarize_quality
     from nnunet_mt.training.snapshots import list_snapshots
 
     rows = []
@@ -85,14 +76,11 @@ def volume_over_training(results: Path, prepared: dict) -> list[dict]:
             keys = ["network_weights"] + (["student_weights"] if student is not None and any(
                 not torch.equal(v, state["network_weights"][k]) for k, v in student.items()) else [])
             for key in keys:
-                per_case = []
-                for c in prepared.values():
-                    p = predict_mask(predictor, state[key], c.data)
-                    q = label_quality(p, c.reference)
-                    q["tp"] = int(np.logical_and(p, c.reference).sum())
-                    per_case.append(q)
+                s = summarize_quality({case: label_quality(predict_mask(predictor, state[key], c.data), c.reference)
+                                       for case, c in prepared.items()})
                 row = {"method": method, "model": "student" if key == "student_weights" else "model",
-                       "step": int(state["step"]), **pooled(per_case)}
+                       "step": int(state["step"]), "dice": s["dice_mean"], "precision": s["pooled_precision"],
+                       "recall": s["pooled_recall"], "volume_ratio": s["pooled_volume_ratio"]}
                 print(f"{method} step {row['step']} {row['model']}: Dice {row['dice']:.3f} precision "
                       f"{row['precision']:.3f} recall {row['recall']:.3f} volume x{row['volume_ratio']:.2f}",
                       flush=True)

@@ -124,7 +124,7 @@ def label_quality(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     tp = float(np.logical_and(p, t).sum())
     return {"dice": dice(p, t), "precision": tp / p.sum() if p.any() else float("nan"),
             "recall": tp / t.sum() if t.any() else float("nan"),
-            "predicted_voxels": int(p.sum()), "true_voxels": int(t.sum())}
+            "predicted_voxels": int(p.sum()), "true_voxels": int(t.sum()), "true_positive_voxels": int(tp)}
 
 
 def pseudo_label_quality(fold_dir: str | Path, label_maps: Mapping[str, np.ndarray],

@@ -106,13 +106,19 @@ def pseudo_label_diagnostics(unlabeled_folder: Path, digest: str, init_fold_dir:
 
 
 def summarize_quality(per_case: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Mean ± std of Dice / precision / recall over cases (NaN left out, counted), and voxel-pooled ones."""
+    """Mean ± std of Dice / precision / recall over cases (NaN left out, counted), and voxel-pooled precision,
+    recall and predicted / true volume (sums over the cases)."""
     out: dict[str, float] = {"cases": len(per_case)}
     for key in ("dice", "precision", "recall"):
         v = np.array([q[key] for q in per_case.values()], dtype=float)
         out[f"{key}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
         out[f"{key}_std"] = float(np.nanstd(v)) if np.isfinite(v).any() else float("nan")
         out[f"{key}_nan_cases"] = int(np.isnan(v).sum())
+    tp, pred, true = (sum(q[k] for q in per_case.values())
+                      for k in ("true_positive_voxels", "predicted_voxels", "true_voxels"))
+    out["pooled_precision"] = tp / pred if pred else float("nan")
+    out["pooled_recall"] = tp / true if true else float("nan")
+    out["pooled_volume_ratio"] = pred / true if true else float("nan")
     return out
 
 

@@ -33,6 +33,9 @@ def test_label_quality_and_summary():
     s = summarize_quality({"a": q, "b": empty})
     assert s["cases"] == 2 and s["dice_mean"] == pytest.approx(0.25) and s["dice_std"] == pytest.approx(0.25)
     assert s["precision_mean"] == 0.5 and s["precision_nan_cases"] == 1
+    # voxel-pooled: TP 2 + 0, predicted 4 + 0, true 4 + 4
+    assert q["true_positive_voxels"] == 2 and empty["true_positive_voxels"] == 0
+    assert s["pooled_precision"] == 0.5 and s["pooled_recall"] == 0.25 and s["pooled_volume_ratio"] == 0.5
 
 
 def test_mean_by_step_leaves_out_nan_and_other_models():
