@@ -80,11 +80,14 @@ from nnunet_mt.source_dataset import (UNLABELED_FOLDER, ReproduceError, SourceDa
                                       find_dataset_folder, fingerprint, read_source)
 from nnunet_mt.training import final_validation
 from nnunet_mt.training.budget import BUDGET_VARIABLES, env_for_budget
+from nnunet_mt.training.seeding import SEED_VARIABLE
 from nnunet_mt.training.snapshots import list_snapshots
 
 CONFIGURATION = "3d_fullres"
 PLANS = "nnUNetPlans"
 INIT_PLANS = "nnUNetPlans_init"
+#: the optional second supervised stage (``--start-epochs``): the converged start every method continues from
+START_PLANS = "nnUNetPlans_start"
 #: derived dataset IDs: FIRST_DERIVED_ID + index of the count in the sorted counts
 FIRST_DERIVED_ID = 500
 COMPLETE_MARKER = ".complete"
@@ -100,13 +103,28 @@ METHODS: dict[str, tuple[str, str]] = {
     "nnUNet": ("nnUNetTrainerUNet", "nnUNetTrainerUNet"),
     "MeanTeacherUNet": ("nnUNetTrainerMeanTeacherUNet", "nnUNetTrainerUNet"),
 }
+#: the mean teacher's consistency variants and controls (trainers/mean_teacher_variants.py), as methods
+#: ``MeanTeacher-<name>``; ``MeanTeacher`` itself is the paper's Eq. 1
+MEAN_TEACHER_VARIANTS = {
+    "released": "nnUNetTrainerMeanTeacherReleased",
+    "released-beta1": "nnUNetTrainerMeanTeacherReleasedBeta1",
+    "released-gram": "nnUNetTrainerMeanTeacherReleasedGram",
+    "squared": "nnUNetTrainerMeanTeacherSquared",
+    "mse": "nnUNetTrainerMeanTeacherMSE",
+    "kl": "nnUNetTrainerMeanTeacherKL",
+    "kl-confident": "nnUNetTrainerMeanTeacherKLConfident",
+    "beta0": "nnUNetTrainerMeanTeacherNoConsistency",
+    "beta0-annotated-bn": "nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN",
+}
+METHODS.update({f"MeanTeacher-{k}": (v, "nnUNetTrainerDeepMedic") for k, v in MEAN_TEACHER_VARIANTS.items()})
 DEFAULT_METHODS = ["DeepMedic", "DeepMedic-UDA", "DeepMedic-EN", "MeanTeacher"]
 #: methods that use no unannotated scans
 SUPERVISED_METHODS = {"DeepMedic", "nnUNet"}
 #: manifest entries a rerun must match (results depend on them)
-MANIFEST_SETTINGS = ("source", "pool", "unlabeled", "seed", "counts", "shared_test", "budget", "disable_tta")
+MANIFEST_SETTINGS = ("source", "pool", "unlabeled", "seed", "counts", "shared_test", "validation", "budget",
+                     "disable_tta")
 #: what a manifest written before a setting existed means by its absence
-MANIFEST_DEFAULTS = {"shared_test": None}
+MANIFEST_DEFAULTS = {"shared_test": None, "validation": None}
 
 
 # ---- checks, splits, manifest ------------------------------------------------------------------
@@ -119,46 +137,63 @@ def check_methods(methods: list[str]) -> None:
 
 
 def check_inputs(source: SourceDataset, counts: list[int], methods: list[str],
-                 shared_test: int | None = None) -> None:
-    """Counts fit the pool (each leaves at least one test case; with a shared test set, they fit beside it);
-    semi-supervised methods have scans."""
+                 shared_test: int | None = None, validation: int | None = None) -> None:
+    """Counts fit the pool (each leaves at least one test case; with a shared test set, they fit beside it;
+    a validation set comes off the pool first); semi-supervised methods have scans."""
     pool = len(source.annotated)
+    if validation is not None:
+        if validation < 1 or validation > pool - 2:
+            raise ReproduceError(f"--validation {validation}: needs 1 <= N <= pool size - 2 (a training and a test "
+                                 f"scan must remain); the pool of {source.folder} has {pool} annotated case(s)")
+        pool -= validation
     if shared_test is not None:
         if shared_test < 1 or shared_test >= pool:
             raise ReproduceError(f"--shared-test {shared_test}: needs 1 <= N < pool size; the pool of {source.folder} "
-                                 f"has {pool} annotated case(s) (labelsTr + labelsTs)")
+                                 f"has {pool} annotated case(s) (labelsTr + labelsTs"
+                                 f"{', less the validation set' if validation else ''})")
         for n in counts:
             if n < 1 or n > pool - shared_test:
                 raise ReproduceError(
                     f"count {n}: with --shared-test {shared_test} the training scans come from the other "
-                    f"{pool - shared_test} of the {pool} annotated case(s) of {source.folder}; needs "
-                    f"1 <= count <= {pool - shared_test}")
+                    f"{pool - shared_test} of the {pool} annotated case(s) of {source.folder}"
+                    f"{' outside the validation set' if validation else ''}; needs 1 <= count <= {pool - shared_test}")
     for n in counts if shared_test is None else ():
         if n < 1 or n >= pool:
             raise ReproduceError(
                 f"count {n}: needs 1 <= count < pool size (the rest are the test set); the pool of {source.folder} "
-                f"has {pool} annotated case(s) (labelsTr + labelsTs)")
+                f"has {pool} annotated case(s) (labelsTr + labelsTs{', less the validation set' if validation else ''})")
     semi = [m for m in methods if m not in SUPERVISED_METHODS]
     if semi and not source.unlabeled:
         raise ReproduceError(f"{', '.join(semi)} need(s) unannotated scans in {source.folder / UNLABELED_FOLDER}/ "
                              f"(missing or empty); add them there or run only {', '.join(sorted(SUPERVISED_METHODS))}")
 
 
-def draw_splits(pool: list[str], counts: list[int], seed: int,
-                shared_test: int | None = None) -> dict[int, dict[str, list[str]]]:
-    """Per count n, from one seeded permutation of the sorted pool; both lists sorted.
+def draw_splits(pool: list[str], counts: list[int], seed: int, shared_test: int | None = None,
+                validation: int | None = None) -> dict[int, dict[str, list[str]]]:
+    """Per count n, from one seeded permutation of the sorted pool; every list sorted.
 
     Default (the paper's): ``train`` = the first n cases of the permutation (nested across counts),
     ``test`` = all the others, so each count has its own test set. ``shared_test`` = N: the first N
     cases of the permutation are the test set of *every* count, and ``train`` = the n cases after
-    them (nested across counts, never among the N), so the counts' results compare on the same scans."""
+    them (nested across counts, never among the N), so the counts' results compare on the same scans.
+    ``validation`` = V: the *last* V cases of the permutation are every count's ``validation`` set,
+    neither training nor test, for choices (a variant, a training length); taking them from the end
+    leaves the training scans of a shared-test draw as they are without it."""
     pool = sorted(pool)
     order = np.random.default_rng(seed).permutation(len(pool))
     drawn = [pool[i] for i in order]
+    val: list[str] = []
+    if validation:
+        drawn, val = drawn[:-validation], sorted(drawn[-validation:])
     if shared_test is None:
-        return {n: {"train": sorted(drawn[:n]), "test": sorted(drawn[n:])} for n in counts}
-    test, rest = sorted(drawn[:shared_test]), drawn[shared_test:]
-    return {n: {"train": sorted(rest[:n]), "test": list(test)} for n in counts}
+        splits = {n: {"train": sorted(drawn[:n]), "test": sorted(drawn[n:])} for n in counts}
+    else:
+        test, rest = sorted(drawn[:shared_test]), drawn[shared_test:]
+        splits = {n: {"train": sorted(rest[:n]), "test": list(test)} for n in counts}
+    if validation:
+        for split in splits.values():
+            split["validation"] = list(val)
+    return splits
 
 
 def check_manifest(path: Path, manifest: dict) -> None:
@@ -179,12 +214,12 @@ def check_manifest(path: Path, manifest: dict) -> None:
             "for the new settings (or rerun with the recorded ones to continue).")
 
 
-def write_init_plans(preprocessed: Path) -> Path:
-    """``nnUNetPlans_init.json``: the plans with ``plans_name`` ``nnUNetPlans_init`` (its own results folder),
+def write_init_plans(preprocessed: Path, name: str = INIT_PLANS) -> Path:
+    """``<name>.json`` (default ``nnUNetPlans_init``): the plans with that ``plans_name`` (its own results folder),
     configurations and their ``data_identifier`` unchanged (same preprocessed data)."""
     plans = json.loads((preprocessed / f"{PLANS}.json").read_text())
-    plans["plans_name"] = INIT_PLANS
-    out = preprocessed / f"{INIT_PLANS}.json"
+    plans["plans_name"] = name
+    out = preprocessed / f"{name}.json"
     _write_json(out, plans)
     return out
 
@@ -241,7 +276,8 @@ class Reproduction:
         self.counts: list[int] = args.counts
         self.methods: list[str] = args.methods
         self.shared_test: int | None = getattr(args, "shared_test", None)
-        self.splits = draw_splits(source.pool, self.counts, args.seed, self.shared_test)
+        self.validation: int | None = getattr(args, "validation", None)
+        self.splits = draw_splits(source.pool, self.counts, args.seed, self.shared_test, self.validation)
         self.semi = any(m not in SUPERVISED_METHODS for m in self.methods)
         self.timings_file = self.workdir / "timings.json"
         self.timings: dict[str, float] = (json.loads(self.timings_file.read_text())
@@ -255,7 +291,7 @@ class Reproduction:
         # nnU-Net's own worker pools (the end-of-training validation's export and scoring) follow the option too
         if getattr(args, "num_processes", None) is not None:
             base["nnUNet_def_n_proc"] = str(max(1, args.num_processes))
-        for name in (*BUDGET_VARIABLES, final_validation.VARIABLE):
+        for name in (*BUDGET_VARIABLES, final_validation.VARIABLE, SEED_VARIABLE):
             base.pop(name, None)
         self.env = base
         self.preprocess_env = {k: v for k, v in base.items() if k != "nnUNet_n_proc_DA"}  # crashes with 0
@@ -265,14 +301,16 @@ class Reproduction:
         a = self.args
         budget = {"init_epochs": a.init_epochs, "epochs": a.epochs, "iterations_per_epoch": a.iterations_per_epoch,
                   "val_iterations": a.val_iterations, "rampup": a.rampup}
-        if getattr(a, "init_lr", None) is not None:  # absent from manifests written before the option existed
-            budget["init_lr"] = a.init_lr
+        # absent from manifests written before the options existed, so only recorded when set
+        for key in ("init_lr", "start_epochs", "training_seed"):
+            if getattr(a, key, None) is not None:
+                budget[key] = getattr(a, key)
         return budget
 
     def manifest(self) -> dict:
         return {"source": self.source.folder.name, "source_folder": str(self.source.folder.resolve()),
                 "pool": self.source.pool, "unlabeled": sorted(self.source.unlabeled), "seed": self.args.seed,
-                "counts": self.counts, "shared_test": self.shared_test,
+                "counts": self.counts, "shared_test": self.shared_test, "validation": self.validation,
                 "test_set": "shared" if self.shared_test is not None else "rest of the pool",
                 "budget": self.budget(), "disable_tta": self.args.disable_tta,
                 "methods": self.methods, "trainer_suffix": self.args.trainer_suffix}
@@ -324,6 +362,7 @@ class Reproduction:
         _write_json(manifest_file, manifest)
         _write_json(self.workdir / "splits.json", {
             "seed": self.args.seed, "pool": self.source.pool, "shared_test": self.shared_test,
+            "validation": self.validation,
             "counts": {str(n): self.splits[n] for n in self.counts}})
 
     def build_raw(self, n: int) -> Path:
@@ -378,6 +417,8 @@ class Reproduction:
             marker.touch()
         write_fold0_split(preprocessed, self.splits[n]["train"])
         write_init_plans(preprocessed)
+        if getattr(self.args, "start_epochs", None):
+            write_init_plans(preprocessed, START_PLANS)
         if self.semi:
             marker = self.count_dir(n) / ".preprocessed_unlabeled"
             if marker.exists():
@@ -400,6 +441,8 @@ class Reproduction:
                                               val_iterations=self.args.val_iterations, rampup=self.args.rampup,
                                               lr=lr, snapshot_every=getattr(self.args, "snapshot_every", None)),
                    **{final_validation.VARIABLE: "1" if self.final_validation else "0"})
+        if getattr(self.args, "training_seed", None) is not None:
+            env[SEED_VARIABLE] = str(self.args.training_seed)
         self.stage(name, cmd, env)
 
     def predict(self, n: int, method: str) -> Path:
@@ -411,7 +454,7 @@ class Reproduction:
         else:
             if out.exists():
                 shutil.rmtree(out)  # a half-written prediction folder: start again
-            np_ = str(self.args.num_processes)
+            np_ = str(self.predict_processes())
             cmd = ["nnUNetv2_predict", "-i", str(self.count_dir(n) / "imagesTest"), "-o", str(out), "-d",
                    str(dataset_id), "-c", CONFIGURATION, "-f", "0", "-tr", self.trainer(method), "-chk",
                    "checkpoint_final.pth", "-device", self.args.device, "-npp", np_, "-nps", np_]
@@ -432,6 +475,15 @@ class Reproduction:
                               "-np", str(max(1, self.args.num_processes))], self.env)
         return out
 
+    def predict_processes(self) -> int:
+        """``-npp``/``-nps`` of the test predictions: ``--predict-processes``, else sequential (0) on a machine
+        of up to 4 cores (there nnUNetv2_predict's worker processes only compete with the network for the
+        cores: minutes per method slower, measured on 2 cores), else ``--num-processes``."""
+        chosen = getattr(self.args, "predict_processes", None)
+        if chosen is not None:
+            return chosen
+        return 0 if (os.cpu_count() or 1) <= 4 else self.args.num_processes
+
     def run_count(self, n: int):
         from nnunet_mt.evaluation.metrics import evaluate_cases
         from nnunet_mt.evaluation.report import CountResult
@@ -439,14 +491,22 @@ class Reproduction:
         print(f"\n##### {n} annotated training scans: {len(self.splits[n]['test'])} test scans", flush=True)
         self.build_raw(n)
         self.preprocess(n)
-        inits = {}
+        starts = {}
         for init in dict.fromkeys(self.init_trainer(m) for m in self.methods):
             self.train(f"n{n}/train_init_{init}", n, init, INIT_PLANS, self.args.init_epochs,
                        lr=getattr(self.args, "init_lr", None))
-            inits[init] = self.model_dir(n, init, INIT_PLANS) / "fold_0" / "checkpoint_final.pth"
+            starts[init] = self.model_dir(n, init, INIT_PLANS) / "fold_0" / "checkpoint_final.pth"
+            if getattr(self.args, "start_epochs", None):  # the converged start: a second supervised stage
+                self.train(f"n{n}/train_start_{init}", n, init, START_PLANS, self.args.start_epochs,
+                           pretrained=starts[init])
+                starts[init] = self.model_dir(n, init, START_PLANS) / "fold_0" / "checkpoint_final.pth"
         for method in self.methods:
             self.train(f"n{n}/train_{method}", n, self.trainer(method), PLANS, self.args.epochs,
-                       pretrained=inits[self.init_trainer(method)])
+                       pretrained=starts[self.init_trainer(method)])
+            self.diagnose_method(n, method)  # as each finishes: a long screen shows its results as it goes
+        self.diagnose(n)
+        if getattr(self.args, "screen", False):
+            return None
         ending = self.source.file_ending
         test = self.splits[n]["test"]
         refs = {c: self.count_dir(n) / "labelsTest" / f"{c}{ending}" for c in test}
@@ -459,30 +519,70 @@ class Reproduction:
             log = training_log(self.model_dir(n, self.trainer(method)) / "fold_0")
             if log is not None:
                 logs[method] = log
-        self.diagnose(n)
         return CountResult(count=n, images=images, references=refs, predictions=predictions, metrics=metrics,
                            training_logs=logs)
 
+    def start_checkpoint(self, n: int, method: str) -> Path:
+        """The supervised model ``method`` starts from: the init model, or the ``--start-epochs`` stage after it."""
+        plans = START_PLANS if getattr(self.args, "start_epochs", None) else INIT_PLANS
+        return self.model_dir(n, self.init_trainer(method), plans) / "fold_0" / "checkpoint_final.pth"
+
+    def diagnostic_cases(self, n: int) -> tuple[str, dict]:
+        """(name, case -> (images, label)) the snapshots are scored on: the validation set if there is one (it
+        may serve choices), else the first ``--diagnostic-cases`` test scans (never used to choose anything)."""
+        limit = getattr(self.args, "diagnostic_cases", None) or None
+        if self.validation:
+            chosen, name = sorted(self.splits[n]["validation"])[:limit], "validation"
+        else:
+            chosen, name = sorted(self.splits[n]["test"])[:limit], "test"
+        return name, {c: self.source.annotated[c] for c in chosen}
+
+    def volume_cases(self) -> dict:
+        """The unannotated scans whose predicted volume is followed over training (``--volume-cases`` K, with
+        ``--unlabeled-truth``): the first K, with their true masks."""
+        truth, k = getattr(self.args, "unlabeled_truth", None), getattr(self.args, "volume_cases", None)
+        if truth is None or not k:
+            return {}
+        ending = self.source.file_ending
+        return {c: (self.source.unlabeled[c], Path(truth) / f"{c}{ending}") for c in sorted(self.source.unlabeled)[:k]}
+
+    def diagnose_method(self, n: int, method: str) -> tuple[dict | None, dict | None]:
+        """One method's snapshot diagnostics (Dice and distance from its start; volume on the unannotated
+        scans), computed once and cached in ``n{n}/diagnostics/``; (None, None) without snapshots."""
+        from nnunet_mt.evaluation import diagnostics as dg
+
+        fold = self.model_dir(n, self.trainer(method)) / "fold_0"
+        if not (fold / "checkpoint_final.pth").exists() or not list_snapshots(fold):
+            return None, None
+        folder = self.count_dir(n) / "diagnostics"
+        _, cases = self.diagnostic_cases(n)
+        start = time.time()
+        scores = dg.snapshot_diagnostics(fold, cases, self.start_checkpoint(n, method),
+                                         folder / f"snapshots_{method}.json", device=self.args.device)
+        volume_cases = self.volume_cases()
+        volume = (dg.snapshot_volume(fold, volume_cases, folder / f"volume_{method}.json", device=self.args.device)
+                  if volume_cases else None)
+        name = f"n{n}/diagnostics_{method}"
+        self.timings[name] = self.timings.get(name, 0.0) + time.time() - start
+        _write_json(self.timings_file, self.timings)
+        return scores, volume
+
     def diagnose(self, n: int) -> None:
-        """Snapshot curves on the test scans and pseudo-label quality (:mod:`nnunet_mt.evaluation.diagnostics`);
-        a markdown section for the report. Only what the options ask for; nothing here feeds a decision."""
+        """Snapshot curves (on the validation set, else test scans), volume on the unannotated scans and
+        pseudo-label quality (:mod:`nnunet_mt.evaluation.diagnostics`); the report's markdown section and, with
+        a validation set, ``report/screening.csv``. Only what the options ask for; nothing here reads a test
+        result to choose anything."""
         from nnunet_mt.evaluation import diagnostics as dg
 
         folder = self.count_dir(n) / "diagnostics"
-        init = self.model_dir(n, self.init_trainer(self.methods[0]), INIT_PLANS) / "fold_0"
-        test = sorted(self.splits[n]["test"])[:getattr(self.args, "diagnostic_cases", None) or None]
-        cases = {c: self.source.annotated[c] for c in test}
-        per_method = {}
+        set_name, cases = self.diagnostic_cases(n)
+        per_method, volumes = {}, {}
         for method in self.methods:
-            fold = self.model_dir(n, self.trainer(method)) / "fold_0"
-            init_ckpt = self.model_dir(n, self.init_trainer(method), INIT_PLANS) / "fold_0" / "checkpoint_final.pth"
-            name = f"n{n}/diagnostics_{method}"
-            if not list_snapshots(fold):
-                continue
-            start = time.time()
-            per_method[method] = dg.snapshot_diagnostics(fold, cases, init_ckpt, folder / f"snapshots_{method}.json",
-                                                         device=self.args.device)
-            self.timings[name] = self.timings.get(name, 0.0) + time.time() - start
+            scores, volume = self.diagnose_method(n, method)
+            if scores is not None:
+                per_method[method] = scores
+            if volume is not None:
+                volumes[method] = volume
         pseudo = None
         truth = getattr(self.args, "unlabeled_truth", None)
         if truth is not None:
@@ -493,23 +593,28 @@ class Reproduction:
                 digest = torch_load(final).get("semi_supervised", {}).get("pseudo_lesion_digest")
                 if digest is None:
                     continue
-                unlabeled = self.unlabeled_folder(n)
                 start = time.time()
-                pseudo = dg.pseudo_label_diagnostics(unlabeled, digest, init, truth, self.source.unlabeled,
-                                                     self.source.file_ending, folder / "pseudo_label_quality.json")
+                pseudo = dg.pseudo_label_diagnostics(self.unlabeled_folder(n), digest,
+                                                     self.start_checkpoint(n, method).parent, truth,
+                                                     self.source.unlabeled, self.source.file_ending,
+                                                     folder / "pseudo_label_quality.json")
                 self.timings[f"n{n}/diagnostics_pseudo_labels"] = time.time() - start
                 if pseudo is not None:
                     break
         _write_json(self.timings_file, self.timings)
         plot = None
+        report_dir = self.workdir / "report"
         if per_method:
-            report_dir = self.workdir / "report"
             report_dir.mkdir(parents=True, exist_ok=True)
             plot = f"diagnostics_n{n}.png"
             dg.write_snapshot_plot(per_method, report_dir / plot,
-                                   f"{n} annotated scans: Dice on {len(cases)} test scans over training")
+                                   f"{n} annotated scans: Dice on {len(cases)} {set_name} scans over training",
+                                   set_name=set_name)
+            rows = dg.screening_rows(n, per_method, volumes)
+            dg.write_screening(rows, report_dir / f"screening_n{n}.csv")
         if per_method or pseudo is not None:
-            self.diagnostics_md.append(dg.diagnostics_markdown(n, per_method, pseudo, plot))
+            self.diagnostics_md.append(dg.diagnostics_markdown(n, per_method, pseudo, plot, set_name=set_name,
+                                                               volumes=volumes))
 
     def notes(self, started: float) -> str:
         a, s = self.args, self.source
@@ -613,6 +718,29 @@ def announce_replaced_report(report_dir: Path, methods: list[str], counts: list[
     _write_json(record, {"methods": methods, "counts": counts})
 
 
+#: the small text files of a run worth keeping beside the code (``--results``); large outputs stay in the workdir
+RESULT_FILES = ("manifest.json", "splits.json", "timings.json", "report/table_dice.csv", "report/table_dice.md",
+                "report/per_case_metrics.csv", "report/statistics.csv", "report/statistics.md",
+                "report/screening.md", "report/screening_n*.csv")
+
+
+def export_results(workdir: Path, dest: Path) -> list[str]:
+    """Copy the run's :data:`RESULT_FILES` that exist into ``dest`` (flat, names kept); returns their names.
+    The manifest loses ``source_folder``/``source_files`` (paths and file stamps of this machine)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for pattern in RESULT_FILES:
+        for f in sorted(workdir.glob(pattern)):
+            if f.name == "manifest.json":
+                manifest = {k: v for k, v in json.loads(f.read_text()).items()
+                            if k not in ("source_folder", "source_files")}
+                _write_json(dest / f.name, manifest)
+            else:
+                shutil.copyfile(f, dest / f.name)
+            copied.append(f.name)
+    return copied
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -671,6 +799,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test every count on the same N annotated scans, drawn once from the pool; the counts' "
                         "training scans are drawn, nested, from the rest (default: the paper's, each count tests "
                         "on all annotated scans it does not train on)")
+    p.add_argument("--validation", type=_positive_int, default=None, metavar="N",
+                   help="a validation set of N annotated scans, neither training nor test (drawn from the end of the "
+                        "permutation, so a shared-test draw's training scans stay the same): the snapshots are "
+                        "scored on it instead of the test scans, for choosing a variant or a length")
+    p.add_argument("--screen", action="store_true",
+                   help="train and score the snapshots (with --validation) but never predict the test scans: a "
+                        "screen of variants; rerun without it, with the chosen --methods, for the test table")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
                    help="training and inference device (default cuda if available, else cpu)")
     p.add_argument("--init-epochs", type=_positive_int, default=None, help="epochs of the supervised init model")
@@ -681,6 +816,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-lr", type=_positive_float, default=None,
                    help="learning rate of the supervised init model (default the trainer's 1e-4; DeepMedic's own "
                         "default is 1e-3); the methods keep the paper's 1e-4")
+    p.add_argument("--start-epochs", type=_positive_int, default=None, metavar="E",
+                   help="a converged start: after the init model, E more epochs of the supervised trainer at its own "
+                        "lr (1e-4); every method then starts from that model (default: from the init model)")
+    p.add_argument("--training-seed", type=_non_negative_int, default=None, metavar="S",
+                   help="seed of every training (weights, sampling, augmentation, noise; nnUNet_mt_seed, default the "
+                        "trainers' 0); exact replays need nnUNet_n_proc_DA=0")
     p.add_argument("--snapshot-every", type=_positive_int, default=None, metavar="K",
                    help="write weight snapshots every K epochs (fold_0/snapshots/), for the diagnostics' curves; "
                         "results do not depend on it")
@@ -689,13 +830,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "<raw>_truth/DatasetXXX_Name/labelsUnlabeled: the report then gives the pseudo-labels' "
                         "Dice against them (diagnostics only; no trainer reads them)")
     p.add_argument("--diagnostic-cases", type=_positive_int, default=None, metavar="K",
-                   help="score the snapshots (--snapshot-every) on the first K test scans only (default all)")
+                   help="score the snapshots (--snapshot-every) on the first K validation scans (with --validation), "
+                        "else test scans, only (default all)")
+    p.add_argument("--volume-cases", type=_positive_int, default=None, metavar="K",
+                   help="with --unlabeled-truth: follow every snapshot's predicted / true volume, precision and recall "
+                        "on the first K unannotated scans (default none)")
     p.add_argument("--trainer-suffix", default="", help="appended to every trainer name (e.g. _tiny for tests)")
     p.add_argument("--num-processes", type=_non_negative_int, default=None,
                    help="processes for preprocessing, prediction and evaluation, and nnU-Net's worker pools in "
                         "training (nnUNet_def_n_proc; default $nnUNet_def_n_proc or 8); "
                         "0: nnUNetv2_predict runs sequentially without worker processes (-npp 0 -nps 0), the "
                         "other steps use 1")
+    p.add_argument("--predict-processes", type=_non_negative_int, default=None, metavar="N",
+                   help="nnUNetv2_predict's -npp / -nps for the test predictions (default: 0, sequential, on machines "
+                        "of up to 4 cores, where it is faster; else --num-processes)")
+    p.add_argument("--results", type=Path, default=None, metavar="DIR",
+                   help="also copy the run's small result files (tables, per-case metrics, statistics, manifest, "
+                        "screening) to DIR, e.g. results/<run name>/ of a repository")
     p.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (nnUNetv2_predict --disable_tta)")
     return p
 
@@ -707,7 +858,9 @@ def main(argv: list[str] | None = None) -> None:
         args.counts = sorted(set(args.counts))
         check_methods(args.methods)
         source = source_of(args)
-        check_inputs(source, args.counts, args.methods, args.shared_test)
+        check_inputs(source, args.counts, args.methods, args.shared_test, args.validation)
+        if args.screen and not args.validation:
+            raise ReproduceError("--screen scores the snapshots on a validation set: give --validation N")
         if args.device is None:
             import torch
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -731,15 +884,24 @@ def main(argv: list[str] | None = None) -> None:
 
     from nnunet_mt.evaluation.report import write_report
 
-    reference = "MeanTeacher" if "MeanTeacher" in args.methods else args.methods[-1]
     report_dir = args.workdir / "report"
-    announce_replaced_report(report_dir, args.methods, args.counts)
-    write_report(report_dir, results, args.methods, reference_method=reference,
-                 title=f"Semi-supervised lesion segmentation (Cui et al. 2019) on {source.folder.name}",
-                 notes=repro.notes(started))
-    table = report_dir / "table_dice.md"
-    if table.exists():
-        print("\n" + table.read_text())
+    if args.screen:  # no test predictions: the diagnostics are the whole report
+        report_dir.mkdir(parents=True, exist_ok=True)
+        screening = report_dir / "screening.md"
+        screening.write_text(f"# Screening on {source.folder.name}\n\n" + repro.notes(started) + "\n")
+        print("\n" + "\n".join(repro.diagnostics_md))
+    else:
+        reference = "MeanTeacher" if "MeanTeacher" in args.methods else args.methods[-1]
+        announce_replaced_report(report_dir, args.methods, args.counts)
+        write_report(report_dir, results, args.methods, reference_method=reference,
+                     title=f"Semi-supervised lesion segmentation (Cui et al. 2019) on {source.folder.name}",
+                     notes=repro.notes(started))
+        table = report_dir / "table_dice.md"
+        if table.exists():
+            print("\n" + table.read_text())
+    if args.results is not None:
+        copied = export_results(args.workdir, args.results)
+        print(f"result files copied to {args.results}: {', '.join(copied)}")
     print("wall time per stage this run (s): " + (", ".join(f"{k} {v:.0f}" for k, v in repro.run_timings.items())
                                                   or "none (everything was finished)"))
     print(f"total {time.time() - started:.0f} s; report: {report_dir / 'report.md'}", flush=True)

@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny nnU-Net dataset, planned and preprocessed once per test session.
 
 nnU-Net reads ``nnUNet_raw`` / ``nnUNet_preprocessed`` / ``nnUNet_results`` when it is imported, so
-every nnU-Net command runs in a subprocess with these variables pointing at temporary folders.
+every nnU-Net command runs in a subprocess with these variables pointing at temporary folders. What such
+a subprocess sees is built afresh for each command by :func:`subprocess_env`: none of the caller's
+``nnUNet_*`` variables (a budget or a worker count set in the developer's shell), the fixed settings of
+:data:`TEST_SETTINGS`, the folders, then the command's own overrides.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pytest
@@ -20,6 +24,39 @@ VENV_BIN = Path(sys.executable).parent
 TINY_ID = 901
 TINY_NAME = "Dataset901_Tiny"
 SPACING_XYZ = (0.96, 0.96, 6.5)
+#: what every test subprocess runs with, besides its nnU-Net folders and nnUNet_extTrainer
+TEST_SETTINGS = {
+    "nnUNet_def_n_proc": "1",  # nnU-Net's worker pools: one process, not 8
+    "nnUNet_compile": "false",
+    "PYTHONUNBUFFERED": "1",
+    # nnU-Net's final validation (two spawned worker pools per training) runs where a test checks it:
+    # NNUNetEnv.train(..., final_validation=True)
+    "nnUNet_mt_final_validation": "0",
+}
+
+
+def subprocess_env(folders: Mapping[str, Path], overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The whole environment of one test subprocess, a new dict each call.
+
+    The caller's environment without its ``nnUNet_*`` variables (nnU-Net's and the plugin's: what the tests
+    set is all a command sees of them, whatever the shell that runs pytest holds), then
+    :data:`TEST_SETTINGS`, ``folders`` (variable -> path), ``nnUNet_extTrainer`` (the plugin's trainers) and
+    ``overrides``, in that order; an override of ``None`` removes the variable.
+    """
+    from nnunet_mt.cli import ext_trainer_value
+
+    env = {name: value for name, value in os.environ.items() if not name.startswith("nnUNet_")}
+    env.update(TEST_SETTINGS)
+    env.update({name: str(path) for name, path in folders.items()})
+    env["nnUNet_extTrainer"] = ext_trainer_value(None)
+    for name, value in (overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        elif isinstance(value, str):
+            env[name] = value
+        else:
+            raise TypeError(f"environment variable {name}: give a string or None, not {value!r}")
+    return env
 
 
 def _write(array: np.ndarray, path: Path, dtype) -> None:
@@ -71,7 +108,7 @@ def direct_probabilities(model_folder, checkpoint, image_files, weights_key="net
     returns softmax probabilities pasted into the original image grid (background outside the crop)."""
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from nnunet_mt.architectures.deepmedic import DenseDeepMedic
+    from nnunet_mt.architectures.dense_inference import DenseDeepMedic
 
     plans = json.loads((model_folder / "plans.json").read_text())
     dataset_json = json.loads((model_folder / "dataset.json").read_text())
@@ -99,24 +136,23 @@ class NNUNetEnv:
             p.mkdir(parents=True, exist_ok=True)
 
     @property
-    def env(self) -> dict:
-        from nnunet_mt.cli import ext_trainer_value
+    def folders(self) -> dict[str, Path]:
+        return {"nnUNet_raw": self.raw, "nnUNet_preprocessed": self.preprocessed, "nnUNet_results": self.results}
 
-        env = dict(os.environ)
-        env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed),
-                   nnUNet_results=str(self.results), nnUNet_def_n_proc="1", nnUNet_compile="false",
-                   nnUNet_extTrainer=ext_trainer_value(None), PYTHONUNBUFFERED="1",
-                   # nnU-Net's final validation (two spawned worker pools per training) runs where a test
-                   # checks it: train(..., final_validation=True)
-                   nnUNet_mt_final_validation="0")
-        env.pop("nnUNet_n_proc_DA", None)
-        return env
+    def environment(self, extra_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        """What a command run by :meth:`run` with ``extra_env`` sees (:func:`subprocess_env`)."""
+        return subprocess_env(self.folders, extra_env)
 
-    def run(self, *args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-        env = self.env
-        env.update(extra_env or {})
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a command run without ``extra_env`` (a new dict each time)."""
+        return self.environment()
+
+    def run(self, *args: str, check: bool = True,
+            extra_env: Mapping[str, str | None] | None = None) -> subprocess.CompletedProcess:
+        """Run a command with this environment's folders; ``extra_env`` overrides variables (None: unset)."""
         exe = str(VENV_BIN / args[0]) if (VENV_BIN / args[0]).exists() else args[0]
-        proc = subprocess.run([exe, *args[1:]], env=env, capture_output=True, text=True)
+        proc = subprocess.run([exe, *args[1:]], env=self.environment(extra_env), capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
                                  f"{proc.stderr[-4000:]}")

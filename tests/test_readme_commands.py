@@ -1,4 +1,4 @@
-"""Every command in the README's ```bash blocks exists and takes the flags the README gives it (issue 12).
+"""Every command in the README's ```bash blocks exists and takes the flags the README gives it.
 
 The README is read when the tests are collected, so commands added to it later are checked too. Each
 shell line is split as bash would split it (line continuations joined, comments dropped, ``&&``/``;``/``|``

@@ -525,3 +525,115 @@ def test_unlabeled_truth_is_checked_before_any_work(tmp_path):
     (truth / "u2.nii.gz").touch()
     reproduce.check_truth(source, truth)
     reproduce.check_truth(source, None)
+
+
+# ---- validation set, converged start, the screen of the mean-teacher variants ------------------------
+
+def test_validation_set_is_the_end_of_the_permutation_and_leaves_training_scans_alone():
+    pool = [f"c{i:02d}" for i in range(12)]
+    plain = draw_splits(pool, [2, 5], seed=3, shared_test=4)
+    splits = draw_splits(pool, [2, 5], seed=3, shared_test=4, validation=3)
+    order = np.random.default_rng(3).permutation(12)
+    assert splits[2]["validation"] == splits[5]["validation"] == sorted(pool[i] for i in order[-3:])
+    for n in (2, 5):
+        assert splits[n]["train"] == plain[n]["train"] and splits[n]["test"] == plain[n]["test"]
+        assert not set(splits[n]["validation"]) & (set(splits[n]["train"]) | set(splits[n]["test"]))
+    # the paper's split: the test set is the rest of the pool less the validation set
+    paper = draw_splits(pool, [2], seed=3, validation=3)[2]
+    assert sorted(paper["train"] + paper["test"] + paper["validation"]) == pool
+    assert "validation" not in draw_splits(pool, [2], seed=3)[2]
+
+
+def test_validation_size_is_checked(tmp_path):
+    source = read_source(_fake_dataset(tmp_path / "ok"))  # pool of 4
+    check_inputs(source, [1], ["DeepMedic"], shared_test=2, validation=1)
+    with pytest.raises(ReproduceError, match=r"count 2: with --shared-test 2 .* outside the validation set"):
+        check_inputs(source, [2], ["DeepMedic"], shared_test=2, validation=1)
+    with pytest.raises(ReproduceError, match=r"--validation 3: needs 1 <= N <= pool size - 2"):
+        check_inputs(source, [1], ["DeepMedic"], validation=3)
+    with pytest.raises(SystemExit, match="--screen scores the snapshots on a validation set"):
+        reproduce.main(["-d", "321", "--raw", str(tmp_path / "ok"), "--workdir", str(tmp_path / "w"),
+                        "--counts", "1", "--methods", "DeepMedic", "--screen"])
+    assert not (tmp_path / "w").exists()
+
+
+def test_prediction_processes(monkeypatch):
+    repro = object.__new__(reproduce.Reproduction)
+    repro.args = SimpleNamespace(num_processes=6, predict_processes=None)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert repro.predict_processes() == 0  # sequential on small machines
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert repro.predict_processes() == 6
+    repro.args.predict_processes = 3
+    assert repro.predict_processes() == 3
+
+
+SCREEN_METHODS = ("DeepMedic", *(f"MeanTeacher-{k}" for k in reproduce.MEAN_TEACHER_VARIANTS))
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory):
+    """The runner's screen on the tiny dataset: a validation set, a converged start, DeepMedic and every
+    mean-teacher variant and control (each through nnUNetv2_train), seeded; then the same command without
+    --screen for two of them, which predicts the test scans."""
+    root = tmp_path_factory.mktemp("screen")
+    raw, truth = root / "raw", root / "truth"
+    write_tiny_raw(raw, truth_dir=truth)  # a pool of 7
+    env = dict(os.environ, nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1", PYTHONUNBUFFERED="1")
+    common = [str(VENV_BIN / "nnunet_mt_reproduce"), "-d", "901", "--raw", str(raw), "--workdir", str(root / "work"),
+              "--counts", "2", "--shared-test", "2", "--validation", "2", "--trainer-suffix", "_tiny",
+              "--init-epochs", "1", "--start-epochs", "1", "--epochs", "2", "--iterations-per-epoch", "2",
+              "--val-iterations", "1", "--rampup", "2", "--device", "cpu", "--num-processes", "0",
+              "--snapshot-every", "1", "--unlabeled-truth", str(truth), "--volume-cases", "2", "--training-seed", "3"]
+    first = subprocess.run([*common, "--methods", *SCREEN_METHODS, "--screen", "--results", str(root / "results")],
+                           env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    second = subprocess.run([*common, "--methods", "DeepMedic", "MeanTeacher-kl"], env=env, capture_output=True,
+                            text=True)
+    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
+    return SimpleNamespace(root=root, work=root / "work", first=first.stdout, second=second.stdout)
+
+
+def test_screen_trains_every_variant_from_the_converged_start_and_never_predicts_the_test_scans(screen):
+    results = screen.work / "nnUNet_results" / "Dataset500_Tiny_n2"
+    start = results / "nnUNetTrainerDeepMedic_tiny__nnUNetPlans_start__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    init = results / "nnUNetTrainerDeepMedic_tiny__nnUNetPlans_init__3d_fullres" / "fold_0" / "checkpoint_final.pth"
+    start_weights = torch.load(start, map_location="cpu", weights_only=False)["network_weights"]
+    init_weights = torch.load(init, map_location="cpu", weights_only=False)["network_weights"]
+    assert not torch.equal(start_weights["classifier.conv.weight"], init_weights["classifier.conv.weight"])
+    for method in SCREEN_METHODS:
+        fold = results / f"{reproduce.METHODS[method][0]}_tiny__nnUNetPlans__3d_fullres" / "fold_0"
+        first = sorted((fold / "snapshots").iterdir())[0]
+        snap = torch.load(first, map_location="cpu", weights_only=False)
+        assert snap["step"] == 0
+        for k, v in start_weights.items():  # every method starts from the start stage, not the init model
+            torch.testing.assert_close(snap["network_weights"][k], v)
+        assert "seeded run: nnUNet_mt_seed=3" in "".join(p.read_text() for p in fold.glob("training_log_*.txt")) \
+            or method != "DeepMedic"
+    # the first run predicted nothing; the second only its two methods
+    predictions = screen.work / "n2" / "predictions"
+    assert sorted(p.name for p in predictions.iterdir()) == ["DeepMedic", "MeanTeacher-kl"]
+    assert "### Diagnostics, 2 annotated scans" in screen.first and "Mean validation Dice" in screen.first
+
+
+def test_screening_table_scores_the_validation_set_and_the_unannotated_volume(screen):
+    from nnunet_mt.evaluation.choice import read_screening
+
+    splits = json.loads((screen.work / "splits.json").read_text())
+    validation = splits["counts"]["2"]["validation"]
+    assert len(validation) == 2 and not set(validation) & set(splits["counts"]["2"]["test"])
+    rows = read_screening(screen.root / "results" / "screening_n2.csv")
+    assert {r["method"] for r in rows} == set(SCREEN_METHODS)
+    assert {(r["network"], r["step"]) for r in rows if r["method"] == "MeanTeacher-kl"} == {
+        (net, s) for net in ("model", "student") for s in (0, 2, 4)}
+    cached = json.loads((screen.work / "n2" / "diagnostics" / "snapshots_MeanTeacher-kl.json").read_text())
+    assert cached["cases"] == validation
+    volume = json.loads((screen.work / "n2" / "diagnostics" / "volume_MeanTeacher-kl.json").read_text())
+    assert volume["cases"] == ["un_000", "un_001"]
+    row = next(r for r in rows if r["method"] == "MeanTeacher-kl" and r["network"] == "model" and r["step"] == 4)
+    pooled = [r for r in volume["rows"] if r["model"] == "network_weights" and r["step"] == 4]
+    assert row["volume_ratio"] == pytest.approx(sum(r["predicted_voxels"] for r in pooled)
+                                                / sum(r["true_voxels"] for r in pooled), rel=1e-5)
+    manifest = json.loads((screen.root / "results" / "manifest.json").read_text())
+    assert manifest["validation"] == 2 and manifest["budget"]["start_epochs"] == 1
+    assert manifest["budget"]["training_seed"] == 3 and "source_files" not in manifest

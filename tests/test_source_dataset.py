@@ -1,4 +1,4 @@
-"""Fingerprints of the source dataset: a rerun on changed sources stops and names the files (issue 11, item 4)."""
+"""Fingerprints of the source dataset: a rerun on changed sources stops and names the files."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,13 @@
-"""DeepMedic's eval-mode arithmetic, rearranged for speed on the CPU; the same function as ``forward_valid``.
+"""DeepMedic on whole volumes: exact dense inference inside nnU-Net's predictor, and fast.
+
+Two parts, the second built on the first:
+
+* **The eval-mode arithmetic, rearranged for speed on the CPU** (:func:`fuse`, :func:`forward_block`,
+  :func:`block_flops`): the same function as ``DeepMedic.forward_valid``, below.
+* **The network nnU-Net's predictor runs** (:class:`DenseDeepMedic`: a :class:`DeepMedic` whose eval
+  forward segments a whole volume, output the size of input), and the inference window it is run in
+  (:func:`window_for`, :func:`gaussian_weight_at`, :class:`CaseDoesNotFitWindow`): one odd-sized tile
+  per case, so nnU-Net never blends tiles in which a network of valid convolutions would see zeros.
 
 Inference spends its time in the pathways' 3^3 convolutions and in the 1^3 layers. Three things make
 those cheaper without changing what is computed (up to float rounding):
@@ -20,17 +29,14 @@ works on whole pooling blocks (the ``f``-aligned superset), which is cheap on it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_mt.architectures.deepmedic import _center_crop as center_crop
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nnunet_mt.architectures.deepmedic import DeepMedic, DeepMedicPathway
+from nnunet_mt.architectures.deepmedic import DeepMedic, DeepMedicPathway, center_crop
 
 CL = torch.channels_last_3d
 
@@ -69,7 +75,7 @@ class FusedDeepMedic:
     shrink: int
 
 
-def _fuse_pathway(pathway: "DeepMedicPathway", next_bn: nn.BatchNorm3d, next_channels: slice) -> _Pathway:
+def _fuse_pathway(pathway: DeepMedicPathway, next_bn: nn.BatchNorm3d, next_channels: slice) -> _Pathway:
     layers = list(pathway.layers)
     residual = set(i - 1 for i in pathway.residual_layers)  # 0-based layers that add a shortcut
     # the raw output of layer k is needed when layer k + 2 adds it as its shortcut
@@ -102,7 +108,7 @@ def _fuse_pathway(pathway: "DeepMedicPathway", next_bn: nn.BatchNorm3d, next_cha
 
 
 @torch.no_grad()
-def fuse(net: "DeepMedic") -> FusedDeepMedic:
+def fuse(net: DeepMedic) -> FusedDeepMedic:
     """Rearrange the eval-mode parameters of ``net`` (BatchNorm running statistics, no dropout).
 
     Cheap (a few ms): callers rebuild it for every forward, so it always reflects the current weights.
@@ -210,7 +216,7 @@ def forward_block(fused: FusedDeepMedic, padded: torch.Tensor, lo: Sequence[int]
     return out.view(batch, *size, k_out).permute(0, 4, 1, 2, 3)
 
 
-def block_flops(net: "DeepMedic", size: Sequence[int], low_size: Sequence[int] | None = None) -> int:
+def block_flops(net: DeepMedic, size: Sequence[int], low_size: Sequence[int] | None = None) -> int:
     """Floating-point operations (2 per multiply-add) of :func:`forward_block` for ``size`` outputs.
 
     Counts the convolutions and the 1^3 layers, the work that matters: each pathway's valid
@@ -232,3 +238,245 @@ def block_flops(net: "DeepMedic", size: Sequence[int], low_size: Sequence[int] |
     for layer in list(net.fc) + [net.classifier]:
         total += 2 * layer.conv.in_channels * layer.conv.out_channels * voxels
     return total
+
+
+# ---- whole volumes: the network nnU-Net's predictor runs, and its window ----------------------------
+def _as_tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value),) * n
+
+
+#: float16's smallest normal number: nnU-Net accumulates Gaussian-weighted logits in float16
+FLOAT16_NORMAL_MIN = 2.0 ** -14
+#: nnU-Net's tile weight: value_scaling_factor 10 at the centre, sigma = window / 8
+_GAUSSIAN_PEAK, _GAUSSIAN_SIGMA_SCALE = 10.0, 1.0 / 8
+#: the window is this many times the largest case per axis: the tile weight at a case corner is then
+#: 10 exp(-8 * 3 / 3) = 3.4e-3, far above FLOAT16_NORMAL_MIN, and test cases up to 1.22 times larger
+#: in every axis (or 1.58 times in one) still stay in float16's normal range
+WINDOW_PER_CASE = 3 ** 0.5
+
+
+def gaussian_weight_at(extent: Sequence[int], window: Sequence[int]) -> float:
+    """nnU-Net's tile weight at the corner of a case of ``extent`` voxels centred in ``window``."""
+    exponent = 0.0
+    for n, w in zip(extent, window):
+        d = max(w // 2 - (w - n) // 2, (w - n) // 2 + n - 1 - w // 2)  # farthest case voxel from the centre
+        exponent += (d / (w * _GAUSSIAN_SIGMA_SCALE)) ** 2 / 2
+    return _GAUSSIAN_PEAK * float(np.exp(-exponent))
+
+
+def window_for(extent: Sequence[int]) -> list[int]:
+    """Smallest odd window holding ``extent`` with a voxel of padding on each side and nnU-Net's
+    float16 tile weight well inside float16's normal range at the case's corners (``WINDOW_PER_CASE``)."""
+    window = []
+    for n in extent:
+        w = max(int(n) + 2, int(np.ceil(WINDOW_PER_CASE * n)))
+        window.append(w + 1 - w % 2)
+    return window
+
+
+class CaseDoesNotFitWindow(ValueError):
+    """nnU-Net's predictor passed DenseDeepMedic a tile that is not a whole case padded into the window."""
+
+
+class DenseDeepMedic(DeepMedic):
+    """DeepMedic whose eval-mode forward segments a whole volume exactly, output the size of input.
+
+    Training (``self.training``) uses the valid forward of :class:`DeepMedic` on patches. In eval
+    mode, ``forward(x)`` treats ``x`` as an entire volume: it pads it with zeros *outside the volume
+    only* (as DeepMedic pads at image borders) and computes the outputs in non-overlapping tiles of at
+    most ``dense_tile_voxels`` output voxels, each fed its full ``margin`` of true context
+    (:func:`forward_block`). The result does not depend on the tile size. The low-resolution pooling
+    grid is anchored at the volume's centre voxel ``n // 2``, so a case that nnU-Net centres in an
+    odd-sized window gets exactly the grid of an unpadded pass. Outputs whose whole receptive field is
+    zero take the network's constant response to zeros.
+
+    nnunet_window: the trainer sets this when nnU-Net's predictor calls the network with the plans'
+        ``patch_size`` as its only tile: each eval input is then one preprocessed case, zero-padded and
+        centred by nnU-Net (``forward_window``). Only outputs inside the case are computed (nnU-Net
+        discards the rest), and a tile that is not a whole case (a case larger than the window, so
+        nnU-Net would blend tiles) or a case too large for nnU-Net's float16 tile weights stops with
+        :class:`CaseDoesNotFitWindow`.
+    window_region: in ``forward_window``, which outputs to compute. ``"nonzero"``: the non-zero
+        bounding box, which *is* the case after nnU-Net's crop to non-zero whenever the normalisation
+        leaves a non-zero voxel on each face of it (z-score and CT normalisation do, almost surely);
+        checked by requiring the box to sit where nnU-Net centres a case of its size, otherwise the
+        ``"receptive_field"`` rule is used: every output whose receptive field touches a non-zero voxel
+        (exact for any case, at the cost of a ring of ``margin`` voxels around it).
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, *, dense_tile_voxels: int = 400_000,
+                 nnunet_window: bool = False, window_region: str = "nonzero", **kwargs) -> None:
+        super().__init__(input_channels, num_classes, **kwargs)
+        if window_region not in ("nonzero", "receptive_field"):
+            raise ValueError(f"window_region must be 'nonzero' or 'receptive_field', got {window_region!r}")
+        # Large tiles waste the least on context, smaller ones hold less memory: with freed memory reused
+        # (nnunet_mt/allocator.py), 4e5 output voxels ran as fast as 1e6 and took 0.3-0.5 GB less peak RSS
+        # on 240 x 240 x 21 and BraTS-size cases (benchmarks/micro.py --only-tiles); the 1^3 head runs
+        # in chunks of 2048 voxels whatever the tile.
+        self.dense_tile_voxels = int(dense_tile_voxels)
+        self.nnunet_window = bool(nnunet_window)
+        self.window_region = window_region
+        # Trainers switch this off while they score validation *patches* in eval mode.
+        self.dense_eval = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Train mode (or ``dense_eval`` off): (B, C, *I) -> (B, K, *(I - 2m)).
+
+        Eval mode: (B, C, *n) -> (B, K, *n), the whole-volume segmentation (``forward_window`` when
+        ``nnunet_window`` is set, else ``forward_dense``).
+        """
+        if self.training or not self.dense_eval:
+            return self.forward_valid(x)
+        if self.nnunet_window:
+            return self.forward_window(x)
+        return self.forward_dense(x)
+
+    def _pad_widths(self, n: int, anchor: int) -> tuple[int, int]:
+        """Zeros before/after an axis of length n so that ``anchor`` is a pooling-block centre."""
+        f, m = self.subsample_factor, self.margin
+        before = m + (f // 2 - anchor - m) % f
+        after = m + (-(before + n + m)) % f
+        return before, after
+
+    def _default_tile(self, extent: Sequence[int]) -> list[int]:
+        """The region's extent, halved along its longest axis until it holds at most
+        ``dense_tile_voxels`` output voxels."""
+        tile = [max(int(e), 1) for e in extent]
+        while np.prod(tile) > self.dense_tile_voxels and max(tile) > 1:
+            i = int(np.argmax(tile))
+            tile[i] = -(-tile[i] // 2)
+        return tile
+
+    def _zero_response(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (num_classes,) of a voxel whose whole receptive field is zero: spatially constant."""
+        probe = x.new_zeros((1, x.shape[1], *(2 * self.margin + self.subsample_factor,) * 3))
+        return self.forward_valid(probe)[0, :, 0, 0, 0]
+
+    @staticmethod
+    def _nonzero_box(x: torch.Tensor) -> tuple[list[int], list[int]] | None:
+        """[lo, hi) per spatial axis of the voxels where any batch element or channel is non-zero."""
+        mask = x.detach().ne(0).any(1).any(0)
+        if not bool(mask.any()):
+            return None
+        lo, hi = [], []
+        for axis in range(mask.dim()):
+            others = tuple(a for a in range(mask.dim()) if a != axis)
+            hit = torch.nonzero(mask.any(others) if others else mask)[:, 0]
+            lo.append(int(hit[0]))
+            hi.append(int(hit[-1]) + 1)
+        return lo, hi
+
+    def _receptive_field_region(self, lo: Sequence[int], hi: Sequence[int], spatial: Sequence[int]):
+        """Outputs whose receptive field (margin + f - 1 voxels: the low-resolution block of a voxel
+        reaches f - 1 beyond its own margin) touches the box [lo, hi)."""
+        reach = self.margin + self.subsample_factor - 1
+        return ([max(l - reach, 0) for l in lo], [min(h + reach, n) for h, n in zip(hi, spatial)])
+
+    @torch.no_grad()
+    def forward_dense(self, x: torch.Tensor, anchor: Sequence[int] | None = None,
+                      tile_size: Sequence[int] | int | None = None) -> torch.Tensor:
+        """Exact whole-volume logits. x: (B, C, n1, n2, n3) -> (B, num_classes, n1, n2, n3).
+
+        anchor: voxel that is the centre of a low-resolution pooling block (default ``n // 2``).
+        tile_size: output voxels per tile and axis (default: the region to compute, halved along its
+        longest axis until it holds at most ``dense_tile_voxels``); any value gives the same result
+        up to floating-point summation order.
+        """
+        box = self._nonzero_box(x)
+        region = None if box is None else self._receptive_field_region(*box, x.shape[2:])
+        return self._segment(x, region, anchor, tile_size)
+
+    @torch.no_grad()
+    def forward_window(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of one preprocessed case as nnU-Net's predictor passes it: zero-padded, centred in
+        the window (the tile ``x``). (B, C, *window) -> (B, K, *window). See :meth:`window_outputs`."""
+        return self._segment(x, self.window_outputs(x))
+
+    def window_outputs(self, x: torch.Tensor) -> tuple[list[int], list[int]] | None:
+        """The outputs [lo, hi) that ``forward_window`` computes for the tile ``x`` (None: all zero).
+
+        Raises :class:`CaseDoesNotFitWindow` when the tile cannot be a whole case padded by nnU-Net
+        (its content reaches the tile's border) or when the case is so large that nnU-Net's float16
+        tile weight leaves float16's normal range at its corners.
+        """
+        window = list(x.shape[2:])
+        box = self._nonzero_box(x)
+        if box is None:
+            return None
+        lo, hi = box
+        extent = [h - l for l, h in zip(lo, hi)]
+        touching = [i for i, (l, h, w) in enumerate(zip(lo, hi, window)) if l == 0 or h == w]
+        weight = gaussian_weight_at(extent, window)
+        if touching or weight < FLOAT16_NORMAL_MIN:
+            problem = (f"it reaches the window's border along axis {touching}, so the case is at least as "
+                       f"large as the window and nnU-Net is cutting it into blended tiles, which DeepMedic's "
+                       f"valid convolutions cannot make exact" if touching else
+                       f"nnU-Net's float16 tile weight at the case's corners would be {weight:.2g}, below "
+                       f"float16's normal range ({FLOAT16_NORMAL_MIN:.2g}), and the logits there inexact")
+            needed = ("an odd size of at least sqrt(3) times the case's preprocessed size in every axis "
+                      "(nnunet_mt.architectures.dense_inference.window_for)" if touching else str(window_for(extent)))
+            raise CaseDoesNotFitWindow(
+                f"DenseDeepMedic: the case being predicted (the one named above; non-zero extent {extent} "
+                f"voxels in this tile, nnU-Net's axis order) does not fit the inference window {window} (the "
+                f"configuration's patch_size): {problem}. The window was sized from the training cases. Set "
+                f"\"patch_size\" of this configuration in the model folder's plans.json to {needed}, or crop "
+                f"the case.")
+        centred = all(l == (w - e) // 2 for l, w, e in zip(lo, window, extent))
+        if centred and self.window_region == "nonzero":
+            return lo, hi
+        return self._receptive_field_region(lo, hi, window)
+
+    def _segment(self, x: torch.Tensor, region, anchor: Sequence[int] | None = None,
+                 tile_size: Sequence[int] | int | None = None) -> torch.Tensor:
+        """Zero response everywhere, then exact logits for the outputs in ``region`` = (lo, hi)."""
+        from nnunet_mt.allocator import reuse_freed_memory
+
+        reuse_freed_memory()  # each tile's activations are hundreds of MiB: keep them off fresh pages
+
+        spatial = tuple(x.shape[2:])
+        out = x.new_empty((x.shape[0], self.num_classes, *spatial))
+        for k, value in enumerate(self._zero_response(x).tolist()):  # fill_: 20x faster than repeat
+            out[:, k].fill_(value)
+        if region is None:
+            return out
+        anchor = tuple(s // 2 for s in spatial) if anchor is None else tuple(anchor)
+        # zeros before each axis so that ``anchor`` is a pooling-block centre; the padded volume is never
+        # built whole, each tile cuts its block out of it (``_padded_block``)
+        before = [self._pad_widths(n, a)[0] for n, a in zip(spatial, anchor)]
+        lo, hi = region
+        tile = self._default_tile([h - l for l, h in zip(lo, hi)]) if tile_size is None else \
+            list(_as_tuple(tile_size, 3))
+        fused = fuse(self)
+        for a1 in range(lo[0], hi[0], tile[0]):
+            for a2 in range(lo[1], hi[1], tile[1]):
+                for a3 in range(lo[2], hi[2], tile[2]):
+                    a = (a1, a2, a3)
+                    b = [min(aa + t, h) for aa, t, h in zip(a, tile, hi)]
+                    block, o_lo, o_hi = self._padded_block(x, before, a, b)
+                    if not torch.any(block):
+                        continue
+                    dst = (slice(None), slice(None), *[slice(aa, bb) for aa, bb in zip(a, b)])
+                    out[dst] = forward_block(fused, block, o_lo, o_hi)
+        return out
+
+    def _padded_block(self, x: torch.Tensor, before: Sequence[int], a: Sequence[int], b: Sequence[int]):
+        """The input block that volume outputs [a, b) need, cut from ``x`` zero-padded by ``before``.
+
+        Returns (block, lo, hi): the outputs' bounds in the block's output coordinates. The block starts
+        on a pooling-block boundary (a multiple of f in padded coordinates) so its low-resolution grid is
+        the volume's, and covers both pathways' context (see :func:`forward_block`).
+        """
+        f, m = self.subsample_factor, self.margin
+        o_lo = [aa + p - m for aa, p in zip(a, before)]  # padded-output coordinates
+        o_hi = [bb + p - m for bb, p in zip(b, before)]
+        start = [lo // f * f for lo in o_lo]
+        stop = [-(-hi // f) * f + 2 * m for hi in o_hi]
+        block = x.new_zeros((*x.shape[:2], *[e - s for s, e in zip(start, stop)]))
+        src, dst = [], []
+        for s, e, p, n in zip(start, stop, before, x.shape[2:]):
+            v0, v1 = max(s - p, 0), min(e - p, n)  # volume voxels inside the block
+            src.append(slice(v0, v1))
+            dst.append(slice(v0 + p - s, v1 + p - s))
+        if all(sl.stop > sl.start for sl in src):
+            block[(slice(None), slice(None), *dst)] = x[(slice(None), slice(None), *src)]
+        return block, [lo - s for lo, s in zip(o_lo, start)], [hi - s for hi, s in zip(o_hi, start)]

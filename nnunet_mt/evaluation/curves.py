@@ -72,15 +72,16 @@ def predict_mask(predictor, weights: dict, data: np.ndarray) -> np.ndarray:
     return (torch.as_tensor(logits).argmax(0) > 0).cpu().numpy()
 
 
-def snapshot_dice(fold_dir: str | Path, cases: Mapping[str, tuple[Sequence[Path], Path]],
-                  keys: Sequence[str] = ("network_weights",), device: str = "cpu",
-                  log: Callable[[str], None] = print) -> list[dict]:
-    """Dice of every snapshot in ``fold_dir/snapshots`` on ``cases``, per weights key and case.
+def snapshot_scores(fold_dir: str | Path, cases: Mapping[str, tuple[Sequence[Path], Path]],
+                    score: Callable[[np.ndarray, np.ndarray], dict], keys: Sequence[str] = ("network_weights",),
+                    device: str = "cpu", log: Callable[[str], None] = print, summary: str = "dice") -> list[dict]:
+    """``score(predicted mask, reference mask)`` of every snapshot in ``fold_dir/snapshots`` on ``cases``, per
+    weights key and case: the one loop over snapshots x networks x cases that every curve here uses.
 
     ``keys``: which networks of a snapshot (``network_weights``: the model; ``student_weights``: a
-    semi-supervised trainer's student; keys a snapshot lacks are skipped). Returns rows
-    ``{"epoch", "step", "model", "case", "dice"}``; a case with an empty reference and an empty
-    prediction has Dice NaN (nnU-Net's convention), an empty prediction of a lesion 0."""
+    semi-supervised trainer's student; keys a snapshot lacks are skipped). Cases are preprocessed once.
+    Returns rows ``{"epoch", "step", "model", "case", **score(...)}``; each snapshot and network logs the
+    mean of the score's ``summary`` entry."""
     fold_dir = Path(fold_dir)
     snapshots = list_snapshots(fold_dir)
     if not snapshots:
@@ -94,16 +95,25 @@ def snapshot_dice(fold_dir: str | Path, cases: Mapping[str, tuple[Sequence[Path]
         for key in keys:
             if key not in state:
                 continue
-            scores = []
+            values = []
             for case, c in prepared.items():
-                d = dice(predict_mask(predictor, state[key], c.data), c.reference)
-                rows.append({"epoch": state["current_epoch"], "step": state["step"], "model": key,
-                             "case": case, "dice": d})
-                scores.append(d)
-            log(f"{fold_dir.parent.name}/{fold_dir.name} {snap.name} (step {state['step']}) {key}: mean Dice "
-                f"{np.nanmean(scores) if not all(math.isnan(s) for s in scores) else float('nan'):.4f} "
-                f"over {len(scores)} case(s)")
+                scored = score(predict_mask(predictor, state[key], c.data), c.reference)
+                rows.append({"epoch": state["current_epoch"], "step": state["step"], "model": key, "case": case,
+                             **scored})
+                values.append(scored[summary])
+            shown = float("nan") if all(math.isnan(v) for v in values) else np.nanmean(values)
+            log(f"{fold_dir.parent.name}/{fold_dir.name} {snap.name} (step {state['step']}) {key}: mean "
+                f"{summary} {shown:.4f} over {len(values)} case(s)")
     return rows
+
+
+def snapshot_dice(fold_dir: str | Path, cases: Mapping[str, tuple[Sequence[Path], Path]],
+                  keys: Sequence[str] = ("network_weights",), device: str = "cpu",
+                  log: Callable[[str], None] = print) -> list[dict]:
+    """Dice of every snapshot on ``cases`` (:func:`snapshot_scores`): rows ``{"epoch", "step", "model",
+    "case", "dice"}``; a case with an empty reference and an empty prediction has Dice NaN (nnU-Net's
+    convention), an empty prediction of a lesion 0."""
+    return snapshot_scores(fold_dir, cases, lambda p, r: {"dice": dice(p, r)}, keys, device, log)
 
 
 def mean_by_step(rows: Sequence[dict], model: str = "network_weights") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

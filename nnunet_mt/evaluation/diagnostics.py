@@ -79,6 +79,33 @@ def snapshot_diagnostics(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path
     return result
 
 
+def snapshot_volume(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path], Path]], cache: Path,
+                    device: str = "cpu") -> dict | None:
+    """Predicted / true lesion volume, precision and recall of every snapshot (model and student) on ``cases``,
+    the unannotated scans with their true masks (which no trainer reads): whether a method's foreground grows
+    over training. Per-case :func:`~nnunet_mt.evaluation.curves.label_quality` rows and, per network and
+    step, the voxel-pooled summary (:func:`summarize_quality`). Cached like :func:`snapshot_diagnostics`."""
+    from nnunet_mt.evaluation.curves import label_quality, snapshot_scores
+
+    snapshots = [s.name for s in list_snapshots(fold_dir)]
+    if not snapshots:
+        return None
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("snapshots") == snapshots and cached.get("cases") == sorted(cases):
+            return cached
+    rows = snapshot_scores(fold_dir, cases, label_quality, keys=tuple(MODEL_NAMES), device=device,
+                           summary="precision")
+    summary = []
+    for key in MODEL_NAMES:
+        for step in sorted({r["step"] for r in rows if r["model"] == key}):
+            per_case = {r["case"]: r for r in rows if r["model"] == key and r["step"] == step}
+            summary.append({"model": key, "step": step, **summarize_quality(per_case)})
+    result = {"snapshots": snapshots, "cases": sorted(cases), "rows": rows, "summary": summary}
+    _write_json(cache, result)
+    return result
+
+
 def pseudo_label_diagnostics(unlabeled_folder: Path, digest: str, init_fold_dir: Path, truth_dir: Path,
                              images: Mapping[str, Sequence[Path]], file_ending: str, cache: Path) -> dict | None:
     """Quality of the pseudo-label maps of the weights ``digest`` against the true masks in ``truth_dir``
@@ -122,8 +149,9 @@ def summarize_quality(per_case: Mapping[str, Mapping[str, float]]) -> dict[str, 
     return out
 
 
-def write_snapshot_plot(per_method: Mapping[str, dict], path: Path, title: str) -> None:
-    """Test Dice (left) and distance from the init model (right) against steps, per method and network."""
+def write_snapshot_plot(per_method: Mapping[str, dict], path: Path, title: str, set_name: str = "test") -> None:
+    """Dice on the scored scans (left) and distance from the start model (right) against steps, per method and
+    network."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -142,9 +170,9 @@ def write_snapshot_plot(per_method: Mapping[str, dict], path: Path, title: str) 
             if dist:
                 ax_w.plot(*zip(*dist), "-" if key == "network_weights" else "--", marker="o", ms=3,
                           label=f"{method} {name}")
-    ax_d.set_xlabel("optimizer steps after the init model")
-    ax_d.set_ylabel("mean Dice on the test scans")
-    ax_w.set_xlabel("optimizer steps after the init model")
+    ax_d.set_xlabel("optimizer steps after the start model")
+    ax_d.set_ylabel(f"mean Dice on the {set_name} scans")
+    ax_w.set_xlabel("optimizer steps after the start model")
     ax_w.set_ylabel("||w - w_init|| / ||w_init||")
     for ax in (ax_d, ax_w):
         ax.grid(alpha=0.3)
@@ -154,21 +182,67 @@ def write_snapshot_plot(per_method: Mapping[str, dict], path: Path, title: str) 
     fig.savefig(str(path))
 
 
-def diagnostics_markdown(n: int, per_method: Mapping[str, dict], pseudo: dict | None, plot_name: str | None) -> str:
-    """The report's diagnostics section of one count."""
+SCREENING_COLUMNS = ("count", "method", "network", "step", "cases", "dice_mean", "dice_std", "distance_from_start",
+                     "volume_ratio", "precision", "recall")
+
+
+def screening_rows(n: int, per_method: Mapping[str, dict], volumes: Mapping[str, dict]) -> list[dict]:
+    """One row per method, network and snapshot step: mean ± std Dice on the scored scans, distance from the
+    start model, and (where measured) the pooled volume ratio, precision and recall on the unannotated scans."""
     from nnunet_mt.evaluation.curves import mean_by_step
 
+    rows = []
+    for method, diag in per_method.items():
+        dist = {(d["model"], d["step"]): d["distance_from_init"] for d in diag["distance"]}
+        volume = {(v["model"], v["step"]): v for v in volumes.get(method, {}).get("summary", [])}
+        for key, name in MODEL_NAMES.items():
+            steps, means, stds = mean_by_step(diag["dice"], key)
+            cases = len({r["case"] for r in diag["dice"] if r["model"] == key})
+            for step, mean, std in zip(steps, means, stds):
+                v = volume.get((key, int(step)), {})
+                rows.append({"count": n, "method": method, "network": name, "step": int(step), "cases": cases,
+                             "dice_mean": float(mean), "dice_std": float(std),
+                             "distance_from_start": dist.get((key, int(step)), float("nan")),
+                             "volume_ratio": v.get("pooled_volume_ratio", float("nan")),
+                             "precision": v.get("pooled_precision", float("nan")),
+                             "recall": v.get("pooled_recall", float("nan"))})
+    return rows
+
+
+def write_screening(rows: Sequence[dict], path: Path) -> None:
+    """The screening rows as CSV (written atomically)."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(SCREENING_COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def diagnostics_markdown(n: int, per_method: Mapping[str, dict], pseudo: dict | None, plot_name: str | None,
+                         set_name: str = "test", volumes: Mapping[str, dict] | None = None) -> str:
+    """The report's diagnostics section of one count."""
     lines = [f"### Diagnostics, {n} annotated scans", ""]
     if per_method:
-        lines += ["Mean test Dice of each snapshot (model / student) and its distance from the init model "
-                  "(never used to choose anything):", "",
-                  "| method | network | step | mean Dice | distance from init |", "|---|---|---|---|---|"]
-        for method, diag in per_method.items():
-            dist = {(d["model"], d["step"]): d["distance_from_init"] for d in diag["distance"]}
-            for key, name in MODEL_NAMES.items():
-                steps, means, _ = mean_by_step(diag["dice"], key)
-                for s, m in zip(steps, means):
-                    lines.append(f"| {method} | {name} | {s} | {m:.4f} | {dist.get((key, int(s)), float('nan')):.4f} |")
+        use = ("the validation set, neither training nor test: the scans choices are made on" if set_name == "validation"
+               else "never used to choose anything")
+        has_volume = bool(volumes)
+        lines += [f"Mean {set_name} Dice of each snapshot (model / student; {use}) and its distance from the start "
+                  f"model" + ("; predicted / true volume, precision and recall on the unannotated scans (pooled over "
+                              "their voxels; their true masks are read here only)" if has_volume else "") + ":", "",
+                  "| method | network | step | mean Dice | distance from start |"
+                  + (" volume ratio | precision | recall |" if has_volume else ""),
+                  "|---|---|---|---|---|" + ("---|---|---|" if has_volume else "")]
+        for r in screening_rows(n, per_method, volumes or {}):
+            line = (f"| {r['method']} | {r['network']} | {r['step']} | {r['dice_mean']:.4f} | "
+                    f"{r['distance_from_start']:.4f} |")
+            if has_volume:
+                line += f" {r['volume_ratio']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} |"
+            lines.append(line)
         lines.append("")
         if plot_name:
             lines += [f"![snapshots]({plot_name})", ""]

@@ -5,7 +5,7 @@ and lesion-wise F1 are the usual companions in stroke-lesion challenges (ISLES) 
 beside it. Dice counts come from nnU-Net's own ``compute_tp_fp_fn_tn`` so the numbers agree with
 ``nnUNetv2_evaluate_folder``; surface distances come from MONAI.
 
-Empty masks (issue 11, item 15). A prediction that misses a lesion entirely scores Dice 0 and is flagged
+Empty masks. A prediction that misses a lesion entirely scores Dice 0 and is flagged
 ``missed``; it has no HD95 (a distance to nothing), so :mod:`~nnunet_mt.evaluation.report` averages
 HD95 over the cases where it is defined for every method and reports the misses beside it, rather than
 letting a method that predicts nothing lose its worst cases from the mean.

@@ -458,7 +458,7 @@ def _run_jobs(jobs: list[_CaseJob], num_processes: int, verbose: bool) -> None:
 
 
 def worker_pool(max_workers: int) -> ProcessPoolExecutor:
-    """Spawned workers that die with this process (a killed parent leaves none behind, issue 11 item 6)."""
+    """Spawned workers that die with this process (a killed parent leaves none behind)."""
     from nnunet_mt.training.workers import exit_with_parent
 
     return ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"),

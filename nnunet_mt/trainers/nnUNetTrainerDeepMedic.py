@@ -36,8 +36,10 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_mt.allocator import reuse_freed_memory
-from nnunet_mt.architectures.deepmedic import DeepMedic, window_for
+from nnunet_mt.architectures.deepmedic import DeepMedic
+from nnunet_mt.architectures.dense_inference import window_for
 from nnunet_mt.training.budget import apply_budget
+from nnunet_mt.training.seeding import SeededTrainingMixin
 from nnunet_mt.training.checkpoints import CheckpointErrorsMixin
 from nnunet_mt.training.distributed import unwrap
 from nnunet_mt.training.snapshots import SnapshotMixin
@@ -104,8 +106,8 @@ def dense_arch_kwargs(deepmedic_kwargs: dict, normalization_schemes: Sequence[st
             "window_region": "nonzero" if safe else "receptive_field"}
 
 
-class nnUNetTrainerDeepMedic(SnapshotMixin, OptionalFinalValidationMixin, ProgressMixin, CheckpointErrorsMixin,
-                             WorkerLifetimeMixin, nnUNetTrainer):
+class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalValidationMixin, ProgressMixin,
+                             CheckpointErrorsMixin, WorkerLifetimeMixin, nnUNetTrainer):
     #: DeepMedic keyword arguments written into the plans (Table 1 of the paper)
     deepmedic_kwargs: dict = {}
     #: annotated patches per optimizer step (the paper's 8)

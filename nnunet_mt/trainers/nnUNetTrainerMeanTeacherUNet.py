@@ -25,6 +25,7 @@ from nnunet_mt.training.checkpoints import CheckpointErrorsMixin, pretrained_wei
 from nnunet_mt.training.distributed import unwrap
 from nnunet_mt.training.progress import ProgressMixin
 from nnunet_mt.training.sampling import background_augmenter
+from nnunet_mt.training.seeding import SeededTrainingMixin
 from nnunet_mt.training.final_validation import OptionalFinalValidationMixin
 from nnunet_mt.training.workers import WorkerLifetimeMixin
 
@@ -47,9 +48,9 @@ class AtomicCheckpointsEveryEpoch:
             os.replace(tmp, filename)
 
 
-class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, OptionalFinalValidationMixin, ProgressMixin,
-                                   AtomicCheckpointsEveryEpoch, CheckpointErrorsMixin, WorkerLifetimeMixin,
-                                   nnUNetTrainer):
+class nnUNetTrainerMeanTeacherUNet(MeanTeacherMixin, SeededTrainingMixin, OptionalFinalValidationMixin,
+                                   ProgressMixin, AtomicCheckpointsEveryEpoch, CheckpointErrorsMixin,
+                                   WorkerLifetimeMixin, nnUNetTrainer):
     supervised_trainer_name = "nnUNetTrainer"
     sample_healthy_tissue = False
     #: None keeps nnU-Net's training length; the tiny variant sets these
@@ -125,8 +126,8 @@ def restore_segmentation_layers(trainer, argv: Sequence[str] | None = None) -> l
     return keys
 
 
-class nnUNetTrainerUNet(OptionalFinalValidationMixin, ProgressMixin, AtomicCheckpointsEveryEpoch,
-                        CheckpointErrorsMixin, WorkerLifetimeMixin, nnUNetTrainer):
+class nnUNetTrainerUNet(SeededTrainingMixin, OptionalFinalValidationMixin, ProgressMixin,
+                        AtomicCheckpointsEveryEpoch, CheckpointErrorsMixin, WorkerLifetimeMixin, nnUNetTrainer):
     """nnU-Net's own supervised ``nnUNetTrainer``, unchanged except that it honours the ``nnUNet_mt_*``
     budget, so the reproduction runner can shorten the U-Net baseline like every other method, and that
     ``-pretrained_weights`` continues the whole model, segmentation layers included (the runner's

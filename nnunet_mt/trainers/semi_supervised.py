@@ -34,6 +34,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunet_mt.preprocessing.unlabeled import OUTPUT_SUFFIX
 from nnunet_mt.training.distributed import shard, split_batch_size, unwrap
 from nnunet_mt.training.pseudo_lesions import PseudoLesionLocations, load_or_compute, weights_digest
+from nnunet_mt.training.seeding import training_seed
 
 PRETRAINED_MISSING = (
     "{trainer} needs a supervised model to start from (the unannotated scans are sampled around its "
@@ -94,8 +95,12 @@ class SemiSupervisedMixin:
     #: names the log files: ``<log_name>_log.json``, ``progress_<log_name>.png``
     log_name: str = "semi_supervised"
 
+    #: the fresh start is seeded here (noise_seed + nnUNet_mt_seed), not by SeededTrainingMixin
+    seeds_its_own_start = True
+
     def _init_semi_supervised(self) -> None:
         self.global_step = 0
+        self.noise_seed = self.noise_seed + training_seed()  # the run's nnUNet_mt_seed moves every draw
         self.noise_generator = torch.Generator().manual_seed(self.noise_seed + self.local_rank)
         self.dataloader_unlabeled = None
         self.initial_weights_digest = None  # weights right after initialisation, to detect pretraining

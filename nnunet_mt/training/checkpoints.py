@@ -1,4 +1,4 @@
-"""Checkpoints a run is given, read with errors that name the file and say what is wrong (issue 11, item 10).
+"""Checkpoints a run is given, read with errors that name the file and say what is wrong.
 
 nnU-Net reads ``-pretrained_weights`` and the ``--c`` checkpoint with a bare ``torch.load``: a truncated
 file gives ``OSError: [Errno 22] Invalid argument`` without a path, a plain state_dict ``KeyError:

@@ -1,17 +1,28 @@
-"""Background augmentation workers that do not outlive their trainer (issue 11, item 6).
+"""Background augmentation workers that do not outlive their trainer.
 
 batchgenerators forks daemonic workers, which Python terminates only at a *normal* exit: after SIGTERM or
 SIGKILL of ``nnUNetv2_train`` they were left under PID 1, looping on a full queue. Two remedies, both
-reachable from a trainer subclass:
+reachable from a trainer subclass (:class:`WorkerLifetimeMixin`):
 
 * every worker asks the kernel to kill it when its parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on
-  Linux, a parent-pid watchdog thread elsewhere). It does so the moment it is forked
-  (:func:`bind_forked_children`, an ``os.register_at_fork`` hook installed once the trainer builds its
-  transforms), so no kill of the trainer falls between a worker's birth and its binding; and, for workers
+  Linux, a parent-pid watchdog thread elsewhere). It does so the moment it is forked, so no kill of the
+  trainer falls between a worker's birth and its binding (:func:`bind_forked_children`); and, for workers
   started without ``os.fork``, at its first sample, through the training / validation transform that
-  every loader applies inside its workers, nnU-Net's own loaders included (:class:`ExitWithParent`,
-  installed by :class:`WorkerLifetimeMixin`);
+  every loader applies inside its workers, nnU-Net's own loaders included (:class:`ExitWithParent`);
 * the trainer shuts its loaders down (the unannotated one too) at the end of training and on SIGTERM.
+
+**Why the fork hook is process-wide, and how it is scoped.** Binding at the fork needs
+``os.register_at_fork``: nothing else runs in the child before it returns from ``os.fork``. That hook
+is process-wide and cannot be removed, and there is no call of the trainer's own around each fork to
+narrow it to: the workers are forked by batchgenerators inside ``multiprocessing`` (``Process.start``,
+from the augmenter's first ``next``), reached from nnU-Net's ``get_dataloaders`` and, for the unannotated
+loader, from the first training step. So the hook is installed once, and is inert except while a trainer
+holds the binding: from the moment it builds its transforms (before any of its loaders can fork) until
+its ``on_train_end`` has stopped its loaders (:func:`release_forked_children`), or until the trainer is
+garbage-collected. In that window every child forked from the main thread dies with this process: the
+trainer's workers, and any other fork-started child (nnU-Net's own pools spawn rather than fork;
+``subprocess`` runs no fork hooks). Outside it, forks are left alone. Children forked from other threads
+are never bound (see :func:`_after_fork_in_child`).
 """
 from __future__ import annotations
 
@@ -21,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 
 #: linux/prctl.h
 PR_SET_PDEATHSIG = 1
@@ -49,31 +61,48 @@ def _watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
 
 
 _fork_hook_installed = False
-#: set in the parent just before each fork: (pid, whether the forking thread is the main thread)
-_forking_parent: tuple[int, bool] | None = None
+#: the trainers (or other owners) that hold the binding now; the hook binds children only while one does
+_binding_owners: "weakref.WeakSet" = weakref.WeakSet()
+#: set in the parent just before each fork: (pid, whether the forking thread is the main thread, whether
+#: an owner holds the binding)
+_forking_parent: tuple[int, bool, bool] | None = None
 
 
 def _before_fork() -> None:
     global _forking_parent
-    _forking_parent = (os.getpid(), threading.current_thread() is threading.main_thread())
+    _forking_parent = (os.getpid(), threading.current_thread() is threading.main_thread(), len(_binding_owners) > 0)
 
 
 def _after_fork_in_child() -> None:
     # The kernel's "parent" for PR_SET_PDEATHSIG is the forking *thread*: a child forked from a
     # short-lived thread would die with that thread, so only children of the main thread are bound.
-    if _forking_parent is not None and _forking_parent[1]:
+    if _forking_parent is not None and _forking_parent[1] and _forking_parent[2]:
         exit_with_parent(_forking_parent[0])
 
 
-def bind_forked_children() -> None:
-    """From now on, every process this one forks from its main thread dies with it (idempotent).
+def bind_forked_children(owner) -> None:
+    """While ``owner`` holds the binding, every process this one forks from its main thread dies with it.
 
     The child binds itself before ``os.fork`` returns in it, and exits at once if this process died in
-    between, so a SIGKILL at any moment leaves no orphan."""
+    between, so a SIGKILL at any moment leaves no orphan. Idempotent; ``owner`` (a trainer) is held weakly,
+    and the binding ends with :func:`release_forked_children` or when ``owner`` is garbage-collected."""
     global _fork_hook_installed
-    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+    if not hasattr(os, "register_at_fork"):
+        return
+    if not _fork_hook_installed:
         os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
+    _binding_owners.add(owner)
+
+
+def release_forked_children(owner) -> None:
+    """``owner`` no longer holds the binding; once no owner does, forked children are left alone."""
+    _binding_owners.discard(owner)
+
+
+def binds_forked_children() -> bool:
+    """Whether a child forked now from the main thread would be bound to this process."""
+    return _fork_hook_installed and len(_binding_owners) > 0
 
 
 class ExitWithParent:
@@ -81,7 +110,6 @@ class ExitWithParent:
     worker) binds that process's life to the builder's; then it applies the wrapped transform."""
 
     def __init__(self, transform) -> None:
-        bind_forked_children()  # built in the trainer before its loaders fork their workers
         self.transform = transform
         self.parent_pid = os.getpid()
         self._bound_pid = self.parent_pid
@@ -112,9 +140,11 @@ class WorkerLifetimeMixin:
     """Loaders whose workers die with the trainer and stop at its end (put it before ``nnUNetTrainer``)."""
 
     def get_training_transforms(self, *args, **kwargs):
+        bind_forked_children(self)  # built before the loaders that apply them fork their workers
         return ExitWithParent(super().get_training_transforms(*args, **kwargs))
 
     def get_validation_transforms(self, *args, **kwargs):
+        bind_forked_children(self)
         return ExitWithParent(super().get_validation_transforms(*args, **kwargs))
 
     def shut_down_loaders(self) -> None:
@@ -148,6 +178,7 @@ class WorkerLifetimeMixin:
             super().on_train_end()  # nnU-Net stops its two loaders here
         finally:
             self.shut_down_loaders()
+            release_forked_children(self)  # its workers are stopped: later forks are not this trainer's
             previous = getattr(self, "_previous_sigterm_handler", None)
             if previous is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, previous)

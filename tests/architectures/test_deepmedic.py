@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_mt.architectures.deepmedic import DeepMedic, DenseDeepMedic
+from nnunet_mt.architectures.deepmedic import DeepMedic
+from nnunet_mt.architectures.dense_inference import DenseDeepMedic
 
 TABLE1_FILTERS = [30, 30, 40, 40, 40, 40, 50, 50]
 

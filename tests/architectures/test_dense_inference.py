@@ -3,15 +3,17 @@ semantics (only the case's outputs, exact; cases that do not fit the window stop
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from nnunet_mt.architectures.deepmedic import (CaseDoesNotFitWindow, DeepMedic, DenseDeepMedic,
-                                               gaussian_weight_at, window_for)
-from nnunet_mt.architectures.dense_inference import block_flops, forward_block, fuse
+from nnunet_mt.architectures.deepmedic import DeepMedic
+from nnunet_mt.architectures.dense_inference import (CaseDoesNotFitWindow, DenseDeepMedic, block_flops, forward_block,
+                                                     fuse, gaussian_weight_at, window_for)
 
 
 def _net(cls=DenseDeepMedic, seed=0, **kw):
@@ -78,7 +80,7 @@ def test_flop_count_matches_the_convolutions_forward_valid_runs():
     assert block_flops(net, (6, 9, 12)) == sum(counted)
     # by hand, the 1^3 head alone: 2 * (100*250 + 250*250 + 250*2) per output voxel
     assert sum(counted[-3:]) == 2 * (100 * 250 + 250 * 250 + 250 * 2) * 6 * 9 * 12
-    # the paper's network on a 21 x 240 x 240 case: 1.24 TFLOP (the figure measured in issue 8)
+    # the paper's network on a 21 x 240 x 240 case: 1.24 TFLOP (docs/performance.md: 1.235)
     assert block_flops(net, (21, 240, 240)) == pytest.approx(1.2352e12, rel=1e-4)
 
 
@@ -221,3 +223,19 @@ def test_window_rule_written_by_the_trainer():
     assert dense_arch_kwargs({}, ["ZScoreNormalization", "RescaleTo01Normalization"])["window_region"] == \
         "receptive_field"
     assert np.all(np.array(window_for([21, 240, 240])) % 2 == 1)
+
+
+def test_imports_run_one_way_and_the_plans_name_still_resolves():
+    """dense_inference builds on deepmedic, never the other way; the dotted name the plans of DeepMedic
+    models hold (``nnunet_mt.architectures.deepmedic.DenseDeepMedic``) still gives the network class."""
+    code = ("import sys, pydoc; import nnunet_mt.architectures.deepmedic; "
+            "assert 'nnunet_mt.architectures.dense_inference' not in sys.modules, "
+            "'deepmedic imported dense_inference'; "
+            "cls = pydoc.locate('nnunet_mt.architectures.deepmedic.DenseDeepMedic'); "
+            "from nnunet_mt.architectures.dense_inference import DenseDeepMedic; assert cls is DenseDeepMedic")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    from nnunet_mt.architectures import deepmedic
+
+    with pytest.raises(AttributeError, match="no_such_name"):
+        deepmedic.no_such_name

@@ -8,7 +8,10 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+
+from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
 
 SHAPE_ZYX = (16, 24, 20)  # SimpleITK size (20, 24, 16): tiny, thick slices so DeepMedic runs fast
 SPACING = (1.5, 1.5, 5.0)
@@ -43,10 +46,15 @@ def image(seed: int, mask: np.ndarray, contrast: float = 1.0, shape=SHAPE_ZYX) -
 # ISLES 2022
 # --------------------------------------------------------------------------------------------------------------
 def isles_case(root: Path, number: int, *, flat: bool = False, adc: str = "adc", flair: str = "FLAIR",
-               with_mask: bool = True, with_flair: bool = True) -> dict[str, Path]:
-    """One ISLES 2022 subject: BIDS tree (dwi/, anat/) or the early flat ses-0001/, with the given name cases."""
+               with_mask: bool = True, with_flair: bool = True, rawdata: bool = True,
+               flair_origin: tuple[float, float, float] | None = None) -> dict[str, Path]:
+    """One ISLES 2022 subject: BIDS tree (dwi/, anat/) or the early flat ses-0001/, with the given name cases.
+
+    ``rawdata=False``: the subject folder lies directly in ``root`` beside ``derivatives/``, as the Zenodo archive
+    unpacks. ``flair_origin`` moves the FLAIR's field of view (default :data:`FLAIR_ORIGIN`, which covers the DWI).
+    """
     subject = f"sub-strokecase{number:04d}"
-    session = root / "rawdata" / subject / "ses-0001"
+    session = (root / "rawdata" if rawdata else root) / subject / "ses-0001"
     mask = lesion(number)
     dwi_dir, anat_dir = (session, session) if flat else (session / "dwi", session / "anat")
     files = {
@@ -55,8 +63,8 @@ def isles_case(root: Path, number: int, *, flat: bool = False, adc: str = "adc",
     }
     (dwi_dir / f"{subject}_ses-0001_dwi.json").write_text("{}")  # BIDS sidecar, to be ignored
     if with_flair:
-        files["flair"] = write(anat_dir / f"{subject}_ses-0001_{flair}.nii.gz", flair_ramp(),
-                               spacing=FLAIR_SPACING, origin=FLAIR_ORIGIN)
+        files["flair"] = write(anat_dir / f"{subject}_ses-0001_{flair}.nii.gz", flair_ramp(flair_origin),
+                               spacing=FLAIR_SPACING, origin=flair_origin or FLAIR_ORIGIN)
     if with_mask:
         files["mask"] = write(root / "derivatives" / subject / "ses-0001" / f"{subject}_ses-0001_msk.nii.gz", mask)
     return files
@@ -68,9 +76,9 @@ FLAIR_SHAPE_ZYX = (24, 40, 34)
 FLAIR_ORIGIN = (-17.0, -20.0, -46.0)
 
 
-def flair_ramp() -> np.ndarray:
+def flair_ramp(origin: tuple[float, float, float] | None = None) -> np.ndarray:
     """FLAIR intensity = physical x (mm) + 100: linear, so linear resampling reproduces it exactly inside."""
-    x = FLAIR_ORIGIN[0] + FLAIR_SPACING[0] * np.arange(FLAIR_SHAPE_ZYX[2])
+    x = (origin or FLAIR_ORIGIN)[0] + FLAIR_SPACING[0] * np.arange(FLAIR_SHAPE_ZYX[2])
     return np.broadcast_to(x + 100.0, FLAIR_SHAPE_ZYX).astype(np.float32).copy()
 
 
@@ -146,6 +154,27 @@ def checksums(root: Path) -> dict[str, tuple[str, int]]:
     """sha256 and mtime of every file below root: the sources must come out of a conversion untouched."""
     return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_refused(convert, source: Path, raw: Path, fragments) -> str:
+    """``convert()`` stops with every one of ``fragments`` in its message, the source untouched and nothing written
+    below ``raw``; returns the message."""
+    before = checksums(source)
+    with pytest.raises(DatasetConversionError) as info:
+        convert()
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert checksums(source) == before
+    assert not raw.exists()
+    return str(info.value)
+
+
+def cli_error(main, argv: list[str], capsys) -> str:
+    """What a converter command that must stop (exit status 2) writes on stderr."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
 
 
 class _SerialPool:

@@ -10,7 +10,8 @@ import pytest
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
 from nnunet_mt.dataset_conversion.public.atlas2 import convert_atlas2, main
 from nnunet_mt.dataset_conversion.public.common import Options
-from public_layouts import ATLAS_SPACE, array, atlas_case, checksums, lesion, verify_with_nnunet, write
+from public_layouts import (ATLAS_SPACE, array, assert_refused, atlas_case, checksums, cli_error, lesion,
+                            verify_with_nnunet, write)
 
 DATASET = "Dataset531_ATLAS2"
 
@@ -77,6 +78,12 @@ BAD_INPUTS = {
         lambda root: (lambda p: p.write_bytes(p.read_bytes()[:200]))(
             anat(root, "Testing", "R003", "r003s001") / f"sub-r003s001_ses-1_{ATLAS_SPACE}_T1w.nii.gz"),
         ["sub-r003s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz: unreadable or corrupt file"]),
+    # only the gzip trailer (CRC and size) cut off: the voxels still read, so only reading to the end tells
+    "gzip trailer cut off": (
+        lambda root: (lambda p: p.write_bytes(p.read_bytes()[:-4]))(
+            anat(root, "Training", "R001", "r001s001") / f"sub-r001s001_ses-1_{ATLAS_SPACE}_T1w.nii.gz"),
+        ["sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz: truncated or corrupt gzip file (Compressed file "
+         "ended before the end-of-stream marker was reached); download it again"]),
 }
 
 
@@ -84,13 +91,7 @@ BAD_INPUTS = {
 def test_bad_input_is_reported_with_its_file_and_nothing_is_written(atlas, tmp_path, kind):
     damage, fragments = BAD_INPUTS[kind]
     damage(atlas)
-    before = checksums(atlas)
-    with pytest.raises(DatasetConversionError) as info:
-        convert_atlas2(atlas, options(tmp_path))
-    for fragment in fragments:
-        assert fragment in str(info.value)
-    assert checksums(atlas) == before
-    assert not (tmp_path / "raw").exists()
+    assert_refused(lambda: convert_atlas2(atlas, options(tmp_path)), atlas, tmp_path / "raw", fragments)
 
 
 def test_output_inside_the_source_is_refused(atlas, tmp_path):
@@ -128,3 +129,31 @@ def test_stale_staging_folder_of_a_killed_run_is_removed(atlas, tmp_path, capsys
     main(["-i", str(atlas), "-d", "531", "--raw-root", str(tmp_path / "raw")])
     assert f"removed {stale}" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [DATASET]
+
+
+def test_testing_folder_alone_is_refused_and_nothing_is_written(atlas, tmp_path, capsys):
+    """Only unannotated scans: nnU-Net's planning would stop on numTraining 0, so the converter stops first."""
+    err = cli_error(main, ["-i", str(atlas / "Testing"), "-d", "533", "--raw-root", str(tmp_path / "raw")], capsys)
+    assert f"ATLAS v2.0 {(atlas / 'Testing').resolve()}: no annotated case among the 2 found" in err
+    assert "nnU-Net needs annotated training cases" in err
+    assert f"pass the folder holding Training/ and Testing/ instead: -i {atlas.resolve()}" in err
+    assert not (tmp_path / "raw").exists()
+    # every annotated scan unreadable and skipped: the same stop
+    for subject in ("r001s001", "r001s002", "r002s001"):
+        site = "R002" if subject.startswith("r002") else "R001"
+        (anat(atlas, "Training", site, subject) / f"sub-{subject}_ses-1_{ATLAS_SPACE}_T1w.nii.gz").write_bytes(b"x")
+    assert_refused(lambda: convert_atlas2(atlas, options(tmp_path, skip_invalid=True)), atlas, tmp_path / "raw",
+                   ["no annotated case is left after skipping the 3 case(s) with the problems below",
+                    "4 problem(s) found", "sub-r002s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz: unreadable or "
+                    "corrupt file"])
+
+
+def test_raw_root_inside_the_source_is_reported_once(atlas, tmp_path, capsys):
+    err = cli_error(main, ["-i", str(atlas), "-d", "531", "--raw-root", str(atlas / "raw"), "--annotated", "2"], capsys)
+    assert err.count("lies inside the source folder") == 1 and "1 problem(s) found" in err
+    assert not (atlas / "raw").exists()
+    # a hidden-labels file given inside the source is its own problem
+    err = cli_error(main, ["-i", str(atlas), "-d", "531", "--raw-root", str(tmp_path / "raw"), "--annotated", "2",
+                           "--hidden-labels-file", str(atlas / "hidden.json")], capsys)
+    assert f"hidden labels file {(atlas / 'hidden.json').resolve()} lies inside the source folder" in err
+    assert err.count("lies inside the source folder") == 1

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
 from nnunet_mt.dataset_conversion.public.brats import convert_brats2021, convert_msd_brain, main_brats2021, main_msd
 from nnunet_mt.dataset_conversion.public.common import Options
 from public_layouts import (
@@ -16,8 +15,10 @@ from public_layouts import (
     SPACING,
     array,
     brats_case,
+    assert_refused,
     brats_labels,
     checksums,
+    cli_error,
     msd_labels,
     msd_task01,
     msd_volumes,
@@ -104,13 +105,27 @@ BRATS_BAD = {
 def test_brats_bad_input_is_reported_with_its_file(brats, tmp_path, kind):
     damage, fragments = BRATS_BAD[kind]
     damage(brats)
-    before = checksums(tmp_path)
-    with pytest.raises(DatasetConversionError) as info:
-        convert_brats2021([brats["training"], brats["validation"]], options(tmp_path, 537, "BraTS2021"))
-    for fragment in fragments:
-        assert fragment in str(info.value)
-    assert checksums(tmp_path) == before and not (tmp_path / "raw").exists()
+    roots = [brats["training"], brats["validation"]]
+    assert_refused(lambda: convert_brats2021(roots, options(tmp_path, 537, "BraTS2021")), tmp_path, tmp_path / "raw",
+                   fragments)
 
+
+def test_brats_validation_folder_alone_is_refused_and_nothing_is_written(brats, tmp_path, capsys):
+    err = cli_error(main_brats2021, ["-i", str(brats["validation"]), "-d", "537", "--raw-root", str(tmp_path / "raw")],
+                    capsys)
+    assert f"BraTS 2021 {brats['validation'].resolve()}: no annotated case among the 1 found" in err
+    assert "nnU-Net needs annotated training cases" in err
+    assert f"give the training data folder together with it: -i {brats['training'].resolve()} " \
+           f"{brats['validation'].resolve()}" in err
+    assert not (tmp_path / "raw").exists()
+
+
+def test_brats_parent_folder_suggests_the_folders_holding_cases(brats, tmp_path):
+    training, validation = (brats[k].resolve() for k in ("training", "validation"))
+    assert_refused(lambda: convert_brats2021([tmp_path], options(tmp_path / "out", 537, "BraTS2021")), tmp_path,
+                   tmp_path / "out", [f"{tmp_path.resolve()}: no BraTS2021_XXXXX case folders in it, but found some in "
+                                      f"{training.name}/ and {validation.name}/: pass one or more of them with -i, e.g. "
+                                      f"-i {training} {validation}"])
 
 def test_deepmedic_refuses_region_based_dataset(brats, tmp_path):
     """DeepMedic trains softmax cross-entropy: region targets cannot work, so it stops and names --whole-tumour."""
@@ -181,12 +196,8 @@ def test_msd_bad_input_is_reported_with_its_file(tmp_path, kind):
     task = msd_task01(tmp_path / "msd")
     damage, fragments = MSD_BAD[kind]
     damage(task)
-    before = checksums(task)
-    with pytest.raises(DatasetConversionError) as info:
-        convert_msd_brain(task, options(tmp_path, 501, "BrainTumour"))
-    for fragment in fragments:
-        assert fragment in str(info.value)
-    assert checksums(task) == before and not (tmp_path / "raw").exists()
+    assert_refused(lambda: convert_msd_brain(task, options(tmp_path, 501, "BrainTumour")), task, tmp_path / "raw",
+                   fragments)
 
 
 def test_clis(brats, tmp_path, capsys):
@@ -197,6 +208,5 @@ def test_clis(brats, tmp_path, capsys):
                     str(tmp_path / "raw"), "--annotated", "1"])
     out = capsys.readouterr().out
     assert "annotated   (imagesTr + labelsTr): 1" in out and "2 with the label hidden (--annotated 1 --seed 0)" in out
-    with pytest.raises(SystemExit) as info:
-        main_msd(["-i", str(tmp_path), "-d", "509", "--raw-root", str(tmp_path / "raw")])
-    assert info.value.code == 2 and "expected imagesTr/ and labelsTr/ folders" in capsys.readouterr().err
+    assert "expected imagesTr/ and labelsTr/ folders" in cli_error(
+        main_msd, ["-i", str(tmp_path), "-d", "509", "--raw-root", str(tmp_path / "raw")], capsys)

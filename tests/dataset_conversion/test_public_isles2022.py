@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,8 @@ import SimpleITK as sitk
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
 from nnunet_mt.dataset_conversion.public.common import RECORD_FILE, Options
 from nnunet_mt.dataset_conversion.public.isles2022 import convert_isles2022, main
-from public_layouts import (PLAN_AND_PREPROCESS_FEW_SAMPLES, SPACING, array, checksums, isles_case, lesion, read,
-                            verify_with_nnunet, write)
+from public_layouts import (FLAIR_ORIGIN, PLAN_AND_PREPROCESS_FEW_SAMPLES, SPACING, array, assert_refused, checksums,
+                            cli_error, isles_case, lesion, read, verify_with_nnunet, write)
 
 DATASET = "Dataset522_ISLES2022"
 
@@ -156,13 +158,7 @@ BAD_INPUTS = {
 def test_bad_input_is_reported_with_its_file_and_nothing_is_written(isles, tmp_path, kind):
     damage, fragments = BAD_INPUTS[kind]
     damage(isles)
-    before = checksums(isles)
-    with pytest.raises(DatasetConversionError) as info:
-        convert_isles2022(isles, options(tmp_path))
-    for fragment in fragments:
-        assert fragment in str(info.value)
-    assert checksums(isles) == before
-    assert not (tmp_path / "raw").exists() or not list((tmp_path / "raw").iterdir())
+    assert_refused(lambda: convert_isles2022(isles, options(tmp_path)), isles, tmp_path / "raw", fragments)
 
 
 def test_skip_invalid_converts_the_rest_and_says_why(isles, tmp_path):
@@ -182,8 +178,11 @@ def test_flair_required_only_when_requested(isles, tmp_path):
     write(isles / "rawdata/sub-strokecase0003/ses-0001/sub-strokecase0003_ses-0001_flair.nii.gz",
           np.zeros((2, 2, 2), np.float32))
     convert_isles2022(isles, options(tmp_path))
-    with pytest.raises(DatasetConversionError, match="case 'strokecase0002' is missing FLAIR: expected .*anat"):
+    with pytest.raises(DatasetConversionError) as info:
         convert_isles2022(isles, options(tmp_path / "flair"), with_flair=True)
+    # named as the release names it (anat/..._FLAIR), not in the lower case of the pattern
+    expected = isles / "rawdata/sub-strokecase0002/ses-0001/anat/sub-strokecase0002_ses-0001_FLAIR.nii.gz"
+    assert f"case 'strokecase0002' is missing FLAIR: expected {expected} (or directly in" in str(info.value)
 
 
 def test_cli_prints_summary_and_errors_exit_2(isles, tmp_path, capsys, monkeypatch):
@@ -191,10 +190,144 @@ def test_cli_prints_summary_and_errors_exit_2(isles, tmp_path, capsys, monkeypat
     main(["-i", str(isles), "-d", "522", "--annotated", "3", "--seed", "1"])
     out = capsys.readouterr().out
     assert "wrote" in out and "annotated   (imagesTr + labelsTr): 3" in out and "hidden labels listed in" in out
-    with pytest.raises(SystemExit) as info:
-        main(["-i", str(tmp_path / "nowhere"), "-d", "523"])
-    assert info.value.code == 2
-    assert "nowhere does not exist or is not a directory" in capsys.readouterr().err
+    assert "nowhere does not exist or is not a directory" in cli_error(main, ["-i", str(tmp_path / "nowhere"), "-d",
+                                                                             "523"], capsys)
+
+
+
+def test_zenodo_layout_without_rawdata_converts_like_the_bids_one(tmp_path):
+    """The Zenodo archive unpacks to ISLES-2022/sub-strokecaseXXXX/ beside derivatives/, with no rawdata/ level."""
+    bids, zenodo = tmp_path / "bids" / "ISLES-2022", tmp_path / "zenodo" / "ISLES-2022"
+    for root, rawdata in ((bids, True), (zenodo, False)):
+        isles_case(root, 1, rawdata=rawdata)
+        isles_case(root, 2, flat=True, adc="ADC", rawdata=rawdata)
+        isles_case(root, 3, with_mask=False, rawdata=rawdata)
+    before = checksums(zenodo)
+    from_bids = convert_isles2022(bids, options(tmp_path / "from_bids"))
+    from_zenodo = convert_isles2022(zenodo, options(tmp_path / "from_zenodo"), with_flair=True)
+    assert from_zenodo.annotated == from_bids.annotated == ["strokecase0001", "strokecase0002"]
+    assert from_zenodo.unannotated == from_bids.unannotated == {"strokecase0003": "without a mask in derivatives/"}
+    a, b = tmp_path / "from_bids" / "raw" / DATASET, tmp_path / "from_zenodo" / "raw" / DATASET
+    for folder in ("imagesTr", "labelsTr", "imagesUnlabeled"):
+        assert set(names(a / folder)) <= set(names(b / folder))  # b also has FLAIR (_0002)
+        for name in names(a / folder):
+            np.testing.assert_array_equal(array(a / folder / name), array(b / folder / name))
+    assert "strokecase0003_0002.nii.gz" in names(b / "imagesUnlabeled")
+    assert f"layout: images in {zenodo.resolve()}/sub-strokecaseXXXX/ beside derivatives/ (no rawdata/ level" \
+        in from_zenodo.format()
+    assert f"layout: images in {bids.resolve()}/rawdata/sub-strokecaseXXXX/ (with a rawdata/ level)" \
+        in from_bids.format()
+    assert checksums(zenodo) == before
+
+
+def test_subjects_both_in_rawdata_and_beside_it_are_refused(isles, tmp_path):
+    isles_case(isles, 7, rawdata=False)
+    with pytest.raises(DatasetConversionError) as info:
+        convert_isles2022(isles, options(tmp_path))
+    assert f"{isles.resolve()}: subject folders both in rawdata/ and directly in it (e.g. {isles.resolve()}" \
+           f"/sub-strokecase0007)" in str(info.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetConversionError) as info:
+        convert_isles2022(empty, options(tmp_path))
+    assert f"{empty.resolve()}: no sub-strokecaseXXXX/ subject folders: expected {empty.resolve()}/rawdata/" \
+           f"sub-strokecaseXXXX/ses-0001/... or {empty.resolve()}/sub-strokecaseXXXX/ses-0001/..." in str(info.value)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_no_mask_anywhere_is_refused_and_nothing_is_written(isles, tmp_path, capsys):
+    shutil.rmtree(isles / "derivatives")
+    err = cli_error(main, ["-i", str(isles), "-d", "522", "--raw-root", str(tmp_path / "raw")], capsys)
+    assert f"ISLES 2022 {isles.resolve()}: no annotated case among the 5 found" in err
+    assert "nnU-Net needs annotated training cases" in err
+    assert f"{isles.resolve()} has no derivatives/ folder (the masks)" in err
+    assert not (tmp_path / "raw").exists()
+
+
+def test_relative_paths_are_recorded_absolute(isles, tmp_path, monkeypatch, capsys):
+    """A rerun with the absolute path is the same conversion; the hidden labels are found from anywhere."""
+    monkeypatch.chdir(tmp_path)
+    main(["-i", "ISLES-2022", "-d", "522", "--raw-root", "raw", "--annotated", "2"])
+    assert "wrote" in capsys.readouterr().out
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path.resolve() / "raw" / DATASET
+    written = checksums(out)
+    main(["-i", str(isles.resolve()), "-d", "522", "--raw-root", str(tmp_path.resolve() / "raw"), "--annotated", "2"])
+    assert "up to date, nothing written" in capsys.readouterr().out
+    assert checksums(out) == written
+    listed = json.loads((out.parent / f"{DATASET}.hidden_labels.json").read_text())
+    assert listed["dataset"] == str(out)
+    assert len(listed["hidden_labels"]) == 2
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in listed["hidden_labels"].values())
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert all(Path(p).is_absolute() for p in record["sources"])
+
+
+def test_refused_rerun_says_what_differs_and_what_to_do(isles, tmp_path):
+    convert_isles2022(isles, options(tmp_path))
+    out = tmp_path / "raw" / DATASET
+    written = checksums(out)
+    with pytest.raises(DatasetConversionError) as info:
+        convert_isles2022(isles, options(tmp_path), with_flair=True)
+    message = str(info.value)
+    assert f"output dataset folder {out.resolve()} already exists and was written by another conversion:" in message
+    assert "--with-flair: off then, on now" in message
+    flair = isles.resolve() / "rawdata/sub-strokecase0001/ses-0001/anat/sub-strokecase0001_ses-0001_FLAIR.nii.gz"
+    assert f"{flair}: added" in message
+    assert "pass --overwrite to replace it, or give a new dataset id with -d" in message
+
+    subject = isles.resolve() / "rawdata/sub-strokecase0001/ses-0001/dwi"
+    touched = subject / "sub-strokecase0001_ses-0001_dwi.nii.gz"
+    rewritten = subject / "sub-strokecase0001_ses-0001_adc.nii.gz"
+    info_before = touched.stat()
+    os.utime(touched, ns=(info_before.st_atime_ns, info_before.st_mtime_ns + 2_000_000_000))
+    old_size = rewritten.stat().st_size
+    write(rewritten, np.zeros((16, 24, 20), np.float32))
+    shutil.rmtree(isles / "rawdata/sub-strokecase0005")
+    with pytest.raises(DatasetConversionError) as info:
+        convert_isles2022(isles, options(tmp_path))
+    message = str(info.value)
+    assert f"{touched}: modified (same size, modification time changed from" in message
+    assert f"{rewritten}: size changed from {old_size} to {rewritten.stat().st_size} bytes" in message
+    removed = isles.resolve() / "rawdata/sub-strokecase0005/ses-0001/dwi/sub-strokecase0005_ses-0001_dwi.nii.gz"
+    assert f"{removed}: removed" in message
+    assert "--with-flair" not in message  # the options are the same
+    assert checksums(out) == written
+
+    foreign = tmp_path / "foreign" / "raw" / DATASET
+    foreign.mkdir(parents=True)
+    with pytest.raises(DatasetConversionError) as info:
+        convert_isles2022(isles, options(tmp_path / "foreign"))
+    assert f"{foreign.resolve()} already exists and was not written by nnunet_mt_convert_isles2022 (it holds no " \
+           f"{RECORD_FILE})" in str(info.value)
+
+
+def test_with_flair_counts_the_voxels_outside_the_flair_field_of_view(isles, tmp_path, capsys):
+    """Resampling sets DWI voxels outside the FLAIR's field of view to 0: the summary says how many."""
+    # strokecase0001's FLAIR starts at x = -6.75 mm (its field of view at -7.25): the DWI columns at
+    # x = -15, -13.5, ..., -7.5 mm (6 of 20) lie outside it
+    isles_case(isles, 1, flair_origin=(-6.75, FLAIR_ORIGIN[1], FLAIR_ORIGIN[2]))
+    summary = convert_isles2022(isles, options(tmp_path), with_flair=True)
+    out = tmp_path / "raw" / DATASET
+    dwi = read(out / "imagesTr" / "strokecase0001_0000.nii.gz")
+    flair = sitk.GetArrayFromImage(read(out / "imagesTr" / "strokecase0001_0002.nii.gz"))
+    x = np.array([dwi.TransformIndexToPhysicalPoint((i, 0, 0))[0] for i in range(dwi.GetSize()[0])])
+    assert np.all(flair[..., :6] == 0)
+    np.testing.assert_allclose(flair[..., 6:], np.broadcast_to(x[6:] + 100, flair[..., 6:].shape), atol=1e-3)
+    voxels = 20 * 24 * 16
+    assert summary.outside_field_of_view == {"FLAIR": {"strokecase0001": [6 * 24 * 16, voxels],
+                                                       **{f"strokecase{i:04d}": [0, voxels] for i in range(2, 6)}}}
+    text = summary.format()
+    line = ("FLAIR resampled onto the DWI grid: 6.0 % of all voxels lie outside the FLAIR field of view and are 0; "
+            "1 of 5 cases: strokecase0001 30.0 %")
+    assert line in text
+    again = convert_isles2022(isles, options(tmp_path), with_flair=True)
+    assert again.up_to_date and line in again.format()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "outside the FLAIR's field of view" in " ".join(capsys.readouterr().out.split())
 
 
 def test_tiny_train_and_predict_on_converted_isles(isles, tmp_path):

@@ -1,4 +1,4 @@
-"""Issue 11, item 15: an empty prediction of a lesion scores Dice 0, is counted as a miss beside HD95 (which
+"""An empty prediction of a lesion scores Dice 0, is counted as a miss beside HD95 (which
 it has none of), and every method's mean runs over the same cases. Hand-computed on three cases:
 
 ==========  =====================  ===================================  ==========================

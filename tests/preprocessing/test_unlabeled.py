@@ -225,7 +225,7 @@ def test_rerun_redoes_cases_made_with_other_plans(ws, capsys):
 
 def test_rerun_takes_the_trainers_caches_for_caches_not_stale_cases(ws, capsys):
     """The trainers cache next to the cases (pseudo_lesions_<digest>.pkl, pseudo_labels_<digest>.pkl or a
-    pseudo_labels_<digest>/ folder): a rerun must not report them as cases whose scans are gone (issue 12)."""
+    pseudo_labels_<digest>/ folder): a rerun must not report them as cases whose scans are gone."""
     preprocess_unlabeled(DATASET_ID, verbose=False)
     with open(ws.out / "pseudo_lesions_79d8181355ced1a3.pkl", "wb") as handle:
         pickle.dump({"unl_copy": np.zeros((0, 4), np.int64)}, handle)
@@ -323,7 +323,7 @@ def test_console_script_with_worker_pool(ws):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# issue 11: the unlabelled scans are read with the converter's checks; source fingerprints; resampling
+# the unlabelled scans are read with the converter's checks; source fingerprints; resampling
 # ----------------------------------------------------------------------------------------------------------------
 def _write_nd(path: Path, shape_xyzt: tuple[int, ...]) -> Path:
     """A 2-D or 4-D NIfTI via nibabel (SimpleITK would turn a 4-D array into a vector image)."""
@@ -343,7 +343,7 @@ def test_2d_and_4d_scans_are_refused(ws, shape, found):
 
 
 def test_truncated_and_non_finite_scans_are_refused(ws):
-    # SimpleITK zero-fills a truncated .nii.gz and reads NaN as 0: both used to be preprocessed silently
+    # SimpleITK zero-fills a truncated .nii.gz and reads NaN as 0: unchecked, both would be preprocessed silently
     truncated = ws.unlabelled / "unl_other_0000.nii.gz"
     truncated.write_bytes(truncated.read_bytes()[:2000])
     scan = _scan(101)
@@ -448,8 +448,8 @@ time.sleep(120)
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_pool_workers_die_with_a_killed_parent(sig):
-    """Issue 11, item 6: the preprocessing pool's workers, busy when their parent is killed, are gone within
-    seconds (before the fix they finished their job without the parent, then hung)."""
+    """The preprocessing pool's workers, busy when their parent is killed, are gone within seconds (without
+    being bound to their parent they would finish their job without it, then hang)."""
     proc = subprocess.Popen([sys.executable, "-c", _POOL_HOLDER], stdout=subprocess.PIPE, text=True)
     workers: list[int] = []
     try:

@@ -31,7 +31,7 @@ def _unlabeled_folder(tiny_nnunet) -> Path:
 
 
 def _init_network(model_folder: Path, pretrained: Path):
-    from nnunet_mt.architectures.deepmedic import DenseDeepMedic
+    from nnunet_mt.architectures.dense_inference import DenseDeepMedic
 
     plans = json.loads((model_folder / "plans.json").read_text())
     kwargs = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]

@@ -11,7 +11,7 @@ import torch
 from nnunetv2.run.run_training import maybe_load_checkpoint
 
 import in_process
-from nnunet_mt.architectures.deepmedic import DenseDeepMedic
+from nnunet_mt.architectures.dense_inference import DenseDeepMedic
 from nnunet_mt.training.adversarial import adversary_step, domain_labels
 from nnunet_mt.training.pseudo_lesions import cache_file, weights_digest
 from nnunet_mt.training.sampling import HEALTHY

@@ -16,7 +16,12 @@ PATCH = (51, 51, 51)
 
 
 def trainer_class(name: str) -> type:
-    """``nnUNetTrainerMeanTeacher_tiny`` -> the class in ``nnunet_mt.trainers.nnUNetTrainerMeanTeacher``."""
+    """``nnUNetTrainerMeanTeacher_tiny`` -> the class in ``nnunet_mt.trainers.nnUNetTrainerMeanTeacher``; the
+    mean-teacher variants' in ``nnunet_mt.trainers.mean_teacher_variants``."""
+    from nnunet_mt.trainers import mean_teacher_variants
+
+    if hasattr(mean_teacher_variants, name):
+        return getattr(mean_teacher_variants, name)
     return getattr(importlib.import_module(f"nnunet_mt.trainers.{name.removesuffix('_tiny')}"), name)
 
 

@@ -105,7 +105,7 @@ def test_every_rank_holds_the_same_teacher(ddp_results):
 
 @pytest.mark.parametrize("name", ["nnUNetTrainerDeepMedicEN_tiny", "nnUNetTrainerDeepMedicUDA_tiny"])
 def test_every_rank_holds_the_same_adversary(ddp_results, name):
-    """Issue 11, item 14: rank 0's adversary is the one saved, so every rank must train that one."""
+    """Rank 0's adversary is the one saved, so every rank must train that one."""
     result = ddp_results[name]
     assert result["steps"] == 3 and result["loss_finite"]
     assert result["params_equal"] and result["adam_equal"]

@@ -14,7 +14,14 @@ from nnunet_mt.training.mean_teacher import (
     draw_input_noise,
     ema_decay,
     ema_update,
+    kl_consistency,
+    mse_consistency,
+    released_dice_consistency,
+    similarity_preserving_loss,
     soft_dice_consistency,
+    squared_dice_consistency,
+    batch_statistics_from_first,
+    CONSISTENCY_LOSSES,
 )
 
 
@@ -181,6 +188,137 @@ def test_dice_pushes_weak_foreground_up_in_a_patch_with_little_foreground():
 def test_dice_shape_mismatch():
     with pytest.raises(ValueError, match=r"\(1, 2, 2, 2\).*\(1, 2, 4\)"):
         soft_dice_consistency(S1, T1.reshape(1, 2, 4))
+
+
+# --- the other consistencies, on the same 4-voxel maps ------------------------------------------------
+
+def _logit_gradient(loss, t_fg, s_fg=None):
+    """dLc/dz per voxel, z the student's foreground logit of a two-label softmax (one patch; s = t unless
+    ``s_fg`` is given)."""
+    t = torch.tensor(t_fg, dtype=torch.float64)
+    z = torch.logit(torch.tensor(s_fg if s_fg is not None else t_fg, dtype=torch.float64)).requires_grad_(True)
+    s = torch.stack([1 - torch.sigmoid(z), torch.sigmoid(z)])[None, :, :, None]
+    loss(s, torch.stack([1 - t, t])[None, :, :, None]).backward()
+    return z.grad.tolist()
+
+
+def test_registry_names_every_consistency():
+    assert CONSISTENCY_LOSSES == {"paper": soft_dice_consistency, "released": released_dice_consistency,
+                                  "squared": squared_dice_consistency, "mse": mse_consistency,
+                                  "kl": kl_consistency}
+
+
+def test_released_dice_hand_example():
+    # teacher argmax of T1 is label 0 at every voxel: y_0 = 1, y_1 = 0 (pooled over the batch of one)
+    # label 0: (2 * 2.0 + 1e-5) / (2.0 + 4 + 1e-5) = 0.6666674; label 1: 1e-5 / (2.0 + 1e-5) = 5.0e-6
+    # Lc = 1 - (0.6666674 + 0.0000050) / 2 = 0.6666638
+    assert released_dice_consistency(S1, T1).item() == pytest.approx(0.6666638, abs=1e-6)
+    # pooled, not per sample: the batch [S1, ONE_HOT] against [T1, ONE_HOT] is one Dice per label
+    # label 0: 2 (2.0 + 2) / (2.0 + 2 + 4 + 2) = 0.8; label 1: 2 (0 + 2) / (2.0 + 2 + 0 + 2) = 0.6666667
+    s, t = torch.cat([S1, ONE_HOT]), torch.cat([T1, ONE_HOT])
+    assert released_dice_consistency(s, t, eps=0.0).item() == pytest.approx(1 - (0.8 + 0.6666667) / 2, abs=1e-6)
+    # a label absent from both maps scores 1 (eps in numerator and denominator)
+    absent = torch.stack([torch.ones(4), torch.zeros(4)])[None, :, :, None]
+    assert released_dice_consistency(absent, absent).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_released_dice_pushes_teacher_background_down_where_eq1_pushes_it_up():
+    # the healthy patch of the Eq. 1 test, t = s = (0.3, 0.01, 0.01, 0.01): the argmax target is background
+    # everywhere. Label 1: D_1 = eps / (S_1 + eps), S_1 = 0.33, dD_1/ds = -eps / (S_1 + eps)^2 = -9.18e-5;
+    # label 0: D_0 = (2 S_0 + eps) / (S_0 + 4 + eps), S_0 = 3.67, dD_0/ds = (8 + eps) / 7.67^2 = 0.1359886.
+    # dLc/dz_0 = t (1 - t) (-dD_1/ds + dD_0/ds) / 2 = 0.21 * (9.18e-5 + 0.1359886) / 2 = 0.0142884 > 0:
+    # gradient descent lowers the voxel's lesion probability (Eq. 1 raised it: -0.045265)
+    grad = _logit_gradient(released_dice_consistency, [0.3, 0.01, 0.01, 0.01])
+    assert grad[0] == pytest.approx(0.0142884, abs=1e-6)
+    assert all(g > 0 for g in grad)
+
+
+def test_squared_dice_hand_example_and_no_gradient_at_agreement():
+    # label 0: 2 * 1.4 / (1.5 + 1.96) = 0.8092486; label 1: 2 * 0.6 / (1.5 + 0.36) = 0.6451613
+    # (sum s^2 = 0.81 + 0.64 + 0.04 + 0.01 = 1.5 for both labels) -> Lc = 1 - 0.7272050 = 0.2727950
+    assert squared_dice_consistency(S1, T1).item() == pytest.approx(0.2727950, abs=1e-6)
+    assert squared_dice_consistency(S1, S1.clone(), eps=0.0).item() == pytest.approx(0.0, abs=1e-7)
+    assert _logit_gradient(lambda s, t: squared_dice_consistency(s, t, eps=0.0),
+                           [0.3, 0.01, 0.01, 0.01]) == pytest.approx([0.0] * 4, abs=1e-12)
+
+
+def test_mse_hand_example_and_gradient_towards_the_teacher():
+    # per label the differences are 0.2, 0.1, -0.5, -0.6: squares 0.04 + 0.01 + 0.25 + 0.36 = 0.66;
+    # both labels: 1.32 over 8 elements = 0.165
+    assert mse_consistency(S1, T1).item() == pytest.approx(0.165, abs=1e-7)
+    s = S1.clone().requires_grad_(True)
+    mse_consistency(s, T1).backward()
+    assert s.grad[0, 0, 0, 0].item() == pytest.approx(2 * (0.9 - 0.7) / 8, abs=1e-7)  # 0.05: pulled down to t
+    assert _logit_gradient(mse_consistency, [0.3, 0.01, 0.01, 0.01]) == pytest.approx([0.0] * 4, abs=1e-12)
+
+
+def test_kl_hand_example_mask_and_gradient():
+    # KL(t || s) per voxel with t = (0.7, 0.3): s = (0.9, 0.1): 0.7 ln(7/9) + 0.3 ln 3 = 0.1536640;
+    # (0.8, 0.2): 0.0281682; (0.2, 0.8): 0.5826850; (0.1, 0.9): 1.0325532; mean 0.4492676
+    assert kl_consistency(S1, T1).item() == pytest.approx(0.4492676, abs=1e-6)
+    assert kl_consistency(S1, S1.clone()).item() == pytest.approx(0.0, abs=1e-7)
+    # confidence 0.8: the teacher's 0.7 is below it at every voxel, nothing kept -> 0
+    assert kl_consistency(S1, T1, confidence=0.8).item() == 0.0
+    # confident where the teacher is ONE_HOT: keep sample 2 only (KL there 0) -> mean over kept voxels 0
+    s, t = torch.cat([S1, ONE_HOT]), torch.cat([T1, ONE_HOT])
+    assert kl_consistency(s, t, confidence=0.9).item() == pytest.approx(0.0, abs=1e-6)
+    assert kl_consistency(s, t).item() == pytest.approx(0.4492676 / 2, abs=1e-6)
+    # through the softmax the gradient on a logit is (s - t) / V: student 0.1 vs teacher 0.3 -> -0.05,
+    # the student's lesion probability is raised towards the teacher's
+    grad = _logit_gradient(kl_consistency, [0.3, 0.3, 0.3, 0.3], s_fg=[0.1, 0.3, 0.5, 0.3])
+    assert grad == pytest.approx([-0.05, 0.0, 0.05, 0.0], abs=1e-6)
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        kl_consistency(S1, T1, confidence=1.5)
+
+
+def test_similarity_preserving_loss_hand_example_and_direct_formula():
+    # C = 1, N = 2. Student q = (1, 1): G = [[1, 1], [1, 1]], columns normalised to (1, 1)/sqrt 2.
+    # Teacher q = (1, -1): G = [[1, -1], [-1, 1]] -> columns (1, -1)/sqrt 2, (-1, 1)/sqrt 2.
+    # Differences: column 0 (0, sqrt 2), column 1 (sqrt 2, 0): squares 2 + 2 over 4 entries = 1
+    qs = torch.tensor([[[1.0, 1.0]]])
+    qt = torch.tensor([[[1.0, -1.0]]])
+    assert similarity_preserving_loss(qs, qt).item() == pytest.approx(1.0, abs=1e-6)
+    assert similarity_preserving_loss(qs, qs.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    # against the N x N matrices of the released code, on random activations (B, C, *spatial)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 5, 2, 3, 2, generator=g), torch.randn(3, 5, 2, 3, 2, generator=g)
+
+    def gram(q):
+        q = q.flatten(2)
+        return torch.nn.functional.normalize(q.transpose(1, 2) @ q, dim=1)
+
+    direct = ((gram(b) - gram(a)) ** 2).mean()
+    a.requires_grad_(True)
+    b.requires_grad_(True)
+    loss = similarity_preserving_loss(a, b)
+    assert loss.item() == pytest.approx(direct.item(), rel=1e-5)
+    loss.backward()
+    assert a.grad is not None and b.grad is None
+
+
+def test_batch_statistics_from_first_samples():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 4, 3, 3, 3, generator=g)
+    reference, patched = nn.BatchNorm3d(4), nn.BatchNorm3d(4)
+    expected = reference(x)
+    with batch_statistics_from_first(patched, 6):  # all samples: BatchNorm's own forward and statistics
+        torch.testing.assert_close(patched(x), expected)
+    torch.testing.assert_close(patched.running_mean, reference.running_mean)
+    torch.testing.assert_close(patched.running_var, reference.running_var)
+    assert patched.forward.__func__ is nn.BatchNorm3d.forward  # restored
+    # first 2 samples: the others do not change how anything is normalised
+    bn = nn.BatchNorm3d(4)
+    with batch_statistics_from_first(bn, 2):
+        y1 = bn(x)
+        x2 = x.clone()
+        x2[2:] = 5 * x2[2:] + 3
+        y2 = bn(x2)
+    torch.testing.assert_close(y1[:2], y2[:2])
+    mean, var = x[:2].mean((0, 2, 3, 4)), x[:2].var((0, 2, 3, 4), unbiased=False)
+    torch.testing.assert_close(y1[3], (x[3] - mean.view(4, 1, 1, 1)) / torch.sqrt(var.view(4, 1, 1, 1) + 1e-5))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        with batch_statistics_from_first(bn, 0):
+            pass
 
 
 # --- Eq. 5: I' = (I + eta_s) * eta_m ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The progress lines every trainer logs (issue 12): totals with each epoch, the final validation announced."""
+"""The progress lines every trainer logs: totals with each epoch, the final validation announced."""
 import importlib.util
 import json
 

@@ -1,4 +1,4 @@
-"""The teacher's forward sees the student's composite batch (issue 9, item 4): at step 0, with identical
+"""The teacher's forward sees the student's composite batch: at step 0, with identical
 weights and identical noise, teacher and student agree on the unannotated half."""
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from nnunet_mt.training.mean_teacher import (apply_input_noise, draw_input_noise
 
 N = 3  # patches per half
 
+
+
+def _fake(**attrs):
+    """The state ``_consistency_target`` reads: the paper's consistency on the unannotated half, plain BatchNorm."""
+    from contextlib import nullcontext
+
+    return SimpleNamespace(consistency_on_all_samples=False, _normalisation=lambda network, n: nullcontext(), **attrs)
 
 def _student() -> DeepMedic:
     torch.manual_seed(0)
@@ -42,7 +49,7 @@ def test_teacher_and_student_agree_at_step_0():
     x_l, x_noisy = _batches(student)
     with torch.no_grad():
         student_u = student(torch.cat([x_l, x_noisy]))[N:]  # the student's forward in train_step
-        trainer = SimpleNamespace(teacher=teacher, use_ema_teacher=True, network=student)
+        trainer = _fake(teacher=teacher, use_ema_teacher=True, network=student)
         teacher_u = MeanTeacherMixin._consistency_target(trainer, x_l, x_noisy)
         teacher_alone = teacher(x_noisy)  # the former teacher forward: BatchNorm over the unannotated half only
     assert teacher_u.shape == student_u.shape == (N, 2, 3, 9, 9)
@@ -60,7 +67,7 @@ def test_teacher_forward_leaves_running_statistics_and_uses_no_dropout():
     teacher = make_teacher(student)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     x_l, x_noisy = _batches(student)
-    trainer = SimpleNamespace(teacher=teacher, use_ema_teacher=True, network=student)
+    trainer = _fake(teacher=teacher, use_ema_teacher=True, network=student)
     with torch.no_grad():
         a = MeanTeacherMixin._consistency_target(trainer, x_l, x_noisy)
         b = MeanTeacherMixin._consistency_target(trainer, x_l, x_noisy)
@@ -76,7 +83,7 @@ def test_pi_model_second_pass_uses_the_composite_batch_too():
     with torch.no_grad():
         first = student(torch.cat([x_l, x_noisy]))[N:]
         second = MeanTeacherMixin._consistency_target(
-            SimpleNamespace(teacher=None, use_ema_teacher=False, network=student), x_l, x_noisy)
+            _fake(teacher=None, use_ema_teacher=False, network=student), x_l, x_noisy)
     torch.testing.assert_close(second, first, atol=1e-5, rtol=1e-5)
 
 

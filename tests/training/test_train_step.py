@@ -1,6 +1,8 @@
 """The mean teacher's and the Π model's own ``train_step`` on fixed patches, recorded with forward hooks:
-which network sees which input, and what the consistency compares (issue 11, "tests that cannot fail")."""
+which network sees which input, and what the consistency compares, so that a wrong input or target cannot pass unnoticed."""
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -8,7 +10,9 @@ from torch import nn
 
 from bare_trainer import bare_trainer, batches
 from nnunet_mt.training.adversarial import adversary_step, domain_labels
-from nnunet_mt.training.mean_teacher import apply_input_noise, draw_input_noise, soft_dice_consistency
+from nnunet_mt.training.mean_teacher import (apply_input_noise, draw_input_noise, kl_consistency,
+                                             mse_consistency, released_dice_consistency, similarity_preserving_loss,
+                                             soft_dice_consistency, squared_dice_consistency)
 
 
 class Recorder:
@@ -100,6 +104,67 @@ def test_pi_model_target_is_the_students_own_second_noisy_pass():
     lc = soft_dice_consistency(torch.softmax(first["output"][n:].detach(), 1),
                                torch.softmax(second["output"][n:], 1)).item()
     assert out["Lc"] == pytest.approx(lc, rel=1e-6)
+
+
+# ---- the consistency variants (trainers/mean_teacher_variants.py) ------------------------------------
+#: variant -> (its loss on (student, teacher) probabilities, weight w, all 16 samples?, constant beta?)
+VARIANT_LOSSES = {
+    "nnUNetTrainerMeanTeacherReleased_tiny": (lambda s, t: released_dice_consistency(s, t, eps=1e-5), 1, True, False),
+    "nnUNetTrainerMeanTeacherReleasedBeta1_tiny": (released_dice_consistency, 1, True, True),
+    "nnUNetTrainerMeanTeacherSquared_tiny": (squared_dice_consistency, 1, False, False),
+    "nnUNetTrainerMeanTeacherMSE_tiny": (mse_consistency, 100, False, False),
+    "nnUNetTrainerMeanTeacherKL_tiny": (kl_consistency, 1, False, False),
+    "nnUNetTrainerMeanTeacherKLConfident_tiny": (lambda s, t: kl_consistency(s, t, confidence=0.95), 1, False, False),
+    "nnUNetTrainerMeanTeacherNoConsistency_tiny": (soft_dice_consistency, 0, False, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANT_LOSSES))
+def test_each_variant_compares_what_it_says_with_its_own_loss_and_weight(name):
+    loss_fn, weight, all_samples, constant_beta = VARIANT_LOSSES[name]
+    t, out, student, teacher, x_l, *_ = _one_step(name)
+    n = len(x_l)
+    s_out, t_out = student.calls[0]["output"].detach(), teacher.calls[0]["output"]
+    assert len(t_out) == 2 * n  # the teacher always sees the composite batch (BatchNorm)
+    if not all_samples:
+        s_out, t_out = s_out[n:], t_out[n:]
+    lc = loss_fn(torch.softmax(s_out, 1), torch.softmax(t_out, 1)).item()
+    assert out["Lc"] == pytest.approx(lc, rel=1e-5, abs=1e-7)
+    beta = 1.0 if constant_beta else math.exp(-5)  # step 0 of the ramp-up
+    assert out["beta"] == pytest.approx(beta)
+    assert float(out["loss"]) == pytest.approx(out["Ls"] + beta * weight * lc, rel=1e-5)
+
+
+def test_released_gram_adds_the_similarity_of_the_first_fc_layer():
+    t = bare_trainer("nnUNetTrainerMeanTeacherReleasedGram_tiny")
+    t._on_fresh_start()
+    fc_s, fc_t = Recorder(t.network.fc[0]), Recorder(t.teacher.fc[0])
+    annotated, t.dataloader_unlabeled = batches(7, 1)
+    out = type(t).train_step(t, annotated[0])
+    assert "Lsim" in t.history and t.similarity_scale == 1e4
+    lsim = similarity_preserving_loss(fc_s.calls[0]["output"].detach(), fc_t.calls[0]["output"]).item()
+    assert out["Lsim"] == pytest.approx(lsim, rel=1e-5) and lsim > 0
+    assert float(out["loss"]) == pytest.approx(out["Ls"] + out["beta"] * out["Lc"] + 1e4 * lsim, rel=1e-5)
+
+
+@pytest.mark.parametrize("name, independent", [("nnUNetTrainerMeanTeacherNoConsistency_tiny", False),
+                                               ("nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN_tiny", True)])
+def test_annotated_bn_control_keeps_the_unannotated_patches_out_of_the_normalisation(name, independent):
+    """Ls of one step with two different unannotated batches (same weights, annotated batch, dropout): equal
+    only when BatchNorm takes its statistics from the annotated half."""
+    losses, running = [], []
+    for seed in (7, 8):
+        t = bare_trainer(name)
+        t._on_fresh_start()
+        annotated, _ = batches(7, 1)
+        t.dataloader_unlabeled = batches(seed, 1)[1]
+        torch.manual_seed(5)
+        out = type(t).train_step(t, annotated[0])
+        losses.append(out["Ls"])
+        running.append(next(m for m in t.network.modules() if isinstance(m, nn.BatchNorm3d)).running_mean.clone())
+        assert float(out["loss"]) == pytest.approx(out["Ls"], rel=1e-6)  # w = 0: no consistency term
+    assert (losses[0] == pytest.approx(losses[1], rel=1e-6)) is independent
+    assert torch.allclose(running[0], running[1]) is independent
 
 
 @pytest.mark.parametrize("name", ["nnUNetTrainerDeepMedicEN_tiny", "nnUNetTrainerDeepMedicUDA_tiny"])

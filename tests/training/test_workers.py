@@ -1,6 +1,6 @@
-"""No background worker of the plugin outlives its trainer (issue 11, item 6): killed with SIGTERM or
-SIGKILL, a process holding a trainer's loaders takes their workers with it, and the end of training
-stops every loader, the unannotated one included."""
+"""No background worker of the plugin outlives its trainer: killed with SIGTERM or SIGKILL, a process
+holding a trainer's loaders takes their workers with it, and the end of training stops every loader, the
+unannotated one included. The fork hook binds children only while a trainer holds the binding."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from loader_child import bare_trainer, start_loaders
+from nnunet_mt.training import workers
 
 HELPER = Path(__file__).with_name("loader_child.py")
 
@@ -71,10 +72,54 @@ def test_end_of_training_stops_every_loader(tmp_path, monkeypatch):
     t.current_epoch, t.local_rank, t.output_folder = 1, 0, str(tmp_path)
     t.save_checkpoint = lambda filename: None
     t.print_to_log_file = lambda *args, **kwargs: None
+    assert t in workers._binding_owners  # from building its transforms on
     try:
         type(t).on_train_end(t)
         survivors = wait_until_gone(pids, limit_s=5)
+        assert t not in workers._binding_owners  # its loaders are stopped: later forks are not its workers'
     finally:
         for loader in (t.dataloader_train, t.dataloader_unlabeled):
             loader._finish()
     assert not survivors
+
+
+FORK_PROBE = """
+import ctypes, gc, os
+from nnunet_mt.training import workers
+
+def child_pdeathsig():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the signal the kernel sends this child when its parent dies (PR_GET_PDEATHSIG)
+        value = ctypes.c_int(-1)
+        ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)
+        os.write(w, str(value.value).encode())
+        os._exit(0)
+    os.close(w)
+    value = int(os.read(r, 16))
+    os.waitpid(pid, 0)
+    return value
+
+class Trainer:
+    pass
+
+first, second = Trainer(), Trainer()
+seen = [child_pdeathsig()]
+workers.bind_forked_children(first)
+workers.bind_forked_children(second)
+seen.append(child_pdeathsig())
+workers.release_forked_children(first)
+seen.append(child_pdeathsig())  # the second still holds it
+del second
+gc.collect()
+seen.append(child_pdeathsig())  # garbage-collected: nobody holds it
+print(*seen)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_GET_PDEATHSIG")
+def test_forks_are_bound_only_while_a_trainer_holds_the_binding():
+    proc = subprocess.run([sys.executable, "-c", FORK_PROBE], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    kill = int(signal.SIGKILL)
+    assert proc.stdout.split() == ["0", str(kill), str(kill), "0"]

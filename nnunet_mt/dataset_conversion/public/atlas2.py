@@ -10,27 +10,17 @@ One channel (T1w). A lesion mask lies beside its T1w. The test and generalisatio
 their scans go to ``imagesUnlabeled/``. A scan below ``Training/`` without a mask is an error (the
 training set is fully annotated, so a missing mask means a broken download); a mask without its T1w too.
 All ``*_T1w`` files below the input folder are found, whatever the site folder (``R001`` ...), and matched
-case-insensitively; the case id is the subject (``r001s001``), which must be unique.
+case-insensitively; the case id is the subject (``r001s001``), which must be unique. ``Testing/`` alone has
+no annotated scan, which nnU-Net cannot train on: it is refused, naming the folder to pass instead.
 """
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
-from nnunet_mt.dataset_conversion.public.common import (
-    ChannelSource,
-    DatasetSpec,
-    Discovery,
-    Options,
-    SourceCase,
-    Summary,
-    add_common_arguments,
-    convert,
-    nifti_stem,
-    require_dir,
-    run_cli,
-)
+from nnunet_mt.dataset_conversion.public.common import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
+                                                        Summary, child_dir, command_line, convert, nifti_stem,
+                                                        require_dir, source_folder)
 
 PROG = "nnunet_mt_convert_atlas2"
 _SPACE = "space-MNI152NLin2009aSym"
@@ -53,6 +43,10 @@ def discover(root: Path) -> Discovery:
     discovery = Discovery(source_roots=[root])
     if not require_dir(root, "ATLAS v2.0 folder", discovery):
         return discovery
+    beside_training = root.name.lower() == "testing" and child_dir(root.parent, "Training") is not None
+    discovery.without_annotations_hint = (f"pass the folder holding Training/ and Testing/ instead: -i {root.parent}"
+                                          if beside_training else "pass the ATLAS_2 folder holding Training/ (the "
+                                          "annotated scans) and Testing/")
     t1w: dict[tuple[str, Path], Path] = {}
     masks: dict[tuple[str, Path], Path] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -86,18 +80,16 @@ def discover(root: Path) -> Discovery:
 
 def convert_atlas2(root: str | Path, options: Options) -> Summary:
     """Convert the ATLAS v2.0 folder (``ATLAS_2``, holding ``Training/`` and ``Testing/``)."""
-    root = Path(root)
+    root = source_folder(root)
     return convert(SPEC, discover(root), options, context=f"ATLAS v2.0 {root}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Convert ATLAS v2.0 (ATLAS_2/Training, ATLAS_2/Testing) into an nnU-Net raw dataset; "
-                               "scans without a lesion mask go to imagesUnlabeled/.")
-    parser.add_argument("-i", "--input", required=True, help="the ATLAS_2 folder (holding Training/ and Testing/)")
-    add_common_arguments(parser, default_name="ATLAS2")
-    args = parser.parse_args(argv)
-    run_cli(PROG, args, lambda options: convert_atlas2(args.input, options), extra={})
+    command_line(
+        argv, prog=PROG, convert_input=convert_atlas2, default_name="ATLAS2",
+        description="Convert ATLAS v2.0 (ATLAS_2/Training, ATLAS_2/Testing) into an nnU-Net raw dataset; scans without "
+                    "a lesion mask go to imagesUnlabeled/.",
+        input_help="the ATLAS_2 folder (holding Training/ and Testing/)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ BraTS 2021 layout (the training data; the validation data is the same without ``
     DIR/BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz
 
 Channels in nnU-Net's order: T1, T1ce, T2, FLAIR. Cases without ``_seg`` go to ``imagesUnlabeled/``;
-several input folders (training + validation) may be given, a case id found twice is an error.
+several input folders (training + validation) may be given, a case id found twice is an error. A folder that
+holds no case folders but sub-folders that do (the parent of the training and validation data) is refused,
+naming those sub-folders; input without any ``_seg`` (the validation data alone) is refused too, since nnU-Net
+cannot train on it.
 
 MSD layout::
 
@@ -31,28 +34,14 @@ three axes' spacing, origin and direction). macOS ``._*`` files in the MSD tarba
 """
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from nnunet_mt.dataset_conversion.public.common import (
-    ChannelSource,
-    DatasetSpec,
-    Discovery,
-    Options,
-    SourceCase,
-    Summary,
-    add_common_arguments,
-    child_dir,
-    convert,
-    files_by_case,
-    is_hidden,
-    nifti_stem,
-    require_dir,
-    run_cli,
-)
+from nnunet_mt.dataset_conversion.public.common import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
+                                                        Summary, child_dir, command_line, convert, files_by_case,
+                                                        is_hidden, nifti_stem, require_dir, source_folder)
 
 PROG_BRATS = "nnunet_mt_convert_brats2021"
 PROG_MSD = "nnunet_mt_convert_msd_brain"
@@ -107,16 +96,40 @@ def msd_spec(whole_tumour: bool) -> DatasetSpec:
 # --------------------------------------------------------------------------------------------------------------
 def discover_brats2021(roots: Sequence[Path]) -> Discovery:
     """Every ``BraTS2021_XXXXX`` folder below each root is a case; ``_seg`` makes it annotated."""
-    discovery = Discovery(source_roots=list(roots))
+    discovery = Discovery(source_roots=list(roots), without_annotations_hint=_training_data_hint(roots))
     for root in roots:
         if not require_dir(root, "BraTS 2021 folder", discovery):
             continue
-        case_dirs = [p for p in sorted(root.iterdir()) if p.is_dir() and _BRATS_CASE.match(p.name)]
+        case_dirs = _brats_case_dirs(root)
         if not case_dirs:
-            discovery.global_problems.append(f"{root}: no BraTS2021_XXXXX case folders")
+            discovery.global_problems.append(_no_case_folders(root))
         for case_dir in case_dirs:
             _brats_case(case_dir, discovery)
     return discovery
+
+
+def _brats_case_dirs(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and _BRATS_CASE.match(p.name)]
+
+
+def _no_case_folders(root: Path) -> str:
+    """The problem of a folder without case folders, naming its sub-folders that hold some (a parent folder)."""
+    holding = [p for p in sorted(root.iterdir()) if p.is_dir() and _brats_case_dirs(p)]
+    if not holding:
+        return f"{root}: no BraTS2021_XXXXX case folders"
+    return (f"{root}: no BraTS2021_XXXXX case folders in it, but found some in "
+            f"{' and '.join(f'{p.name}/' for p in holding)}: pass one or more of them with -i, e.g. -i "
+            f"{' '.join(str(p) for p in holding)}")
+
+
+def _training_data_hint(roots: Sequence[Path]) -> str:
+    """What to pass when no case has a _seg: the training data as well, a sibling named so where there is one."""
+    given = set(roots)
+    siblings = [p for root in roots if root.parent.is_dir() for p in sorted(root.parent.iterdir())
+                if p.is_dir() and "train" in p.name.lower() and p not in given]
+    training = str(siblings[0]) if siblings else "TRAINING_DATA_FOLDER"
+    return (f"give the training data folder together with it: -i {training} {' '.join(str(r) for r in roots)} "
+            f"(its case folders hold the ..._seg.nii.gz masks)")
 
 
 def _brats_case(case_dir: Path, discovery: Discovery) -> None:
@@ -150,7 +163,7 @@ def _brats_case(case_dir: Path, discovery: Discovery) -> None:
 
 def convert_brats2021(roots: Sequence[str | Path], options: Options, *, whole_tumour: bool = False) -> Summary:
     """Convert one or more BraTS 2021 folders (training data, validation data) into one dataset."""
-    roots = [Path(r) for r in roots]
+    roots = [source_folder(r) for r in roots]
     options = replace(options, extra={**options.extra, "whole_tumour": whole_tumour})
     return convert(brats2021_spec(whole_tumour), discover_brats2021(roots), options,
                    context="BraTS 2021 " + " ".join(str(r) for r in roots))
@@ -161,7 +174,8 @@ def convert_brats2021(roots: Sequence[str | Path], options: Options, *, whole_tu
 # --------------------------------------------------------------------------------------------------------------
 def discover_msd(root: Path) -> Discovery:
     """``imagesTr`` + ``labelsTr`` are the annotated cases, ``imagesTs`` the unannotated ones (4-D images)."""
-    discovery = Discovery(source_roots=[root])
+    discovery = Discovery(source_roots=[root], without_annotations_hint="pass the Task01_BrainTumour folder whose "
+                          "imagesTr/ and labelsTr/ hold the training cases")
     if not require_dir(root, "MSD Task01 folder", discovery):
         return discovery
     images_tr, labels_tr, images_ts = (child_dir(root, n) for n in ("imagesTr", "labelsTr", "imagesTs"))
@@ -194,7 +208,7 @@ def _msd_files(folder: Path, discovery: Discovery) -> dict[str, Path]:
 
 def convert_msd_brain(root: str | Path, options: Options, *, whole_tumour: bool = False) -> Summary:
     """Convert ``Task01_BrainTumour`` (4-D images) into an nnU-Net raw dataset."""
-    root = Path(root)
+    root = source_folder(root)
     options = replace(options, extra={**options.extra, "whole_tumour": whole_tumour})
     return convert(msd_spec(whole_tumour), discover_msd(root), options, context=f"MSD Task01 {root}")
 
@@ -207,26 +221,19 @@ _WHOLE_TUMOUR_HELP = ("binary lesion task (every tumour label -> 1) instead of n
 
 
 def main_brats2021(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog=PROG_BRATS, description="Convert BraTS 2021 case folders into an nnU-Net raw dataset (cases without "
-                                     "_seg go to imagesUnlabeled/).")
-    parser.add_argument("-i", "--input", required=True, nargs="+",
-                        help="folder(s) holding BraTS2021_XXXXX/ case folders (training, validation)")
-    parser.add_argument("--whole-tumour", action="store_true", help=_WHOLE_TUMOUR_HELP)
-    add_common_arguments(parser, default_name="BraTS2021")
-    args = parser.parse_args(argv)
-    run_cli(PROG_BRATS, args, lambda o: convert_brats2021(args.input, o, whole_tumour=args.whole_tumour), extra={})
+    command_line(
+        argv, prog=PROG_BRATS, convert_input=convert_brats2021, default_name="BraTS2021", several_inputs=True,
+        description="Convert BraTS 2021 case folders into an nnU-Net raw dataset (cases without _seg go to "
+                    "imagesUnlabeled/).",
+        input_help="folder(s) holding BraTS2021_XXXXX/ case folders (training, validation)",
+        flags={"--whole-tumour": _WHOLE_TUMOUR_HELP})
 
 
 def main_msd(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog=PROG_MSD, description="Convert MSD Task01_BrainTumour into an nnU-Net raw dataset (imagesTs go to "
-                                   "imagesUnlabeled/).")
-    parser.add_argument("-i", "--input", required=True, help="the Task01_BrainTumour folder")
-    parser.add_argument("--whole-tumour", action="store_true", help=_WHOLE_TUMOUR_HELP)
-    add_common_arguments(parser, default_name="BrainTumour")
-    args = parser.parse_args(argv)
-    run_cli(PROG_MSD, args, lambda o: convert_msd_brain(args.input, o, whole_tumour=args.whole_tumour), extra={})
+    command_line(
+        argv, prog=PROG_MSD, convert_input=convert_msd_brain, default_name="BrainTumour",
+        description="Convert MSD Task01_BrainTumour into an nnU-Net raw dataset (imagesTs go to imagesUnlabeled/).",
+        input_help="the Task01_BrainTumour folder", flags={"--whole-tumour": _WHOLE_TUMOUR_HELP})
 
 
 if __name__ == "__main__":

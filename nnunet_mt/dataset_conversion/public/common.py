@@ -14,7 +14,8 @@ converters cannot drift apart in what they accept:
    run removes the staging folders of killed runs, see ``convert_folder.remove_stale_temporaries``);
    a record of the sources (size and mtime of every file read) and options is kept in
    ``nnunet_mt_conversion.json`` so that a rerun of the same command is a no-op ("up to date"),
-   and a rerun after the sources or options changed refuses unless ``--overwrite`` is given.
+   and a rerun after the sources or options changed refuses, saying what differs, unless ``--overwrite`` is
+   given. Paths are recorded resolved (absolute), so the same folder given another way is the same source.
 
 The source folders are only read. Labels hidden by ``--annotated`` are listed in a JSON file *outside*
 the dataset folder (default ``<raw root>/Dataset###_Name.hidden_labels.json``), so nnU-Net never sees
@@ -23,11 +24,14 @@ them but the user can still evaluate on them.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -96,8 +100,12 @@ class Discovery:
     case_problems: dict[str, list[str]] = field(default_factory=dict)
     global_problems: list[str] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
-    #: every file the conversion reads (for the rerun record); filled from the cases if left empty
+    #: the folders given as input (only read; nothing may be written into them)
     source_roots: list[Path] = field(default_factory=list)
+    #: which of the release's layouts was found, for the summary (None: the release has one)
+    layout: str | None = None
+    #: what to pass instead when no case is annotated (nnU-Net cannot train on such a dataset)
+    without_annotations_hint: str = ""
 
     def problem(self, case_id: str, message: str) -> None:
         self.case_problems.setdefault(case_id, []).append(message)
@@ -162,10 +170,16 @@ class Summary:
     ignored: list[Path] = field(default_factory=list)
     hidden_labels_file: Path | None = None
     up_to_date: bool = False
+    layout: str | None = None
+    #: resampled channel -> case -> [voxels outside that channel's field of view (written as 0), voxels]
+    outside_field_of_view: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    grid_channel: str = ""  # the channel whose grid the others are written on
 
     def format(self) -> str:
-        lines = [f"{'up to date, nothing written' if self.up_to_date else 'wrote'}: {self.dataset_dir}",
-                 f"  annotated   (imagesTr + labelsTr): {len(self.annotated)}"]
+        lines = [f"{'up to date, nothing written' if self.up_to_date else 'wrote'}: {self.dataset_dir}"]
+        if self.layout:
+            lines.append(f"  layout: {self.layout}")
+        lines.append(f"  annotated   (imagesTr + labelsTr): {len(self.annotated)}")
         if self.annotated:
             lines.append(f"    {_short_list(self.annotated)}")
         lines.append(f"  unannotated ({UNLABELED_IMAGES_FOLDER}): {len(self.unannotated)}")
@@ -182,7 +196,21 @@ class Summary:
         if self.ignored:
             lines.append(f"  ignored NIfTI files that are not part of the layout: {len(self.ignored)}, e.g. "
                          + ", ".join(str(p) for p in self.ignored[:3]))
+        for channel, cases in self.outside_field_of_view.items():
+            lines.append(_field_of_view_line(channel, self.grid_channel, cases))
         return "\n".join(lines)
+
+
+def _field_of_view_line(channel: str, grid: str, cases: Mapping[str, Sequence[int]]) -> str:
+    """How much of the resampled channel is 0 only because its field of view does not cover the grid."""
+    outside, total = sum(o for o, _ in cases.values()), sum(t for _, t in cases.values())
+    affected = sorted((-o / t, case) for case, (o, t) in cases.items() if o)
+    line = (f"  {channel} resampled onto the {grid} grid: {100 * outside / max(total, 1):.1f} % of all voxels lie "
+            f"outside the {channel} field of view and are 0")
+    if not affected:
+        return line + "; no case has such voxels"
+    shown = [f"{case} {-100 * fraction:.1f} %" for fraction, case in affected]
+    return line + f"; {len(affected)} of {len(cases)} cases: {_short_list(shown)}"
 
 
 def _short_list(items: Sequence[str], limit: int = 8) -> str:
@@ -257,6 +285,25 @@ def _spatial(geometry: Geometry) -> Geometry:
                     direction=tuple(float(v) for v in direction))
 
 
+def _read_complete_voxels(path: Path, problems: list[str]) -> np.ndarray | None:
+    """The voxels (``read_voxels``), and for a ``.gz`` file its compressed stream read to the end.
+
+    nibabel stops reading once it has the voxels, and SimpleITK does not check the end either, so a download cut
+    off inside the gzip trailer (its CRC and size) reads without complaint; reading to the end checks both.
+    """
+    voxels = read_voxels(path=path, problems=problems)
+    if voxels is None or not path.name.lower().endswith(".gz"):
+        return voxels
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile (a CRC or size mismatch) is an OSError
+        problems.append(f"{path}: truncated or corrupt gzip file ({error}); download it again")
+        return None
+    return voxels
+
+
 def validate_case(case: SourceCase, allowed_label_values: set[int]) -> list[str]:
     """Every problem of one case, each naming its file: unreadable, non-finite, wrong dimension or number of
     volumes, a channel or the label off the first channel's grid, label values outside the release's set."""
@@ -270,7 +317,7 @@ def validate_case(case: SourceCase, allowed_label_values: set[int]) -> list[str]
         geometry = read_geometry(path=path, problems=problems)
         if geometry is None:
             continue
-        voxels = read_voxels(path=path, problems=problems)
+        voxels = _read_complete_voxels(path, problems)
         if voxels is None:
             continue
         check_finite(voxels=voxels, path=path, problems=problems)
@@ -310,7 +357,7 @@ def _validate_label(path: Path, reference: Geometry | None, reference_path: Path
         return problems
     if len(geometry.size) != 3:
         return [f"{path}: expected a 3-D label map, found {len(geometry.size)}-D of size {geometry.size}"]
-    voxels = read_voxels(path=path, problems=problems)
+    voxels = _read_complete_voxels(path, problems)
     if voxels is not None and check_finite(voxels=voxels, path=path, problems=problems):
         check_label_values(voxels=voxels, path=path, allowed=allowed, problems=problems)
     if reference is not None:
@@ -346,16 +393,23 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     """Validate, split, write atomically (or find the dataset up to date); return what went where.
 
     Raises :class:`DatasetConversionError` listing every problem (with its file) before anything is written.
+    ``discovery`` holds resolved paths (see :func:`source_folder`); the output paths are resolved here, so the
+    record does not depend on the working directory.
     """
+    options = replace(options, raw_root=Path(options.raw_root).resolve(),
+                      hidden_labels_file=Path(options.hidden_labels_file).resolve()
+                      if options.hidden_labels_file is not None else None)
     problems = list(discovery.global_problems)
-    dataset_dir = dataset_dir_for(output_raw_root=Path(options.raw_root), dataset_id=options.dataset_id,
+    dataset_dir = dataset_dir_for(output_raw_root=options.raw_root, dataset_id=options.dataset_id,
                                   dataset_name=options.dataset_name, problems=problems)
-    if not lies_inside(Path(options.raw_root), discovery.source_roots):  # the sources are only read
-        remove_stale_temporaries(Path(options.raw_root))  # left by killed runs (their writer process is gone)
+    if not lies_inside(options.raw_root, discovery.source_roots):  # the sources are only read
+        remove_stale_temporaries(options.raw_root)  # left by killed runs (their writer process is gone)
     if options.annotated is not None and options.annotated < 1:
         problems.append(f"--annotated {options.annotated}: must be at least 1")
     if not discovery.cases and not discovery.case_problems and not discovery.global_problems:
         problems.append(f"{context}: no cases found (is this the right folder?)")
+    elif discovery.cases and not discovery.case_problems and all(case.label is None for case in discovery.cases):
+        problems.append(_without_annotations(context, discovery, skipped=0))  # before reading every file
     if not spec.regions_class_order:  # region-based label dicts hold tuples, which this check does not cover
         check_label_definitions(labels=dict(spec.labels), problems=problems)  # type: ignore[arg-type]
     if problems or dataset_dir is None:
@@ -363,26 +417,25 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
 
     hidden_file = options.hidden_labels_file or dataset_dir.parent / f"{dataset_dir.name}.hidden_labels.json"
     record = _record(spec, discovery, options)
-    if not options.overwrite and _is_up_to_date(dataset_dir, record):
-        summary = Summary(**record["summary"], dataset_dir=dataset_dir, ignored=list(discovery.ignored),
-                          up_to_date=True)
-        summary.skipped = {k: list(v) for k, v in summary.skipped.items()}
-        if summary.hidden_labels_file is not None:
-            summary.hidden_labels_file = Path(summary.hidden_labels_file)
-            _write_hidden_labels(summary.hidden_labels_file, record["hidden"], dataset_dir)
-        return summary
+    existing = _existing_record(dataset_dir) if dataset_dir.is_dir() else None
+    differences = _differences(existing, record) if isinstance(existing, dict) else None
+    if not options.overwrite and differences == []:
+        return _up_to_date_summary(spec, discovery, dataset_dir, existing)
 
-    sources = [p for p in (d.resolve() for d in discovery.source_roots)]
+    sources = [d.resolve() for d in discovery.source_roots]
+    # an existing dataset folder is explained below, with what differs, instead of a bare "already exists"
     check_output_location(dataset_dir=dataset_dir, dataset_id=options.dataset_id, source_dirs=sources,
-                          overwrite=options.overwrite, problems=problems)
-    if Path(hidden_file).resolve().is_relative_to(dataset_dir.resolve()):
-        problems.append(f"--hidden-labels-file {hidden_file} lies inside the dataset folder {dataset_dir}: nnU-Net "
-                        f"must not see the hidden labels; put it elsewhere")
-    for source in sources:  # the sources are only read: refuse to write anything into them
-        for target, role in ((dataset_dir, "output dataset folder"), (Path(hidden_file), "hidden labels file")):
-            if target.resolve().is_relative_to(source):
-                problems.append(f"{role} {target} lies inside the source folder {source}; choose a --raw-root / "
-                                f"--hidden-labels-file outside it, the source is only read")
+                          overwrite=options.overwrite or existing is not None, problems=problems)
+    if existing is not None and not options.overwrite:
+        problems.append(_refusal(dataset_dir, spec.converter, existing, differences))
+    if options.annotated is not None:  # only then is a hidden-labels file written
+        if hidden_file.is_relative_to(dataset_dir):
+            problems.append(f"--hidden-labels-file {hidden_file} lies inside the dataset folder {dataset_dir}: "
+                            f"nnU-Net must not see the hidden labels; put it elsewhere")
+        if options.hidden_labels_file is not None:  # the default lies beside the dataset, checked with it above
+            problems.extend(f"hidden labels file {hidden_file} lies inside the source folder {source}; the source is "
+                            f"only read: choose a --hidden-labels-file outside it"
+                            for source in sources if hidden_file.is_relative_to(source))
 
     case_problems = {k: list(v) for k, v in discovery.case_problems.items()}
     allowed = set(int(v) for v in spec.label_map)
@@ -398,13 +451,17 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
         problems.append(f"--annotated {options.annotated}: only {len(labelled)} valid annotated case(s) found")
     if not problems and not valid:
         problems.append(f"{context}: every case has a problem, nothing to convert")
+    elif not problems and not labelled:
+        problems.append(_without_annotations(context, discovery, skipped=len(case_problems)))
+        problems.extend(p for case_id in sorted(case_problems) for p in case_problems[case_id])
     if problems:
         raise DatasetConversionError(problems, context=f"cannot convert {context} into {dataset_dir}")
 
     kept, hidden = choose_annotated(labelled, options.annotated, options.seed)
     kept_set = set(kept)
     summary = Summary(dataset_dir=dataset_dir, annotated=kept, ignored=list(discovery.ignored),
-                      skipped={k: case_problems[k] for k in sorted(case_problems)})
+                      skipped={k: case_problems[k] for k in sorted(case_problems)}, layout=discovery.layout,
+                      grid_channel=spec.channel_names[0])
     for case in sorted(valid, key=lambda c: c.case_id):
         if case.label is None:
             summary.unannotated[case.case_id] = case.unlabeled_reason
@@ -413,21 +470,42 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
                                                 f"--seed {options.seed})"
     hidden_entries = {case.case_id: str(case.label) for case in valid if case.case_id in set(hidden)}
     if hidden:
-        summary.hidden_labels_file = Path(hidden_file)
+        summary.hidden_labels_file = hidden_file
     record["hidden"] = hidden_entries
     record["summary"] = {"annotated": summary.annotated, "unannotated": summary.unannotated,
                          "skipped": summary.skipped,
                          "hidden_labels_file": str(hidden_file) if hidden else None}
 
-    _write(spec, valid, kept_set, dataset_dir, record)
+    summary.outside_field_of_view = _write(spec, valid, kept_set, dataset_dir, record)
     if hidden:
-        _write_hidden_labels(Path(hidden_file), hidden_entries, dataset_dir)
+        _write_hidden_labels(hidden_file, hidden_entries, dataset_dir)
     return summary
+
+
+def _without_annotations(context: str, discovery: Discovery, *, skipped: int) -> str:
+    """nnU-Net plans and trains on imagesTr only: a dataset without annotated case fails there, so stop here."""
+    if skipped:  # the input is right, its files are not: the problems follow this one
+        found, hint = f"no annotated case is left after skipping the {skipped} case(s) with the problems below", ""
+    else:
+        found = f"no annotated case among the {len(discovery.cases)} found"
+        hint = f"; {discovery.without_annotations_hint}" if discovery.without_annotations_hint else ""
+    return (f"{context}: {found}; nnU-Net needs annotated training cases (nnUNetv2_plan_and_preprocess stops on a "
+            f"dataset with numTraining 0){hint}")
+
+
+def source_folder(path: str | os.PathLike) -> Path:
+    """An input folder as the converters record it: resolved, so that a rerun from another working directory, or
+    through another spelling of the path, is recognised as the same conversion and recorded paths stay valid."""
+    return Path(path).expanduser().resolve()
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Rerun record
 # --------------------------------------------------------------------------------------------------------------
+_RERUN_ADVICE = "pass --overwrite to replace it, or give a new dataset id with -d"
+_MAX_FILES_LISTED = 10
+
+
 def _source_files(discovery: Discovery) -> list[Path]:
     files: list[Path] = []
     for case in discovery.cases:
@@ -437,41 +515,109 @@ def _source_files(discovery: Discovery) -> list[Path]:
     return sorted(dict.fromkeys(files))
 
 
+def _stat(path: Path) -> list[int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns]
+
+
 def _record(spec: DatasetSpec, discovery: Discovery, options: Options) -> dict:
     """What the output depends on: converter, options, and every source file's size and modification time."""
-    def stat(path: Path) -> list[int] | None:
-        try:
-            info = path.stat()
-        except OSError:
-            return None
-        return [info.st_size, info.st_mtime_ns]
-
     return {
         "version": RECORD_VERSION,
         "converter": spec.converter,
         "options": {"skip_invalid": options.skip_invalid, "annotated": options.annotated, "seed": options.seed,
                     "hidden_labels_file": str(options.hidden_labels_file) if options.hidden_labels_file else None,
                     **{k: v for k, v in options.extra.items()}},
-        "sources": {str(path): stat(path) for path in _source_files(discovery)},
+        "sources": {str(path): _stat(path) for path in _source_files(discovery)},
         "problems": {k: v for k, v in sorted(discovery.case_problems.items())},
     }
 
 
-def _is_up_to_date(dataset_dir: Path, record: dict) -> bool:
-    """True when the dataset was written by this very conversion (same options, untouched sources)."""
+def _existing_record(dataset_dir: Path) -> dict | str:
+    """The record of the dataset in ``dataset_dir``, or why it has none."""
     record_file = dataset_dir / RECORD_FILE
     if not record_file.is_file():
-        return False
+        return f"it holds no {RECORD_FILE}"
     try:
         stored = json.loads(record_file.read_text())
-    except (OSError, ValueError):
-        return False
-    keys = ("version", "converter", "options", "sources", "problems")
-    if any(stored.get(k) != record[k] for k in keys) or "summary" not in stored:
-        return False
-    record["summary"] = stored["summary"]
-    record["hidden"] = stored.get("hidden", {})
-    return True
+    except (OSError, ValueError) as error:
+        return f"its {RECORD_FILE} cannot be read ({error})"
+    return stored if isinstance(stored, dict) else f"its {RECORD_FILE} holds no record"
+
+
+def _differences(stored: dict, record: dict) -> list[str]:
+    """What makes ``record`` (this conversion) differ from ``stored`` (the one that wrote the dataset); [] if none."""
+    if stored.get("converter") != record["converter"]:
+        return [f"it was written by {stored.get('converter')}, not by {record['converter']}"]
+    if stored.get("version") != record["version"] or "summary" not in stored:
+        return [f"it was written by another version of {record['converter']}"]
+    found = []
+    old, new = stored.get("options", {}), record["options"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            found.append(f"--{key.replace('_', '-')}: {_shown(old.get(key))} then, {_shown(new.get(key))} now")
+    old, new = stored.get("sources", {}), record["sources"]
+    changed = [_source_change(path, old, new) for path in sorted(set(old) | set(new))
+               if path not in old or path not in new or old[path] != new[path]]
+    found.extend(changed[:_MAX_FILES_LISTED])
+    if len(changed) > _MAX_FILES_LISTED:
+        found.append(f"and {len(changed) - _MAX_FILES_LISTED} more source files")
+    old, new = sorted(stored.get("problems", {})), sorted(record["problems"])
+    if old != new:
+        found.append(f"cases with problems in the sources: {', '.join(old) or 'none'} then, "
+                     f"{', '.join(new) or 'none'} now")
+    return found
+
+
+def _shown(value: object) -> str:
+    """An option's value as the command line sets it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "not given" if value is None else str(value)
+
+
+def _source_change(path: str, old: Mapping[str, list[int] | None], new: Mapping[str, list[int] | None]) -> str:
+    """How one source file differs between two records (size and modification time are recorded, not contents)."""
+    if path not in old:
+        return f"{path}: added"
+    if path not in new:
+        return f"{path}: {'no longer read' if Path(path).exists() else 'removed'}"
+    before, now = old[path], new[path]
+    if now is None or before is None:
+        return f"{path}: {'cannot be read now' if now is None else 'could not be read then'}"
+    if before[0] != now[0]:
+        return f"{path}: size changed from {before[0]} to {now[0]} bytes"
+    return (f"{path}: modified (same size, modification time changed from {_time(before[1])} to "
+            f"{_time(now[1])})")
+
+
+def _time(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9).isoformat(sep=" ", timespec="milliseconds")
+
+
+def _refusal(dataset_dir: Path, converter: str, existing: dict | str, differences: list[str] | None) -> str:
+    """Why an existing dataset folder is not replaced, and what to do."""
+    if isinstance(existing, str):
+        return f"output dataset folder {dataset_dir} already exists and was not written by {converter} ({existing}); " \
+               f"{_RERUN_ADVICE}"
+    listed = "".join(f"\n      {difference}" for difference in differences or [])
+    return f"output dataset folder {dataset_dir} already exists and was written by another conversion:{listed}\n" \
+           f"    {_RERUN_ADVICE}"
+
+
+def _up_to_date_summary(spec: DatasetSpec, discovery: Discovery, dataset_dir: Path, stored: dict) -> Summary:
+    """The summary of the conversion that wrote the dataset (this very one); the hidden-labels file rewritten if
+    it went missing."""
+    summary = Summary(**stored["summary"], dataset_dir=dataset_dir, ignored=list(discovery.ignored), up_to_date=True,
+                      layout=discovery.layout, grid_channel=spec.channel_names[0])
+    summary.skipped = {k: list(v) for k, v in summary.skipped.items()}
+    if summary.hidden_labels_file is not None:
+        summary.hidden_labels_file = Path(summary.hidden_labels_file)
+        _write_hidden_labels(summary.hidden_labels_file, stored.get("hidden", {}), dataset_dir)
+    return summary
 
 
 def _write_hidden_labels(path: Path, hidden: Mapping[str, str], dataset_dir: Path) -> None:
@@ -489,16 +635,22 @@ def _write_hidden_labels(path: Path, hidden: Mapping[str, str], dataset_dir: Pat
 # --------------------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------------------
-def _write(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str], dataset_dir: Path, record: dict) -> None:
-    """Build the dataset in a hidden staging sibling, then rename it into place (convert_folder's swap)."""
+def _write(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str], dataset_dir: Path,
+           record: dict) -> dict[str, dict[str, list[int]]]:
+    """Build the dataset in a hidden staging sibling, then rename it into place (convert_folder's swap).
+
+    Returns, per resampled channel and case, the voxels outside that channel's field of view (also recorded).
+    """
     dataset_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = temporary_sibling(dataset_dir, "partial")
     staging.mkdir()
     try:
         for folder in (IMAGES_TR, LABELS_TR):
             (staging / folder).mkdir()
+        outside: dict[str, dict[str, list[int]]] = {}
         for case in cases:
-            _write_case(spec, case, staging, with_label=case.case_id in kept)
+            for channel, counts in _write_case(spec, case, staging, with_label=case.case_id in kept).items():
+                outside.setdefault(channel, {})[case.case_id] = counts
         generate_dataset_json(
             str(staging),
             channel_names={index: name for index, name in enumerate(spec.channel_names)},
@@ -513,11 +665,13 @@ def _write(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str], datas
             description=spec.description + f" Unannotated cases are in {UNLABELED_IMAGES_FOLDER}/.",
             converted_by=spec.converter,
         )
+        record["summary"]["outside_field_of_view"] = outside
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=1))
         move_into_place(staging=staging, dataset_dir=dataset_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return outside
 
 
 def _channel_images(case: SourceCase) -> list[sitk.Image]:
@@ -545,18 +699,34 @@ def resample_onto(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """Linear resampling of ``image`` onto ``reference``'s grid in scanner (physical) coordinates, as float32.
 
     This only aligns what the scanner coordinates align: it does not register the images. Outside the
-    source's field of view the value is 0.
+    source's field of view the value is 0 (see :func:`voxels_outside_field_of_view`).
     """
     return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, 0.0,
                          sitk.sitkFloat32)
 
 
-def _write_case(spec: DatasetSpec, case: SourceCase, staging: Path, *, with_label: bool) -> None:
+def voxels_outside_field_of_view(image: sitk.Image, reference: sitk.Image) -> int:
+    """How many of ``reference``'s voxels lie outside ``image``'s field of view, where :func:`resample_onto` writes 0.
+
+    SimpleITK's resampling treats a point as inside when it lies within half a voxel of the image's outer voxel
+    centres, for nearest-neighbour as for linear interpolation, so resampling ones with the former counts them.
+    """
+    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(image)
+    inside = sitk.Resample(ones, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return int(np.prod(reference.GetSize())) - int(sitk.GetArrayViewFromImage(inside).sum(dtype=np.int64))
+
+
+def _write_case(spec: DatasetSpec, case: SourceCase, staging: Path, *, with_label: bool) -> dict[str, list[int]]:
+    """Write one case; return, per resampled channel, [voxels outside its field of view, voxels]."""
     images = _channel_images(case)
     reference = images[0]
     folder = IMAGES_TR if with_label else UNLABELED_IMAGES_FOLDER
+    outside: dict[str, list[int]] = {}
     for index, (channel, image) in enumerate(zip(case.channels, images)):
         if channel.resample:
+            outside[spec.channel_names[index]] = [voxels_outside_field_of_view(image, reference),
+                                                  int(np.prod(reference.GetSize()))]
             image = resample_onto(image, reference)
         elif index:
             image.CopyInformation(reference)  # within tolerance (validated): snap, nnU-Net's check is tighter
@@ -569,12 +739,13 @@ def _write_case(spec: DatasetSpec, case: SourceCase, staging: Path, *, with_labe
         label = sitk.GetImageFromArray(mapped)
         label.CopyInformation(reference)
         write_image(image=label, path=staging / LABELS_TR / f"{case.case_id}{OUTPUT_FILE_ENDING}")
+    return outside
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------------------
-def add_common_arguments(parser: argparse.ArgumentParser, *, default_name: str) -> None:
+def _add_common_arguments(parser: argparse.ArgumentParser, *, default_name: str) -> None:
     parser.add_argument("-d", "--dataset-id", required=True, type=int, help="nnU-Net dataset id (0..999)")
     parser.add_argument("-n", "--dataset-name", default=default_name, help=f"dataset name (default {default_name})")
     parser.add_argument("--raw-root", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
@@ -591,9 +762,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_name: str) 
                         help="replace an existing dataset written from other sources or options")
 
 
-def run_cli(prog: str, args: argparse.Namespace, build: Callable[[Options], Summary], extra: Mapping[str, object]
-            ) -> None:
-    """Shared ``main`` body: options from the arguments, conversion, summary on stdout, errors on stderr (exit 2)."""
+def command_line(argv: Sequence[str] | None, *, prog: str, description: str, input_help: str,
+                 convert_input: Callable[..., Summary], default_name: str, several_inputs: bool = False,
+                 flags: Mapping[str, str] | None = None) -> None:
+    """The ``main`` of every converter: ``-i``, the converter's own on/off ``flags`` (flag -> help, passed to
+    ``convert_input(input, options, **flags)`` as keywords) and the common options; prints the summary on stdout,
+    or the error on stderr and exits with status 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-i", "--input", required=True, nargs="+" if several_inputs else None, help=input_help)
+    keywords = [parser.add_argument(flag, action="store_true", help=text).dest for flag, text in (flags or {}).items()]
+    _add_common_arguments(parser, default_name=default_name)
+    args = parser.parse_args(argv)
     try:
         raw_root = args.raw_root or os.environ.get("nnUNet_raw")
         if not raw_root:
@@ -602,10 +781,9 @@ def run_cli(prog: str, args: argparse.Namespace, build: Callable[[Options], Summ
         options = Options(raw_root=Path(raw_root), dataset_id=args.dataset_id, dataset_name=args.dataset_name,
                           overwrite=args.overwrite, skip_invalid=args.skip_invalid, annotated=args.annotated,
                           seed=args.seed,
-                          hidden_labels_file=Path(args.hidden_labels_file) if args.hidden_labels_file else None,
-                          extra=dict(extra))
+                          hidden_labels_file=Path(args.hidden_labels_file) if args.hidden_labels_file else None)
         with sigterm_as_exit():  # a terminated run removes its staging folder itself
-            summary = build(options)
+            summary = convert_input(args.input, options, **{key: getattr(args, key) for key in keywords})
     except DatasetConversionError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -7,38 +7,27 @@ Release layout (BIDS)::
     ROOT/rawdata/sub-strokecase0001/ses-0001/anat/sub-strokecase0001_ses-0001_FLAIR.nii.gz
     ROOT/derivatives/sub-strokecase0001/ses-0001/sub-strokecase0001_ses-0001_msk.nii.gz
 
-Releases differ, so names are matched case-insensitively (``FLAIR``/``flair``, ``adc``/``ADC``) and the
-images may also lie directly in ``ses-0001/`` (early releases have no ``dwi/`` and ``anat/``). Sidecar files
-(``.json``) are ignored.
+The Zenodo archive unpacks without the ``rawdata/`` level (``ROOT/sub-strokecase0001/ses-0001/...`` beside
+``ROOT/derivatives/``); both are accepted, and the summary says which was found. Releases differ, so names
+are matched case-insensitively (``FLAIR``/``flair``, ``adc``/``ADC``) and the images may also lie directly
+in ``ses-0001/`` (early releases have no ``dwi/`` and ``anat/``). Sidecar files (``.json``) are ignored.
 
 Channels: DWI (b = 1000) and ADC, which share the DWI grid, as in the challenge. FLAIR was acquired
 separately and is *not* co-registered with the DWI; ``--with-flair`` adds it as a third channel,
 resampled linearly onto the DWI grid in scanner coordinates. That is an approximation: it is only as
 good as the patient's stillness between the sequences (no registration is done). The mask is on the DWI
-grid. Cases without a mask go to ``imagesUnlabeled/``.
+grid. DWI voxels outside the FLAIR's field of view are 0 in the resampled FLAIR; the summary counts them.
+Cases without a mask go to ``imagesUnlabeled/``.
 """
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import replace
 from pathlib import Path
 
-from nnunet_mt.dataset_conversion.public.common import (
-    ChannelSource,
-    DatasetSpec,
-    Discovery,
-    Options,
-    SourceCase,
-    Summary,
-    add_common_arguments,
-    child_dir,
-    convert,
-    files_by_case,
-    nifti_stem,
-    require_dir,
-    run_cli,
-)
+from nnunet_mt.dataset_conversion.public.common import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
+                                                        Summary, child_dir, command_line, convert, files_by_case,
+                                                        nifti_stem, require_dir, source_folder)
 
 PROG = "nnunet_mt_convert_isles2022"
 _IMAGE = re.compile(r"^(sub-[a-z0-9]+)_(ses-[a-z0-9]+)_(dwi|adc|flair)$", re.IGNORECASE)
@@ -46,6 +35,7 @@ _MASK = re.compile(r"^(sub-[a-z0-9]+)_(ses-[a-z0-9]+)_msk$", re.IGNORECASE)
 #: folders the images may lie in below the session folder: none (early releases) or the BIDS datatype
 _DATATYPE_FOLDERS = {"dwi": {"", "dwi"}, "adc": {"", "dwi"}, "flair": {"", "anat"}}
 _EXPECTED_FOLDER = {"dwi": "dwi", "adc": "dwi", "flair": "anat"}
+_RELEASE_SUFFIX = {"dwi": "dwi", "adc": "adc", "flair": "FLAIR"}  # as the release names its files
 _NAMES = {"dwi": "DWI", "adc": "ADC", "flair": "FLAIR"}
 
 
@@ -64,19 +54,17 @@ def spec(with_flair: bool) -> DatasetSpec:
 
 
 def discover(root: Path, *, with_flair: bool) -> Discovery:
-    """Find every subject under ``rawdata/`` and its mask under ``derivatives/``."""
+    """Find every subject (in ``rawdata/`` or directly in ``root``) and its mask under ``derivatives/``."""
     discovery = Discovery(source_roots=[root])
     if not require_dir(root, "ISLES 2022 folder", discovery):
         return discovery
-    rawdata = child_dir(root, "rawdata")
-    if rawdata is None:
-        discovery.global_problems.append(f"{root}: no rawdata/ folder (expected {root / 'rawdata'}/sub-strokecaseXXXX"
-                                         f"/ses-0001/...)")
+    images = _images_folder(root, discovery)
+    if images is None:
         return discovery
     masks = _find_masks(root, discovery)
     wanted = ("dwi", "adc", "flair") if with_flair else ("dwi", "adc")
     seen: dict[str, Path] = {}
-    for subject_dir in sorted(p for p in rawdata.iterdir() if p.is_dir() and p.name.lower().startswith("sub-")):
+    for subject_dir in _subject_dirs(images):
         case_id = subject_dir.name[4:].lower()
         if case_id in seen:
             discovery.problem(case_id, f"duplicate case id '{case_id}': subject folders {seen[case_id]} and "
@@ -89,7 +77,7 @@ def discover(root: Path, *, with_flair: bool) -> Discovery:
             if modality not in files:
                 session = sessions[0] if sessions else "ses-0001"
                 expected = (subject_dir / session / _EXPECTED_FOLDER[modality]
-                            / f"{subject_dir.name}_{session}_{modality}.nii.gz")
+                            / f"{subject_dir.name}_{session}_{_RELEASE_SUFFIX[modality]}.nii.gz")
                 discovery.problem(case_id, f"case '{case_id}' is missing {_NAMES[modality]}: expected {expected} "
                                            f"(or directly in {subject_dir / session}/)")
         label = masks.pop(case_id, None)
@@ -100,8 +88,32 @@ def discover(root: Path, *, with_flair: bool) -> Discovery:
             channels=tuple(ChannelSource(files[m][1], resample=(m == "flair")) for m in wanted),
             label=label, unlabeled_reason="without a mask in derivatives/"), where=subject_dir)
     for case_id, path in sorted(masks.items()):
-        discovery.global_problems.append(f"{path}: mask has no images (no {rawdata}/sub-{case_id}/ folder)")
+        discovery.global_problems.append(f"{path}: mask has no images (no {images}/sub-{case_id}/ folder)")
     return discovery
+
+
+def _subject_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower().startswith("sub-"))
+
+
+def _images_folder(root: Path, discovery: Discovery) -> Path | None:
+    """``rawdata/`` (the BIDS layout), or ``root`` itself where the subject folders lie beside ``derivatives/`` (the
+    Zenodo archive); None, and a problem, when neither or both hold subjects."""
+    rawdata, beside = child_dir(root, "rawdata"), _subject_dirs(root)
+    if rawdata is not None and beside:
+        discovery.global_problems.append(f"{root}: subject folders both in rawdata/ and directly in it (e.g. "
+                                         f"{beside[0]}); keep one of the two layouts")
+        return None
+    if rawdata is not None:
+        discovery.layout = f"images in {rawdata}/sub-strokecaseXXXX/ (with a rawdata/ level)"
+        return rawdata
+    if beside:
+        discovery.layout = (f"images in {root}/sub-strokecaseXXXX/ beside derivatives/ (no rawdata/ level, as the "
+                            f"Zenodo archive unpacks)")
+        return root
+    discovery.global_problems.append(f"{root}: no sub-strokecaseXXXX/ subject folders: expected {root}/rawdata/"
+                                     f"sub-strokecaseXXXX/ses-0001/... or {root}/sub-strokecaseXXXX/ses-0001/...")
+    return None
 
 
 def _subject_images(subject_dir: Path, case_id: str, wanted: tuple[str, ...], discovery: Discovery
@@ -144,7 +156,11 @@ def _find_masks(root: Path, discovery: Discovery) -> dict[str, Path]:
     """case id -> mask file, from anywhere below derivatives/ (absent folder: no case is annotated)."""
     derivatives = child_dir(root, "derivatives")
     if derivatives is None:
+        discovery.without_annotations_hint = (f"{root} has no derivatives/ folder (the masks): pass the ISLES 2022 "
+                                              f"folder that holds derivatives/ beside the images")
         return {}
+    discovery.without_annotations_hint = (f"no ..._msk.nii.gz below {derivatives} belongs to a subject found: pass the "
+                                          f"ISLES 2022 folder whose derivatives/ holds the masks")
 
     def case_of(stem: str) -> str | None:
         match = _MASK.match(stem)
@@ -154,25 +170,23 @@ def _find_masks(root: Path, discovery: Discovery) -> dict[str, Path]:
 
 
 def convert_isles2022(root: str | Path, options: Options, *, with_flair: bool = False) -> Summary:
-    """Convert an ISLES 2022 download folder (the one holding ``rawdata/`` and ``derivatives/``)."""
-    root = Path(root)
+    """Convert an ISLES 2022 download folder (the one holding ``derivatives/`` and the subjects, in ``rawdata/``
+    or not)."""
+    root = source_folder(root)
     options = replace(options, extra={**options.extra, "with_flair": with_flair})
     return convert(spec(with_flair), discover(root, with_flair=with_flair), options, context=f"ISLES 2022 {root}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Convert ISLES 2022 (rawdata/ + derivatives/) into an nnU-Net raw dataset; cases "
-                               "without a mask go to imagesUnlabeled/.")
-    parser.add_argument("-i", "--input", required=True, help="the ISLES 2022 folder holding rawdata/ and "
-                                                             "derivatives/")
-    parser.add_argument("--with-flair", action="store_true",
-                        help="add FLAIR as channel 2, resampled onto the DWI grid without registration "
-                             "(an approximation: FLAIR is not co-registered with DWI)")
-    add_common_arguments(parser, default_name="ISLES2022")
-    args = parser.parse_args(argv)
-    run_cli(PROG, args, lambda options: convert_isles2022(args.input, options, with_flair=args.with_flair),
-            extra={})
+    command_line(
+        argv, prog=PROG, convert_input=convert_isles2022, default_name="ISLES2022",
+        description="Convert ISLES 2022 (subject folders, in rawdata/ or not, beside derivatives/) into an nnU-Net raw "
+                    "dataset; cases without a mask go to imagesUnlabeled/.",
+        input_help="the ISLES 2022 folder holding derivatives/ and the sub-strokecaseXXXX/ folders (directly or in "
+                   "rawdata/)",
+        flags={"--with-flair": "add FLAIR as channel 2, resampled linearly onto the DWI grid without registration (an "
+                               "approximation: FLAIR is not co-registered with DWI); DWI voxels outside the FLAIR's "
+                               "field of view are 0 in it, and the summary says how many"})
 
 
 if __name__ == "__main__":
