@@ -52,19 +52,25 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _cached(fold_dir: Path, cases: Mapping, cache: Path) -> tuple[list[str], dict | None]:
+    """(the snapshot names in ``fold_dir``, the cached result if it was computed for these snapshots and cases)."""
+    snapshots = [s.name for s in list_snapshots(fold_dir)]
+    if snapshots and cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("snapshots") == snapshots and cached.get("cases") == sorted(cases):
+            return snapshots, cached
+    return snapshots, None
+
+
 def snapshot_diagnostics(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path], Path]], init_checkpoint: Path,
                          cache: Path, device: str = "cpu") -> dict | None:
     """Dice on ``cases`` and distance from the init model of every snapshot in ``fold_dir`` (None: no
     snapshots). Cached in ``cache``; recomputed when the snapshots or cases differ from the cached ones."""
     from nnunet_mt.evaluation.curves import snapshot_dice
 
-    snapshots = [s.name for s in list_snapshots(fold_dir)]
-    if not snapshots:
-        return None
-    if cache.exists():
-        cached = json.loads(cache.read_text())
-        if cached.get("snapshots") == snapshots and cached.get("cases") == sorted(cases):
-            return cached
+    snapshots, cached = _cached(fold_dir, cases, cache)
+    if not snapshots or cached is not None:
+        return cached
     init = torch.load(init_checkpoint, map_location="cpu", weights_only=False)["network_weights"]
     distances = []
     for snap in list_snapshots(fold_dir):
@@ -87,13 +93,9 @@ def snapshot_volume(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path], Pa
     step, the voxel-pooled summary (:func:`summarize_quality`). Cached like :func:`snapshot_diagnostics`."""
     from nnunet_mt.evaluation.curves import label_quality, snapshot_scores
 
-    snapshots = [s.name for s in list_snapshots(fold_dir)]
-    if not snapshots:
-        return None
-    if cache.exists():
-        cached = json.loads(cache.read_text())
-        if cached.get("snapshots") == snapshots and cached.get("cases") == sorted(cases):
-            return cached
+    snapshots, cached = _cached(fold_dir, cases, cache)
+    if not snapshots or cached is not None:
+        return cached
     rows = snapshot_scores(fold_dir, cases, label_quality, keys=tuple(MODEL_NAMES), device=device,
                            summary="precision")
     summary = []
@@ -248,7 +250,7 @@ def diagnostics_markdown(n: int, per_method: Mapping[str, dict], pseudo: dict | 
             lines += [f"![snapshots]({plot_name})", ""]
     if pseudo is not None:
         s = pseudo["summary"]
-        lines += [f"Pseudo-labels of the {s['cases']} unannotated scans (the init model's predictions, weights "
+        lines += [f"Pseudo-labels of the {s['cases']} unannotated scans (the start model's predictions: the init model, or the --start-epochs stage after it; weights "
                   f"{pseudo['digest']}) against their true masks: Dice {s['dice_mean']:.4f} ± {s['dice_std']:.4f}, "
                   f"precision {s['precision_mean']:.4f} ± {s['precision_std']:.4f} ({s['precision_nan_cases']} "
                   f"case(s) with no predicted lesion), recall {s['recall_mean']:.4f} ± {s['recall_std']:.4f}.", ""]
