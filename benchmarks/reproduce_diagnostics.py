@@ -22,7 +22,8 @@ import torch
 
 from nnunet_mt.evaluation.metrics import evaluate_cases
 from nnunet_mt.pipeline import run, workdir_env
-from nnunet_mt.reproduce import CONFIGURATION, FIRST_DERIVED_ID, INIT_PLANS, METHODS
+from nnunet_mt.runner.layout import COMPLETE_MARKER, CONFIGURATION, FIRST_DERIVED_ID, INIT_PLANS, PLANS, results_folder
+from nnunet_mt.runner.methods import METHODS
 
 
 def student_checkpoint(fold: Path) -> Path:
@@ -55,17 +56,17 @@ def main() -> None:
         refs = {c: count_dir / "labelsTest" / f"{c}.nii.gz" for c in splits[str(n)]["test"]}
         init = METHODS["MeanTeacher"][1] + suffix
         mt = METHODS["MeanTeacher"][0] + suffix
-        student_checkpoint(work / "nnUNet_results" / dataset / f"{mt}__nnUNetPlans__{CONFIGURATION}" / "fold_0")
+        student_checkpoint(results_folder(work, dataset, mt) / "fold_0")
         models = {"init (supervised start)": ("init", init, INIT_PLANS, "checkpoint_final.pth"),
-                  "MeanTeacher student": ("student", mt, "nnUNetPlans", "checkpoint_student.pth")}
+                  "MeanTeacher student": ("student", mt, PLANS, "checkpoint_student.pth")}
         for name, (folder, trainer, plans, chk) in models.items():
             out = count_dir / "diagnostics" / folder
-            if not (out / ".complete").exists():
+            if not (out / COMPLETE_MARKER).exists():
                 run(f"n{n}/{name}", ["nnUNetv2_predict", "-i", str(count_dir / "imagesTest"), "-o", str(out),
                                      "-d", str(dataset_id), "-c", CONFIGURATION, "-f", "0", "-tr", trainer, "-p", plans,
                                      "-chk", chk, "-device", args.device,
                                      "-npp", args.num_processes, "-nps", args.num_processes], env)
-                (out / ".complete").touch()
+                (out / COMPLETE_MARKER).touch()
             scores = evaluate_cases({c: out / f"{c}.nii.gz" for c in refs}, refs)
             dice = np.array([scores[c]["dice"] for c in refs], dtype=float)
             rows.setdefault(name, {})[n] = f"{np.nanmean(dice):.4f} ± {np.nanstd(dice, ddof=1):.4f}"

@@ -32,8 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_mt.reproduce import (INIT_PLANS, PLANS, Reproduction, ReproduceError, WorkdirLock, _positive_float,
-                                 _positive_int, _write_json, check_inputs, check_trainers, source_of, source_parser)
+from nnunet_mt.atomic import write_json
+from nnunet_mt.runner.arguments import positive_float, positive_int, source_of, source_parser
+from nnunet_mt.runner.layout import INIT_PLANS, PLANS, WorkdirLock
+from nnunet_mt.runner.methods import check_trainers
+from nnunet_mt.runner.reproduction import Reproduction
+from nnunet_mt.runner.splits import check_inputs
+from nnunet_mt.source_dataset import ReproduceError
 
 SUPERVISED = "DeepMedic"
 
@@ -81,19 +86,19 @@ def write_curve_plot(curve: dict, path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = source_parser("nnunet_mt_schedule", __doc__)
-    p.add_argument("--count", type=_positive_int, required=True,
+    p.add_argument("--count", type=positive_int, required=True,
                    help="the runner's count whose training scans are used (e.g. 10)")
     p.add_argument("--seed", type=int, default=0, help="the runner's --seed (default 0)")
-    p.add_argument("--shared-test", type=_positive_int, default=None, metavar="N", help="the runner's --shared-test")
-    p.add_argument("--holdout", type=_positive_int, default=3, help="training scans held out for validation (default 3)")
-    p.add_argument("--init-lr", type=_positive_float, default=1e-3,
+    p.add_argument("--shared-test", type=positive_int, default=None, metavar="N", help="the runner's --shared-test")
+    p.add_argument("--holdout", type=positive_int, default=3, help="training scans held out for validation (default 3)")
+    p.add_argument("--init-lr", type=positive_float, default=1e-3,
                    help="learning rate of stage A, the init model (default 1e-3, DeepMedic's)")
-    p.add_argument("--init-epochs", type=_positive_int, required=True, help="epochs of stage A")
-    p.add_argument("--epochs", type=_positive_int, required=True, help="epochs of stage B (lr 1e-4, the paper's)")
-    p.add_argument("--iterations-per-epoch", type=_positive_int, required=True, help="optimizer steps per epoch")
-    p.add_argument("--val-iterations", type=_positive_int, default=2,
+    p.add_argument("--init-epochs", type=positive_int, required=True, help="epochs of stage A")
+    p.add_argument("--epochs", type=positive_int, required=True, help="epochs of stage B (lr 1e-4, the paper's)")
+    p.add_argument("--iterations-per-epoch", type=positive_int, required=True, help="optimizer steps per epoch")
+    p.add_argument("--val-iterations", type=positive_int, default=2,
                    help="nnU-Net's validation batches per epoch (its patch pseudo-Dice; default 2)")
-    p.add_argument("--snapshot-every", type=_positive_int, required=True, metavar="K", help="epochs between snapshots")
+    p.add_argument("--snapshot-every", type=positive_int, required=True, metavar="K", help="epochs between snapshots")
     p.add_argument("--tolerance", type=float, default=0.01, help="plateau: within this Dice of the best (default 0.01)")
     p.add_argument("--trainer-suffix", default="", help="appended to the trainer name (e.g. _tiny for tests)")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
@@ -129,14 +134,14 @@ def main(argv: list[str] | None = None) -> None:
                 raise ReproduceError(f"{runner_args.workdir} was used with other settings ({schedule_file}); use a "
                                      f"new --workdir")
         repro.prepare()
-        _write_json(schedule_file, record)
+        write_json(schedule_file, record)
         print(f"validation curve: count {n}, training on {len(split['train'])} scans, validating on "
               f"{', '.join(split['val'])}; the runner's {len(repro.splits[n]['test'])} test scans are not used",
               flush=True)
         repro.build_raw(n)
         repro.preprocess(n)
         preprocessed = runner_args.workdir / "nnUNet_preprocessed" / repro.dataset(n)[1]
-        _write_json(preprocessed / "splits_final.json", [split])  # fold 0 = the schedule's split
+        write_json(preprocessed / "splits_final.json", [split])  # fold 0 = the schedule's split
         trainer = repro.trainer(SUPERVISED)
         repro.train(f"n{n}/train_init", n, trainer, INIT_PLANS, args.init_epochs, lr=args.init_lr)
         init_final = repro.model_dir(n, trainer, INIT_PLANS) / "fold_0" / "checkpoint_final.pth"
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                  f"run the same command again to continue")
     curve = evaluate_curve(repro, n, trainer, split, args)
     curve["wall_time_s"] = dict(repro.timings)
-    _write_json(runner_args.workdir / "curve.json", curve)
+    write_json(runner_args.workdir / "curve.json", curve)
     write_curve_plot(curve, runner_args.workdir / "validation_curve.png")
     print("\n" + curve_table(curve))
     print(f"curve: {runner_args.workdir / 'curve.json'}, plot: {runner_args.workdir / 'validation_curve.png'}; "
@@ -170,7 +175,7 @@ def evaluate_curve(repro: Reproduction, n: int, trainer: str, split: dict, args)
         else:
             start = time.time()
             rows = snapshot_dice(fold_dir, images, device=args.device)
-            _write_json(cache, rows)
+            write_json(cache, rows)
             repro.timings[f"n{n}/evaluate_{plans}"] = time.time() - start
         steps, means, stds = mean_by_step(rows)
         if boundary is None:

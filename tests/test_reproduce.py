@@ -1,7 +1,7 @@
-"""``nnunet_mt_reproduce``: splits (the paper's and a shared test set), input checks, the init plans, the
-manifest, and one end-to-end run on the tiny dataset (two counts sharing a test set; DeepMedic, the mean
-teacher and the pseudo-label baseline) that is killed during a training, resumed from the saved step and
-rerun."""
+"""``nnunet_mt_reproduce`` as a user runs it: the source dataset's reading, refusals before any work, and
+one end-to-end run on the tiny dataset (two counts sharing a test set; DeepMedic, the mean teacher and the
+pseudo-label baseline) that is killed during a training, resumed from the saved step and rerun; and a screen
+of every mean-teacher variant. The stages' own rules are tested in tests/runner/."""
 from __future__ import annotations
 
 import hashlib
@@ -21,73 +21,13 @@ import torch
 
 from conftest import TINY_NAME, VENV_BIN, write_tiny_raw
 from nnunet_mt import reproduce
-from nnunet_mt.reproduce import (INIT_PLANS, ReproduceError, check_inputs, check_manifest, draw_splits,
-                                 find_dataset_folder, read_source, training_command, write_init_plans)
+from fake_source import _fake_dataset
+from nnunet_mt.runner.layout import INIT_PLANS
+from nnunet_mt.runner.methods import MEAN_TEACHER_VARIANTS, METHODS as RUNNER_METHODS, check_trainers
+from nnunet_mt.runner.splits import check_inputs, check_truth, draw_splits
+from nnunet_mt.source_dataset import ReproduceError, find_dataset_folder, read_source
 
 # ---- unit tests ----------------------------------------------------------------------------------
-
-
-def test_draw_splits_nested_seeded_complement():
-    pool = [f"c{i:02d}" for i in range(12)]
-    splits = draw_splits(list(reversed(pool)), [2, 5, 8], seed=3)  # input order does not matter
-    assert splits == draw_splits(pool, [2, 5, 8], seed=3)  # reproducible
-    for n, s in splits.items():
-        assert len(s["train"]) == n and s["train"] == sorted(s["train"])
-        assert sorted(s["train"] + s["test"]) == pool and not set(s["train"]) & set(s["test"])
-    assert set(splits[2]["train"]) < set(splits[5]["train"]) < set(splits[8]["train"])  # nested
-    others = [draw_splits(pool, [5], seed)[5]["train"] for seed in range(4, 10)]
-    assert any(o != splits[5]["train"] for o in others)  # the seed matters
-
-
-def test_shared_test_set_is_one_draw_disjoint_from_every_training_set():
-    pool = [f"c{i:02d}" for i in range(12)]
-    splits = draw_splits(list(reversed(pool)), [2, 5, 8], seed=3, shared_test=4)
-    assert splits == draw_splits(pool, [2, 5, 8], seed=3, shared_test=4)  # reproducible
-    test = splits[2]["test"]
-    assert len(test) == 4 and test == sorted(test) and set(test) <= set(pool)
-    for n, s in splits.items():
-        assert s["test"] == test  # identical across counts
-        assert len(s["train"]) == n and not set(s["train"]) & set(test)  # disjoint from every training set
-    assert set(splits[2]["train"]) < set(splits[5]["train"]) < set(splits[8]["train"])  # still nested
-    assert len(set(splits[8]["train"]) | set(test)) == 12  # the largest count may use all the rest
-    # the shared test set is the start of the same seeded permutation the paper's splits take their counts from
-    assert test == draw_splits(pool, [4], seed=3)[4]["train"]
-    assert any(draw_splits(pool, [2], seed, shared_test=4)[2]["test"] != test for seed in range(4, 10))
-
-
-def test_shared_test_set_size_is_checked(tmp_path):
-    source = read_source(_fake_dataset(tmp_path / "ok"))  # pool of 4
-    check_inputs(source, [1, 2], ["DeepMedic"], shared_test=2)
-    with pytest.raises(ReproduceError, match=r"count 3: with --shared-test 2 .*other 2 of the 4 .*1 <= count <= 2"):
-        check_inputs(source, [1, 3], ["DeepMedic"], shared_test=2)
-    with pytest.raises(ReproduceError, match=r"--shared-test 4: needs 1 <= N < pool size"):
-        check_inputs(source, [1], ["DeepMedic"], shared_test=4)
-
-
-def _fake_dataset(raw: Path, name: str = "Dataset321_Fake", tr=("a", "b", "c"), ts_labelled=("d",),
-                  ts_unlabelled=("e",), unlabeled=("u1", "u2"), channels: int = 2) -> Path:
-    """File names only (read_source does not open the images)."""
-    folder = raw / name
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        (folder / sub).mkdir(parents=True)
-    for case in tr:
-        for c in range(channels):
-            (folder / "imagesTr" / f"{case}_{c:04d}.nii.gz").touch()
-        (folder / "labelsTr" / f"{case}.nii.gz").touch()
-    for case in (*ts_labelled, *ts_unlabelled):
-        for c in range(channels):
-            (folder / "imagesTs" / f"{case}_{c:04d}.nii.gz").touch()
-    for case in ts_labelled:
-        (folder / "labelsTs" / f"{case}.nii.gz").touch()
-    if unlabeled is not None:
-        (folder / "imagesUnlabeled").mkdir()
-        for case in unlabeled:
-            for c in range(channels):
-                (folder / "imagesUnlabeled" / f"{case}_{c:04d}.nii.gz").touch()
-    (folder / "dataset.json").write_text(json.dumps({
-        "channel_names": {str(c): f"ch{c}" for c in range(channels)}, "labels": {"background": 0, "lesion": 1},
-        "numTraining": len(tr), "file_ending": ".nii.gz"}))
-    return folder
 
 
 def test_read_source_pool_and_lookup(tmp_path):
@@ -112,19 +52,6 @@ def test_read_source_rejects_duplicates_and_missing_channels(tmp_path):
         read_source(folder)
 
 
-def test_input_checks(tmp_path):
-    source = read_source(_fake_dataset(tmp_path / "ok"))
-    with pytest.raises(ReproduceError, match="count 4: .*has 4 annotated case"):
-        check_inputs(source, [2, 4], ["DeepMedic"])
-    with pytest.raises(ReproduceError, match="unknown method.*Bogus; valid: DeepMedic, DeepMedic-UDA, DeepMedic-EN, "
-                                             "MeanTeacher"):
-        reproduce.check_methods(["DeepMedic", "Bogus"])
-    no_unlabeled = read_source(_fake_dataset(tmp_path / "nu", unlabeled=None))
-    check_inputs(no_unlabeled, [2], ["DeepMedic"])  # supervised only: fine
-    with pytest.raises(ReproduceError, match=r"MeanTeacher need.*/imagesUnlabeled/ \(missing or empty\)"):
-        check_inputs(no_unlabeled, [2], ["DeepMedic", "MeanTeacher"])
-
-
 def test_cli_errors_write_nothing(tmp_path):
     _fake_dataset(tmp_path / "raw")
     work = tmp_path / "work"
@@ -138,49 +65,6 @@ def test_cli_errors_write_nothing(tmp_path):
     assert not work.exists()
 
 
-def test_init_plans_copy(tmp_path):
-    plans = {"dataset_name": "Dataset500_X_n3", "plans_name": "nnUNetPlans",
-             "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [8, 8, 8]}}}
-    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
-    out = write_init_plans(tmp_path)
-    assert out == tmp_path / f"{INIT_PLANS}.json"
-    init = json.loads(out.read_text())
-    assert init["plans_name"] == INIT_PLANS
-    assert init["configurations"] == plans["configurations"]  # data_identifier (preprocessed data) shared
-    assert json.loads((tmp_path / "nnUNetPlans.json").read_text()) == plans
-
-
-def test_manifest_mismatch(tmp_path):
-    manifest = {"source": "Dataset1_X", "pool": ["a", "b"], "unlabeled": [], "seed": 0, "counts": [1],
-                "budget": {"epochs": 2}, "disable_tta": False, "methods": ["DeepMedic"]}
-    check_manifest(tmp_path / "manifest.json", manifest)  # nothing recorded yet
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    check_manifest(tmp_path / "manifest.json", dict(manifest, methods=["DeepMedic", "MeanTeacher"]))  # may add
-    with pytest.raises(ReproduceError) as exc:
-        check_manifest(tmp_path / "manifest.json", dict(manifest, seed=1, budget={"epochs": 3}))
-    text = str(exc.value)
-    assert "seed: recorded 0, now 1" in text and 'budget: recorded {"epochs": 2}, now {"epochs": 3}' in text
-    assert "finished trainings" in text and "new --workdir" in text
-    # a manifest from before --shared-test existed means the paper's test sets
-    check_manifest(tmp_path / "manifest.json", dict(manifest, shared_test=None))
-    with pytest.raises(ReproduceError, match="shared_test: recorded null, now 20"):
-        check_manifest(tmp_path / "manifest.json", dict(manifest, shared_test=20))
-
-
-def test_training_command_resume_rules(tmp_path):
-    fold = tmp_path / "fold_0"
-    init = tmp_path / "init.pth"
-    assert training_command(5, "T", fold, "cpu", INIT_PLANS) == [
-        "nnUNetv2_train", "5", "3d_fullres", "0", "-tr", "T", "-device", "cpu", "-p", INIT_PLANS]
-    assert training_command(5, "T", fold, "cpu", pretrained=init)[-2:] == ["-pretrained_weights", str(init)]
-    fold.mkdir()
-    (fold / "checkpoint_latest.pth").touch()
-    cmd = training_command(5, "T", fold, "cpu", pretrained=init)
-    assert cmd[-1] == "--c" and "-pretrained_weights" not in cmd  # nnU-Net refuses both together
-    (fold / "checkpoint_final.pth").touch()
-    assert training_command(5, "T", fold, "cpu", pretrained=init) is None
-
-
 # ---- end to end ----------------------------------------------------------------------------------
 COUNTS = (3, 4)
 SHARED_TEST = 2
@@ -191,26 +75,6 @@ POOL = [f"tr_{i:03d}" for i in range(5)] + ["ts_000", "ts_001"]
 STAGES_PER_COUNT = ("plan_and_preprocess", "preprocess_unlabeled", "train_init_nnUNetTrainerDeepMedic_tiny",
                     *[f"train_{m}" for m in METHODS], *[f"predict_{m}" for m in METHODS],
                     *[f"evaluate_{m}" for m in METHODS])
-
-
-def test_training_environment(tmp_path, monkeypatch):
-    """The trainings get the budget, no final validation (fold 0 validates on a training scan) and nnU-Net's
-    pools sized by --num-processes; the variables of the runner's own environment do not leak in."""
-    monkeypatch.setenv("nnUNet_mt_final_validation", "1")
-    monkeypatch.setenv("nnUNet_mt_epochs", "99")
-    args = SimpleNamespace(workdir=tmp_path / "work", counts=[2], methods=["DeepMedic"], seed=0, shared_test=None,
-                           init_epochs=1, epochs=3, iterations_per_epoch=4, val_iterations=1, rampup=None,
-                           trainer_suffix="", disable_tta=False, num_processes=0, device="cpu")
-    repro = reproduce.Reproduction(args, read_source(_fake_dataset(tmp_path / "raw")))
-    args.workdir.mkdir()
-    calls = []
-    monkeypatch.setattr(reproduce, "run", lambda name, cmd, env: calls.append((name, cmd, env)) or 0.0)
-    repro.train("n2/train_DeepMedic", 2, "nnUNetTrainerDeepMedic", reproduce.PLANS, 3)
-    (name, cmd, env), = calls
-    assert cmd[:2] == ["nnUNetv2_train", str(repro.dataset(2)[0])]
-    assert env["nnUNet_mt_final_validation"] == "0" and env["nnUNet_def_n_proc"] == "1"
-    assert env["nnUNet_mt_epochs"] == "3" and env["nnUNet_mt_iterations_per_epoch"] == "4"
-    assert "nnUNet_mt_final_validation" not in repro.env and "nnUNet_mt_epochs" not in repro.env
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -430,38 +294,12 @@ def test_rerun_with_other_settings_stops(reproduction):
     assert (r.work / "manifest.json").read_text() == manifest
 
 
-# ---- work-folder lock, trainer names, report contents (issue 11, items 8, 13, 9) ---------------------
-def test_second_run_on_a_work_folder_is_refused_while_the_first_holds_it(tmp_path):
-    import multiprocessing
-
-    work = tmp_path / "work"
-    ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(work, ready, stop))
-    holder.start()
-    try:
-        assert ready.wait(60)
-        with pytest.raises(ReproduceError) as exc:
-            reproduce.WorkdirLock(work)
-        assert f"{work} is in use by another nnunet_mt_reproduce run (pid {holder.pid})" in str(exc.value)
-    finally:
-        stop.set()
-        holder.join(60)
-    reproduce.WorkdirLock(work).release()  # free again once the holder is gone
-
-
-def _hold_lock(work, ready, stop):
-    lock = reproduce.WorkdirLock(work)
-    ready.set()
-    stop.wait(60)
-    lock.release()
-
-
+# ---- trainer names, truth masks, validation sizes checked before any work --------------------------
 def test_wrong_trainer_suffix_stops_before_any_work(tmp_path):
-    reproduce.check_trainers(["DeepMedic", "MeanTeacher", "PseudoLabel"], "_tiny")  # all exist
+    check_trainers(["DeepMedic", "MeanTeacher", "PseudoLabel"], "_tiny")  # all exist
     with pytest.raises(ReproduceError, match=r"no trainer class nnUNetTrainerDeepMedic_tyni, "
                                              r"nnUNetTrainerMeanTeacher_tyni in .*--trainer-suffix '_tyni'"):
-        reproduce.check_trainers(["MeanTeacher"], "_tyni")
+        check_trainers(["MeanTeacher"], "_tyni")
     _fake_dataset(tmp_path / "raw")
     work = tmp_path / "work"
     with pytest.raises(SystemExit, match="no trainer class"):
@@ -470,19 +308,8 @@ def test_wrong_trainer_suffix_stops_before_any_work(tmp_path):
     assert not work.exists()
 
 
-def test_report_rewritten_for_fewer_methods_says_what_it_drops(tmp_path, capsys):
-    report = tmp_path / "report"
-    reproduce.announce_replaced_report(report, ["DeepMedic", "MeanTeacher"], [10, 20])
-    reproduce.announce_replaced_report(report, ["DeepMedic", "MeanTeacher"], [10, 20])
-    assert "note:" not in capsys.readouterr().out
-    reproduce.announce_replaced_report(report, ["DeepMedic"], [10])
-    out = capsys.readouterr().out
-    assert "previous report also had methods MeanTeacher; counts 20." in out and "stay in the work folder" in out
-    assert json.loads((report / "contents.json").read_text()) == {"methods": ["DeepMedic"], "counts": [10]}
-
-
 def test_diagnostics_snapshots_and_pseudo_label_quality(reproduction):
-    """Issue 9, item 6: every method's snapshots scored on the test scans (model and student), distance from the
+    """Every method's snapshots scored on the test scans (model and student), distance from the
     init model, and the pseudo-labels against the true masks, which no trainer reads."""
     from nnunet_mt.evaluation.curves import label_quality
 
@@ -517,32 +344,17 @@ def test_unlabeled_truth_is_checked_before_any_work(tmp_path):
     source = read_source(_fake_dataset(tmp_path / "raw"))  # unannotated u1, u2
     truth = tmp_path / "truth"
     with pytest.raises(ReproduceError, match="not a folder"):
-        reproduce.check_truth(source, truth)
+        check_truth(source, truth)
     truth.mkdir()
     (truth / "u1.nii.gz").touch()
     with pytest.raises(ReproduceError, match=r"no true mask for 1 of the 2 unannotated scans, e.g. u2.nii.gz"):
-        reproduce.check_truth(source, truth)
+        check_truth(source, truth)
     (truth / "u2.nii.gz").touch()
-    reproduce.check_truth(source, truth)
-    reproduce.check_truth(source, None)
+    check_truth(source, truth)
+    check_truth(source, None)
 
 
 # ---- validation set, converged start, the screen of the mean-teacher variants ------------------------
-
-def test_validation_set_is_the_end_of_the_permutation_and_leaves_training_scans_alone():
-    pool = [f"c{i:02d}" for i in range(12)]
-    plain = draw_splits(pool, [2, 5], seed=3, shared_test=4)
-    splits = draw_splits(pool, [2, 5], seed=3, shared_test=4, validation=3)
-    order = np.random.default_rng(3).permutation(12)
-    assert splits[2]["validation"] == splits[5]["validation"] == sorted(pool[i] for i in order[-3:])
-    for n in (2, 5):
-        assert splits[n]["train"] == plain[n]["train"] and splits[n]["test"] == plain[n]["test"]
-        assert not set(splits[n]["validation"]) & (set(splits[n]["train"]) | set(splits[n]["test"]))
-    # the paper's split: the test set is the rest of the pool less the validation set
-    paper = draw_splits(pool, [2], seed=3, validation=3)[2]
-    assert sorted(paper["train"] + paper["test"] + paper["validation"]) == pool
-    assert "validation" not in draw_splits(pool, [2], seed=3)[2]
-
 
 def test_validation_size_is_checked(tmp_path):
     source = read_source(_fake_dataset(tmp_path / "ok"))  # pool of 4
@@ -557,18 +369,7 @@ def test_validation_size_is_checked(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_prediction_processes(monkeypatch):
-    repro = object.__new__(reproduce.Reproduction)
-    repro.args = SimpleNamespace(num_processes=6, predict_processes=None)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert repro.predict_processes() == 0  # sequential on small machines
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert repro.predict_processes() == 6
-    repro.args.predict_processes = 3
-    assert repro.predict_processes() == 3
-
-
-SCREEN_METHODS = ("DeepMedic", *(f"MeanTeacher-{k}" for k in reproduce.MEAN_TEACHER_VARIANTS))
+SCREEN_METHODS = ("DeepMedic", *(f"MeanTeacher-{k}" for k in MEAN_TEACHER_VARIANTS))
 
 
 @pytest.fixture(scope="module")
@@ -602,7 +403,7 @@ def test_screen_trains_every_variant_from_the_converged_start_and_never_predicts
     init_weights = torch.load(init, map_location="cpu", weights_only=False)["network_weights"]
     assert not torch.equal(start_weights["classifier.conv.weight"], init_weights["classifier.conv.weight"])
     for method in SCREEN_METHODS:
-        fold = results / f"{reproduce.METHODS[method][0]}_tiny__nnUNetPlans__3d_fullres" / "fold_0"
+        fold = results / f"{RUNNER_METHODS[method][0]}_tiny__nnUNetPlans__3d_fullres" / "fold_0"
         first = sorted((fold / "snapshots").iterdir())[0]
         snap = torch.load(first, map_location="cpu", weights_only=False)
         assert snap["step"] == 0

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from conftest import VENV_BIN, write_tiny_raw
 from nnunet_mt.evaluation.metrics import dice
 from nnunet_mt.pipeline import workdir_env
-from nnunet_mt.reproduce import draw_splits
+from nnunet_mt.runner.splits import draw_splits
 
 POOL = [f"tr_{i:03d}" for i in range(5)] + ["ts_000", "ts_001"]
 

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from nnunet_mt.reproduce import Reproduction
+from nnunet_mt.runner.reproduction import Reproduction
 from nnunet_mt.source_dataset import ReproduceError, changed_files, fingerprint, read_source
-from test_reproduce import _fake_dataset
+from fake_source import _fake_dataset
 
 
 def _runner(folder, work):

@@ -24,8 +24,8 @@ Output layout (``<output_raw_root>/Dataset{ID:03d}_{Name}/``)
 
 Images are re-written with SimpleITK keeping their pixel type (float stays float). Label maps are cast to
 uint8 (uint16 when a label value exceeds 255). The geometry of the case's first channel is kept exactly; the
-other channels and the label must match it within the tolerances below and are then written with exactly
-that geometry, because nnU-Net's readers compare channels/labels with tolerances tighter than ours.
+other channels and the label must match it within the tolerances of ``image_checks`` and are then written with
+exactly that geometry, because nnU-Net's readers compare channels/labels with tolerances tighter than ours.
 
 Safety
 ------
@@ -53,21 +53,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
+from nnunet_mt.dataset_conversion.image_checks import (Geometry, check_3d, check_finite, check_label_values,
+                                                       check_same_geometry, read_geometry, read_voxels)
 from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries, sigterm_as_exit, temporary_sibling
 
 NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")  # ".nii.gz" first: ".nii" is not a suffix of it anyway
 OUTPUT_FILE_ENDING = ".nii.gz"
 DEFAULT_LABELS: dict[str, int] = {"background": 0, "lesion": 1}
 UNLABELED_IMAGES_FOLDER = "imagesUnlabeled"
-
-SPACING_RTOL = 1e-4
-ORIGIN_ATOL_MM = 1e-3
-DIRECTION_ATOL = 1e-4
 
 SPLIT_TRAIN = "train"
 SPLIT_TEST = "test"
@@ -79,7 +76,6 @@ SPLIT_FOLDERS: dict[str, tuple[str, str | None]] = {
     SPLIT_UNLABELED: (UNLABELED_IMAGES_FOLDER, None),
 }
 
-_MAX_LISTED_VALUES = 10  # keep messages readable when a label map is full of garbage
 _DATASET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -194,10 +190,12 @@ def _check_channel_names(*, channels: list[str], problems: list[str]) -> bool:
     return ok
 
 
-def _nifti_stem(filename: str) -> str | None:
-    """``'pat01_DWI.nii.gz'`` -> ``'pat01_DWI'``; None when the name has no NIfTI ending."""
+def nifti_stem(filename: str, *, any_case: bool = False) -> str | None:
+    """``'pat01_DWI.nii.gz'`` -> ``'pat01_DWI'``; None when the name has no NIfTI ending (in exactly that letter
+    case, or in any with ``any_case``: the public releases' converters accept ``.NII.GZ`` too)."""
+    name = filename.lower() if any_case else filename
     for ending in NIFTI_ENDINGS:
-        if filename.endswith(ending) and len(filename) > len(ending):
+        if name.endswith(ending) and len(filename) > len(ending):
             return filename[: -len(ending)]
     return None
 
@@ -226,7 +224,7 @@ def _scan_images(*, images_dir: Path, channels: list[str], problems: list[str]) 
         return {}
     cases: dict[str, dict[str, Path]] = {}
     for path in entries:
-        stem = _nifti_stem(path.name) if path.is_file() else None
+        stem = nifti_stem(path.name) if path.is_file() else None
         match = _match_channel(stem, channels) if stem is not None else None
         if match is None:
             problems.append(f"{path}: stray file, matches no '<case>_<channel>.nii.gz' pattern "
@@ -251,7 +249,7 @@ def _scan_labels(*, labels_dir: Path, problems: list[str]) -> dict[str, Path]:
         return {}
     found: dict[str, Path] = {}
     for path in entries:
-        case_id = _nifti_stem(path.name) if path.is_file() else None
+        case_id = nifti_stem(path.name) if path.is_file() else None
         if case_id is None:
             problems.append(f"{path}: stray file in labels dir, expected '<case>.nii.gz' or '<case>.nii'")
         elif case_id in found:
@@ -389,19 +387,8 @@ def _check_id_unique(*, dataset_dir: Path, dataset_id: int, problems: list[str])
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Checking voxel content and geometry
+# Checking the files of each case (the checks themselves: image_checks)
 # --------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Geometry:
-    """The voxel grid of one file, as SimpleITK (and therefore nnU-Net) sees it."""
-
-    size: tuple[int, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-    components: int = 1  # values per voxel: >1 for a vector image, which nnU-Net reads as 4-D
-
-
 def validate_case(*, plan: CasePlan, allowed_label_values: set[int], problems: list[str]) -> None:
     """Check every file of one case: readable, complete, finite, valid label values, one shared voxel grid.
 
@@ -410,17 +397,17 @@ def validate_case(*, plan: CasePlan, allowed_label_values: set[int], problems: l
     reference: Geometry | None = None
     reference_path: Path | None = None
     for path in plan.image_paths:
-        geometry = _read_geometry(path=path, problems=problems)
-        voxels = _read_voxels(path=path, problems=problems) if geometry is not None else None
+        geometry = read_geometry(path=path, problems=problems)
+        voxels = read_voxels(path=path, problems=problems) if geometry is not None else None
         if voxels is not None:
-            _check_finite(voxels=voxels, path=path, problems=problems)
+            check_finite(voxels=voxels, path=path, problems=problems)
         if geometry is None or not check_3d(geometry=geometry, path=path, problems=problems):
             continue
         if reference is None:
             reference, reference_path = geometry, path
         else:
-            _check_same_geometry(reference=reference, reference_path=reference_path, other=geometry,
-                                 other_path=path, problems=problems)
+            check_same_geometry(reference=reference, reference_path=reference_path, other=geometry,
+                                other_path=path, problems=problems)
     if plan.label_path is not None:
         _validate_label(path=plan.label_path, reference=reference, reference_path=reference_path,
                         allowed=allowed_label_values, problems=problems)
@@ -429,130 +416,15 @@ def validate_case(*, plan: CasePlan, allowed_label_values: set[int], problems: l
 def _validate_label(*, path: Path, reference: Geometry | None, reference_path: Path | None, allowed: set[int],
                     problems: list[str]) -> None:
     """A label map must be readable, hold only known whole-number labels and lie on its images' grid."""
-    geometry = _read_geometry(path=path, problems=problems)
+    geometry = read_geometry(path=path, problems=problems)
     if geometry is None or not check_3d(geometry=geometry, path=path, problems=problems, role="label map"):
         return
-    voxels = _read_voxels(path=path, problems=problems)
-    if voxels is not None and _check_finite(voxels=voxels, path=path, problems=problems):
-        _check_label_values(voxels=voxels, path=path, allowed=allowed, problems=problems)
+    voxels = read_voxels(path=path, problems=problems)
+    if voxels is not None and check_finite(voxels=voxels, path=path, problems=problems):
+        check_label_values(voxels=voxels, path=path, allowed=allowed, problems=problems)
     if reference is not None:
-        _check_same_geometry(reference=reference, reference_path=reference_path, other=geometry, other_path=path,
-                             problems=problems)
-
-
-def _one_line(text: str) -> str:
-    """Reader errors span several lines; collapse them so each problem stays one list item."""
-    return " ".join(str(text).split())
-
-
-def _read_geometry(*, path: Path, problems: list[str]) -> Geometry | None:
-    """Header-only SimpleITK read (the reader nnU-Net uses); a failure becomes a problem with SimpleITK's reason."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        problems.append(f"{path}: unreadable or corrupt file (SimpleITK: {_one_line(str(error))})")
-        return None
-    return Geometry(size=tuple(reader.GetSize()), spacing=tuple(reader.GetSpacing()),
-                    origin=tuple(reader.GetOrigin()), direction=tuple(reader.GetDirection()),
-                    components=int(reader.GetNumberOfComponents()))
-
-
-def check_3d(*, geometry: Geometry, path: Path, problems: list[str], role: str = "image") -> bool:
-    """One 3-D scalar volume per file. nnU-Net would read a 2-D file as one slice of ~1000x its largest spacing,
-    and a 4-D or vector file as several channels, so both would reach training silently wrong or fail late.
-
-    Dimensionality as SimpleITK (nnU-Net's reader) sees it: a 4-D NIfTI with one volume counts as 3-D."""
-    if len(geometry.size) != 3:
-        problems.append(f"{path}: expected a 3-D {role}, found a {len(geometry.size)}-D {role} of size "
-                        f"{geometry.size}; give one 3-D volume per file")
-        return False
-    if geometry.components != 1:
-        problems.append(f"{path}: expected a 3-D {role} with one value per voxel, found {geometry.components} "
-                        f"values per voxel (a vector image); give one 3-D volume per file")
-        return False
-    return True
-
-
-def _read_voxels(*, path: Path, problems: list[str]) -> np.ndarray | None:
-    """Voxel values exactly as stored (scaled by the NIfTI slope/intercept), or None and a problem.
-
-    Deliberately not SimpleITK: its NIfTI reader silently turns NaN/Inf into 0 and zero-fills truncated
-    files, which would hide exactly the corruption we must report. nibabel returns the stored values and
-    refuses short files.
-    """
-    try:
-        return np.asanyarray(nib.load(str(path), mmap=False).dataobj)
-    except Exception as error:  # nibabel raises many types (OSError, EOFError, zlib.error, ImageFileError...)
-        problems.append(f"{path}: unreadable or corrupt file (nibabel: {_one_line(str(error))})")
-        return None
-
-
-def _check_finite(*, voxels: np.ndarray, path: Path, problems: list[str]) -> bool:
-    """NaN/Inf would poison nnU-Net's intensity statistics (and SimpleITK would silently zero them)."""
-    if not np.issubdtype(voxels.dtype, np.floating):
-        return True  # integer voxels cannot hold NaN/Inf
-    n_nan = int(np.count_nonzero(np.isnan(voxels)))
-    n_inf = int(np.count_nonzero(np.isinf(voxels)))
-    if n_nan or n_inf:
-        problems.append(f"{path}: {n_nan + n_inf} non-finite voxel(s) ({n_nan} NaN, {n_inf} Inf)")
-        return False
-    return True
-
-
-def _format_values(values: np.ndarray) -> str:
-    """First few values as plain Python numbers, with a count of the rest."""
-    shown = [v.item() for v in values[:_MAX_LISTED_VALUES]]
-    rest = len(values) - len(shown)
-    return f"{shown}" + (f" and {rest} more" if rest > 0 else "")
-
-
-def _check_label_values(*, voxels: np.ndarray, path: Path, allowed: set[int], problems: list[str]) -> None:
-    """Label voxels must be whole numbers from the dataset's label definition."""
-    if np.issubdtype(voxels.dtype, np.floating):
-        non_integer = voxels != np.round(voxels)
-        count = int(np.count_nonzero(non_integer))
-        if count:
-            examples = np.unique(voxels[non_integer])
-            problems.append(f"{path}: {count} voxel(s) with non-integer label values {_format_values(examples)}")
-            return  # membership of fractional values in the label set is meaningless
-    values = np.unique(voxels)
-    unexpected = np.array([v for v in values if v not in allowed])
-    if unexpected.size:
-        problems.append(f"{path}: label values {_format_values(unexpected)} are not in the dataset labels "
-                        f"(allowed: {sorted(allowed)})")
-
-
-def _plain(values: Sequence[float]) -> tuple[float, ...]:
-    """Geometry as short floats: NIfTI stores float32, so '0.9' comes back as 0.8999999761581421."""
-    return tuple(float(f"{v:.7g}") for v in values)
-
-
-def geometry_differences(reference: Geometry, other: Geometry) -> list[str]:
-    """Human-readable size/spacing/origin/direction differences beyond the converter's tolerances."""
-    if len(reference.size) != len(other.size):
-        return [f"dimension {len(reference.size)} vs {len(other.size)}"]
-    differences = []
-    if reference.size != other.size:
-        differences.append(f"size {reference.size} vs {other.size}")
-    checks = (
-        ("spacing", reference.spacing, other.spacing, dict(rtol=SPACING_RTOL, atol=0.0)),
-        ("origin", reference.origin, other.origin, dict(rtol=0.0, atol=ORIGIN_ATOL_MM)),
-        ("direction", reference.direction, other.direction, dict(rtol=0.0, atol=DIRECTION_ATOL)),
-    )
-    for name, a, b, tolerance in checks:
-        if not np.allclose(a, b, **tolerance):
-            differences.append(f"{name} {_plain(a)} vs {_plain(b)}")
-    return differences
-
-
-def _check_same_geometry(*, reference: Geometry, reference_path: Path, other: Geometry, other_path: Path,
-                         problems: list[str]) -> None:
-    """Channels and label of a case must share one voxel grid."""
-    differences = geometry_differences(reference, other)
-    if differences:
-        problems.append(f"geometry mismatch between {reference_path} and {other_path}: " + "; ".join(differences))
+        check_same_geometry(reference=reference, reference_path=reference_path, other=geometry, other_path=path,
+                            problems=problems)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -641,11 +513,8 @@ def _move_into_place(*, staging: Path, dataset_dir: Path) -> None:
 
 
 # Public names of the checks and writers above, for the dataset-specific converters
-# (nnunet_mt.dataset_conversion.public), so that every converter reports problems the same way.
-read_geometry = _read_geometry
-read_voxels = _read_voxels
-check_finite = _check_finite
-check_label_values = _check_label_values
+# (nnunet_mt.dataset_conversion.public), so that every converter reports problems the same way
+# (the checks of the files themselves are in image_checks).
 check_label_definitions = _check_label_definitions
 dataset_dir_for = _dataset_dir
 check_output_location = _check_output_location

@@ -1,10 +1,11 @@
 """What the runner can say besides the test table: how the models moved, and how good the pseudo-labels were.
 
-Issue-level questions the Dice table cannot answer, measured without tuning anything on them:
+Questions the Dice table cannot answer, measured without tuning anything on them:
 
-* **Over training** (``nnunet_mt_reproduce --snapshot-every K``): the Dice on the test scans of every
-  snapshot of every method, for a semi-supervised method both the model (the mean teacher's teacher)
-  and its student; and each snapshot's relative distance from the init model in weights,
+* **Over training** (``nnunet_mt_reproduce --snapshot-every K``): the Dice of every snapshot of every
+  method on the validation scans (else on test scans, never to choose anything), for a semi-supervised
+  method both the model (the mean teacher's teacher) and its student; its predicted volume, precision and
+  recall on unannotated scans with true masks; and each snapshot's relative distance from the start in weights,
   ``||theta - theta_init|| / ||theta_init||`` over all parameters and buffers that are floating point.
   An EMA teacher with alpha = 0.999 moves about 1/1000 of the student's way per step: this shows
   whether the run was long enough for that to matter.
@@ -27,6 +28,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from nnunet_mt.atomic import write_json
+from nnunet_mt.evaluation.curves import label_quality, pseudo_label_quality, snapshot_dice, snapshot_scores
 from nnunet_mt.training.snapshots import list_snapshots
 
 #: the two networks of a semi-supervised snapshot, as the report names them
@@ -45,13 +48,6 @@ def relative_distance(weights: Mapping[str, torch.Tensor], reference: Mapping[st
     return math.sqrt(diff / ref) if ref > 0 else float("nan")
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _cached(fold_dir: Path, cases: Mapping, cache: Path) -> tuple[list[str], dict | None]:
     """(the snapshot names in ``fold_dir``, the cached result if it was computed for these snapshots and cases)."""
     snapshots = [s.name for s in list_snapshots(fold_dir)]
@@ -66,8 +62,6 @@ def snapshot_diagnostics(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path
                          cache: Path, device: str = "cpu") -> dict | None:
     """Dice on ``cases`` and distance from the init model of every snapshot in ``fold_dir`` (None: no
     snapshots). Cached in ``cache``; recomputed when the snapshots or cases differ from the cached ones."""
-    from nnunet_mt.evaluation.curves import snapshot_dice
-
     snapshots, cached = _cached(fold_dir, cases, cache)
     if not snapshots or cached is not None:
         return cached
@@ -81,7 +75,7 @@ def snapshot_diagnostics(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path
                                   "distance_from_init": relative_distance(state[key], init)})
     rows = snapshot_dice(fold_dir, cases, keys=tuple(MODEL_NAMES), device=device)
     result = {"snapshots": snapshots, "cases": sorted(cases), "dice": rows, "distance": distances}
-    _write_json(cache, result)
+    write_json(cache, result)
     return result
 
 
@@ -91,8 +85,6 @@ def snapshot_volume(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path], Pa
     the unannotated scans with their true masks (which no trainer reads): whether a method's foreground grows
     over training. Per-case :func:`~nnunet_mt.evaluation.curves.label_quality` rows and, per network and
     step, the voxel-pooled summary (:func:`summarize_quality`). Cached like :func:`snapshot_diagnostics`."""
-    from nnunet_mt.evaluation.curves import label_quality, snapshot_scores
-
     snapshots, cached = _cached(fold_dir, cases, cache)
     if not snapshots or cached is not None:
         return cached
@@ -104,7 +96,7 @@ def snapshot_volume(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path], Pa
             per_case = {r["case"]: r for r in rows if r["model"] == key and r["step"] == step}
             summary.append({"model": key, "step": step, **summarize_quality(per_case)})
     result = {"snapshots": snapshots, "cases": sorted(cases), "rows": rows, "summary": summary}
-    _write_json(cache, result)
+    write_json(cache, result)
     return result
 
 
@@ -112,7 +104,6 @@ def pseudo_label_diagnostics(unlabeled_folder: Path, digest: str, init_fold_dir:
                              images: Mapping[str, Sequence[Path]], file_ending: str, cache: Path) -> dict | None:
     """Quality of the pseudo-label maps of the weights ``digest`` against the true masks in ``truth_dir``
     (None: no maps of these weights). Every unannotated case needs its truth, else a clear error."""
-    from nnunet_mt.evaluation.curves import pseudo_label_quality
     from nnunet_mt.training.pseudo_lesions import PseudoLabelMaps, labels_folder
 
     maps = PseudoLabelMaps(labels_folder(unlabeled_folder, digest))
@@ -130,7 +121,7 @@ def pseudo_label_diagnostics(unlabeled_folder: Path, digest: str, init_fold_dir:
     inputs = {c: (images[c], Path(truth_dir) / f"{c}{file_ending}") for c in cases}
     per_case = pseudo_label_quality(init_fold_dir, {c: maps[c] for c in cases}, inputs)
     result = {"digest": digest, "per_case": per_case, "summary": summarize_quality(per_case)}
-    _write_json(cache, result)
+    write_json(cache, result)
     return result
 
 

@@ -69,15 +69,18 @@ import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_mt.dataset_conversion.convert_folder import (NIFTI_ENDINGS, check_3d, check_finite, read_geometry,
-                                                         read_voxels)
+from nnunet_mt.dataset_conversion.convert_folder import NIFTI_ENDINGS
+from nnunet_mt.dataset_conversion.image_checks import (check_3d, check_finite, one_line, plain_floats, read_geometry,
+                                                       read_voxels)
+from nnunet_mt.file_fingerprint import changed_files, files_fingerprint
 
 UNLABELED_FOLDER = "imagesUnlabeled"
 OUTPUT_SUFFIX = "_unlabeled"
 PARTIAL_FOLDER = ".partial"  # scratch space inside the output folder (a folder: invisible to infer_dataset_class)
 # extra key in each case's properties: which plans produced the case, so re-planning makes re-runs redo it
 PLANS_DIGEST_KEY = "nnunet_mt_plans_sha256"
-# and which source files: {file name: [size in bytes, mtime in ns]}, so a replaced or repaired scan is redone
+# and which source files: {file name: [size in bytes, mtime in ns]} (nnunet_mt.file_fingerprint, names only: the
+# raw folder may move), so a replaced or repaired scan is redone
 SOURCE_FINGERPRINT_KEY = "nnunet_mt_source_fingerprint"
 # the trainers' own caches next to the cases (pseudo_lesions_<digest>.pkl, pseudo_labels_<digest>...): not cases
 PLUGIN_CACHE_PREFIX = "pseudo_"
@@ -165,8 +168,14 @@ def unlabeled_output_folder(dataset_name_or_id: int | str, configuration: str = 
     dataset_name = resolve_dataset_name(dataset_name_or_id)
     plans_manager = _load_plans(dataset_name, plans_identifier)
     configuration_manager = _get_configuration(plans_manager, configuration, dataset_name, plans_identifier)
-    return str(_env_folder("nnUNet_preprocessed") / dataset_name / (configuration_manager.data_identifier
-                                                                     + OUTPUT_SUFFIX))
+    return str(unlabeled_data_folder(_env_folder("nnUNet_preprocessed") / dataset_name,
+                                     configuration_manager.data_identifier))
+
+
+def unlabeled_data_folder(preprocessed_dataset_folder: str | Path, data_identifier: str) -> Path:
+    """The unannotated scans' folder beside a configuration's preprocessed data: the one place that names it
+    (the trainers, this command and the runner all ask here)."""
+    return Path(preprocessed_dataset_folder) / (data_identifier + OUTPUT_SUFFIX)
 
 
 def _load_dataset_json(dataset_name: str) -> dict:
@@ -243,6 +252,7 @@ def find_unlabeled_cases(images_dir: Path, file_ending: str, channels: dict[int,
     return {case: [str(images_dir / found[i]) for i in expected] for case, found in sorted(files_by_case.items())}
 
 
+# not read_voxels alone: imagesUnlabeled holds whatever file ending dataset.json names, not only NIfTI
 def _read_all_voxels(path: Path, problems: list[str]) -> np.ndarray | None:
     """NIfTI through nibabel (refuses truncated files, keeps NaN); other formats through SimpleITK."""
     if path.name.lower().endswith(NIFTI_ENDINGS):
@@ -251,12 +261,8 @@ def _read_all_voxels(path: Path, problems: list[str]) -> np.ndarray | None:
     try:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # a copy: a view would outlive its image
     except RuntimeError as error:
-        problems.append(f"{path}: unreadable or corrupt file (SimpleITK: {' '.join(str(error).split())})")
+        problems.append(f"{path}: unreadable or corrupt file (SimpleITK: {one_line(str(error))})")
         return None
-
-
-def _plain(values: Sequence[float]) -> tuple[float, ...]:
-    return tuple(float(f"{v:.7g}") for v in values)  # NIfTI stores float32: show 0.96, not 0.9599999785
 
 
 def check_unlabeled_case(case: str, image_files: Sequence[str]) -> list[str]:
@@ -277,28 +283,15 @@ def check_unlabeled_case(case: str, image_files: Sequence[str]) -> list[str]:
         for field_name, unit in (("size", " voxels"), ("spacing", " mm")):
             values = [getattr(g, field_name) for g in geometries.values()]
             if not np.allclose(values[0], values[1:]):
-                listed = "; ".join(f"{path}: {_plain(getattr(g, field_name))}" for path, g in geometries.items())
+                listed = "; ".join(f"{path}: {plain_floats(getattr(g, field_name))}" for path, g in geometries.items())
                 problems.append(f"case {case!r}: its channels have different {field_name}s (x, y, z{unit}), which "
                                 f"nnU-Net cannot combine: {listed}. Resample them onto one grid or remove the case")
     return problems
 
 
-def source_fingerprint(image_files: Sequence[str]) -> dict[str, list[int]]:
-    """``{file name: [size, mtime_ns]}`` of a case's source files (names only: the raw folder may move)."""
-    fingerprint = {}
-    for name in image_files:
-        info = os.stat(name)
-        fingerprint[Path(name).name] = [int(info.st_size), int(info.st_mtime_ns)]
-    return fingerprint
-
-
-def _changed_sources(stored: object, current: dict[str, list[int]]) -> str:
-    """What changed between a case's recorded and current fingerprint, for the rerun message."""
-    if not isinstance(stored, dict):
-        return "no record of its source files"
-    changed = sorted(name for name in set(stored) | set(current)
-                     if list(stored.get(name) or []) != current.get(name))
-    return ", ".join(changed)
+def _changed_sources(stored: object, current: dict[str, list[int] | None]) -> str:
+    """The names of a case's files whose recorded and current fingerprints differ, for the rerun message."""
+    return ", ".join(changed_files(stored, current)) if isinstance(stored, dict) else "no record of its source files"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -337,7 +330,7 @@ def _stored_properties(folder: Path, case: str) -> dict | None:
     return properties if isinstance(properties, dict) else None
 
 
-def case_state(folder: Path, case: str, digest: str, fingerprint: dict[str, list[int]] | None = None) -> str:
+def case_state(folder: Path, case: str, digest: str, fingerprint: dict[str, list[int] | None] | None = None) -> str:
     """``'done'``, ``'stale'`` (finished with other plans), ``'changed'`` (finished from other source files than
     ``fingerprint`` describes; not checked when it is None) or ``'missing'`` (absent, interrupted or corrupted).
 
@@ -421,7 +414,7 @@ def preprocess_case(job: _CaseJob) -> str:
         properties.setdefault("class_locations", _empty_class_locations(plans_manager, job.dataset_json))
         properties[PLANS_DIGEST_KEY] = plans_digest(plans_manager, configuration_manager, job.dataset_json)
         properties[SOURCE_FINGERPRINT_KEY] = (job.fingerprint if job.fingerprint is not None
-                                              else source_fingerprint(job.image_files))
+                                              else files_fingerprint(job.image_files, by_name=True))
         _save_arrays(data, seg, properties, str(scratch / job.case), configuration_manager)
     except Exception as error:
         # name the case and its files: the reader's own messages often do not (and a traceback is not wanted)
@@ -493,7 +486,7 @@ def preprocess_unlabeled(dataset_name_or_id: int | str, configuration: str = "3d
     output = Path(unlabeled_output_folder(dataset_name, configuration, plans_identifier))
     digest = plans_digest(plans_manager, configuration_manager, dataset_json)
     # taken before the files are checked and read: a file changed after this point is redone next time
-    fingerprints = {case: source_fingerprint(files) for case, files in cases.items()}
+    fingerprints = {case: files_fingerprint(files, by_name=True) for case, files in cases.items()}
     states = {case: case_state(output, case, digest, fingerprints[case]) for case in cases}
     todo = [case for case, state in states.items() if state != "done"]
     _check_cases(cases, todo, raw_dataset / UNLABELED_FOLDER, verbose)

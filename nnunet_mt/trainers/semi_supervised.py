@@ -31,7 +31,7 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, join
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
-from nnunet_mt.preprocessing.unlabeled import OUTPUT_SUFFIX
+from nnunet_mt.preprocessing.unlabeled import unlabeled_data_folder
 from nnunet_mt.training.distributed import shard, split_batch_size, unwrap
 from nnunet_mt.training.pseudo_lesions import PseudoLesionLocations, load_or_compute, weights_digest
 from nnunet_mt.training.seeding import training_seed
@@ -169,7 +169,8 @@ class SemiSupervisedMixin:
 
     # ---- unannotated data --------------------------------------------------------------------
     def unlabeled_folder(self) -> str:
-        return join(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier + OUTPUT_SUFFIX)
+        return str(unlabeled_data_folder(self.preprocessed_dataset_folder_base,
+                                         self.configuration_manager.data_identifier))
 
     def _unlabeled_dataset(self):
         folder = self.unlabeled_folder()

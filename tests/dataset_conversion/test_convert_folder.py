@@ -375,7 +375,7 @@ def test_overwrite_refuses_to_delete_its_own_source(src):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# issue 11: dimensionality of every case, output inside the input, stale staging folders
+# dimensionality of every case, output inside the input, stale staging folders
 # ----------------------------------------------------------------------------------------------------------------
 def _write_nd(path: Path, shape_xyzt: tuple[int, ...]) -> Path:
     """A 2-D or 4-D NIfTI (nibabel: SimpleITK's GetImageFromArray turns a 4-D array into a vector image)."""

@@ -9,7 +9,7 @@ import pytest
 
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
 from nnunet_mt.dataset_conversion.public.atlas2 import convert_atlas2, main
-from nnunet_mt.dataset_conversion.public.common import Options
+from nnunet_mt.dataset_conversion.public.cases import Options
 from public_layouts import (ATLAS_SPACE, array, assert_refused, atlas_case, checksums, cli_error, lesion,
                             verify_with_nnunet, write)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nnunet_mt.dataset_conversion.public.brats import convert_brats2021, convert_msd_brain, main_brats2021, main_msd
-from nnunet_mt.dataset_conversion.public.common import Options
+from nnunet_mt.dataset_conversion.public.cases import Options
 from public_layouts import (
     PLAN_AND_PREPROCESS_FEW_SAMPLES,
     SHAPE_ZYX,

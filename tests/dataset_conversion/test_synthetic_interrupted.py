@@ -1,4 +1,4 @@
-"""The synthetic generator after a killed run (issue 11, item 7): stale staging folders are removed, and said so;
+"""The synthetic generator after a killed run: stale staging folders are removed, and said so;
 a concurrent run's are kept; a backup left between the two renames of an overwrite is put back."""
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import torch
 from nnunet_mt.evaluation.curves import label_quality, mean_by_step
 from nnunet_mt.evaluation.diagnostics import relative_distance, summarize_quality
 from nnunet_mt.schedule import holdout_split, plateau_step
-from nnunet_mt.reproduce import ReproduceError
+from nnunet_mt.source_dataset import ReproduceError
 
 
 def test_relative_distance_is_one_l2_norm_over_float_entries():

@@ -1,5 +1,5 @@
 """Every trainer writes ``checkpoint_latest.pth`` after every epoch (nnU-Net: every 50), atomically, so a killed
-run resumed with ``--c`` loses at most one epoch and never finds a half-written checkpoint (issue 9, item 1).
+run resumed with ``--c`` loses at most one epoch and never finds a half-written checkpoint.
 The runner-level test (killed during a training, resumed from the saved step) is in test_reproduce.py."""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_ID, TINY_NAME, direct_probabilities
-from nnunet_mt import reproduce
+from nnunet_mt.runner import methods
 from nnunet_mt.trainers import mean_teacher_variants as mv
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_tiny
 
@@ -17,9 +17,9 @@ VARIANTS = sorted(cls.__name__ for cls in mv.VARIANTS.values())
 
 
 def test_the_runner_and_the_module_name_the_same_variants():
-    assert reproduce.MEAN_TEACHER_VARIANTS == {k: cls.__name__ for k, cls in mv.VARIANTS.items()}
+    assert methods.MEAN_TEACHER_VARIANTS == {k: cls.__name__ for k, cls in mv.VARIANTS.items()}
     for key, cls in mv.VARIANTS.items():
-        assert reproduce.METHODS[f"MeanTeacher-{key}"] == (cls.__name__, "nnUNetTrainerDeepMedic")
+        assert methods.METHODS[f"MeanTeacher-{key}"] == (cls.__name__, "nnUNetTrainerDeepMedic")
         assert issubclass(cls, nnUNetTrainerMeanTeacher)
 
 

@@ -37,7 +37,7 @@ def test_training_writes_deepmedic_checkpoint_and_plans(tiny_nnunet, trained_dee
     assert not list(trained_deepmedic.glob("*.tmp"))  # atomic checkpoint writes leave nothing behind
     summary = json.loads((trained_deepmedic / "validation" / "summary.json").read_text())
     assert "foreground_mean" in summary
-    # progress with totals, the final validation announced, no hiddenlayer error (issue 12)
+    # progress with totals, the final validation announced, no hiddenlayer error
     log = "".join(p.read_text() for p in sorted(trained_deepmedic.glob("training_log_*.txt")))
     assert "training length: 2 epochs x 2 steps = 4 optimizer steps" in log
     assert "epoch 1/2, step 2/4 (50 %)" in log and "epoch 2/2, step 4/4 (100 %)" in log
@@ -87,7 +87,7 @@ def _write_case(folder, name, channels):
 
 
 def test_predict_is_exact_on_noisy_background_and_on_a_larger_case(tiny_nnunet, trained_deepmedic, tmp_path):
-    """Issue 8 / 11: a scan whose background is Rician noise (nnU-Net's crop to non-zero keeps the whole
+    """A scan whose background is Rician noise (nnU-Net's crop to non-zero keeps the whole
     field of view) and a scan with more slices than every training case both come out of
     nnUNetv2_predict exactly as the whole-volume forward pass; a case too large for the inference
     window stops the run with a message naming the window instead of being tiled silently."""

@@ -28,7 +28,7 @@ def test_without_pretrained_weights_the_two_step_workflow_is_explained(tiny_nnun
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "-pretrained_weights" in text and "checkpoint_final.pth" in text
-    # the supervised variant of the same width (issue 11, item 12), not the full-width nnUNetTrainerDeepMedic
+    # the supervised variant of the same width, not the full-width nnUNetTrainerDeepMedic
     assert f"nnUNetv2_train {TINY_NAME} 3d_fullres 0 -tr nnUNetTrainerDeepMedic_tiny\n" in text
     assert "/nnUNetTrainerDeepMedic_tiny__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth" in text
 

@@ -1,6 +1,6 @@
 """The training recipe of the real trainers, built in this process on the tiny dataset: RMSProp with
 DeepMedic's eps and momentum at a constant learning rate, the 50/50 split of the unannotated batch, the
-pseudo-lesions of the initial weights, and an EN run resumed with its adversary (issue 11, missing tests)."""
+pseudo-lesions of the initial weights, and an EN run resumed with its adversary."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""What a user is told when a run cannot start from the checkpoint it was given (issue 11, items 10 and 12):
+"""What a user is told when a run cannot start from the checkpoint it was given:
 unreadable or foreign ``-pretrained_weights``, an unreadable ``checkpoint_latest.pth`` for ``--c``, and which
 supervised trainer to run first. Trainers are built in this process (``in_process.make_trainer``)."""
 from __future__ import annotations

@@ -3,7 +3,10 @@ path needs GPUs): batch split, unannotated shards, one identical teacher and one
 adversary on every rank, through the trainers' own train steps."""
 from __future__ import annotations
 
+import faulthandler
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,20 +80,32 @@ TRAINERS = ("nnUNetTrainerMeanTeacher_tiny", "nnUNetTrainerDeepMedicEN_tiny", "n
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)  # two processes on few cores: threads would only compete
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    results = {name: _train_on_two_ranks(name, rank, world) for name in TRAINERS}
-    if rank == 0:
-        with open(f"{out_dir}/result.json", "w") as f:
-            json.dump(results, f)
-    dist.destroy_process_group()
+    # a crash in C++ (SIGABRT, SIGSEGV) leaves no Python traceback for spawn to report: dump every thread's
+    with open(f"{out_dir}/faults_rank{rank}.txt", "w") as faults:
+        faulthandler.enable(faults, all_threads=True)
+        torch.set_num_threads(1)  # two processes on few cores: threads would only compete
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+        results = {name: _train_on_two_ranks(name, rank, world) for name in TRAINERS}
+        if rank == 0:
+            with open(f"{out_dir}/result.json", "w") as f:
+                json.dump(results, f)
+        dist.destroy_process_group()
+        faulthandler.disable()
+    # The work is done and reported. Skip the interpreter's teardown: once (CI, a loaded machine) a rank
+    # died there by SIGABRT ("terminate called without an active exception", a C++ thread still joinable
+    # while torch's and gloo's statics are destroyed), which fails the test for nothing it checks.
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> dict:
     """Every trainer of TRAINERS trained for 3 steps on 2 gloo ranks (one spawn: imports are the cost)."""
     tmp_path = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    try:
+        mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    except mp.ProcessExitedException as crash:
+        dumps = "\n".join(f"--- {f.name}\n{f.read_text()}" for f in sorted(Path(tmp_path).glob("faults_rank*.txt")))
+        raise AssertionError(f"a rank crashed: {crash}\nits threads when it did:\n{dumps}") from crash
     return json.loads((tmp_path / "result.json").read_text())
 
 

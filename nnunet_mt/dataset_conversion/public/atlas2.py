@@ -18,9 +18,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nnunet_mt.dataset_conversion.public.common import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
-                                                        Summary, child_dir, command_line, convert, nifti_stem,
-                                                        require_dir, source_folder)
+from nnunet_mt.dataset_conversion.convert_folder import nifti_stem
+from nnunet_mt.dataset_conversion.public.cases import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
+                                                       child_dir, require_dir, source_folder)
+from nnunet_mt.dataset_conversion.public.command_line import command_line
+from nnunet_mt.dataset_conversion.public.convert import convert
+from nnunet_mt.dataset_conversion.public.summary import Summary
 
 PROG = "nnunet_mt_convert_atlas2"
 _SPACE = "space-MNI152NLin2009aSym"
@@ -50,7 +53,7 @@ def discover(root: Path) -> Discovery:
     t1w: dict[tuple[str, Path], Path] = {}
     masks: dict[tuple[str, Path], Path] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        stem = nifti_stem(path.name)
+        stem = nifti_stem(path.name, any_case=True)
         if stem is None:
             continue  # sidecars, metadata tables
         for pattern, found in ((_T1W, t1w), (_MASK, masks)):

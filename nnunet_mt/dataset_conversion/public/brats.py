@@ -39,9 +39,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from nnunet_mt.dataset_conversion.public.common import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
-                                                        Summary, child_dir, command_line, convert, files_by_case,
-                                                        is_hidden, nifti_stem, require_dir, source_folder)
+from nnunet_mt.dataset_conversion.convert_folder import nifti_stem
+from nnunet_mt.dataset_conversion.public.cases import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
+                                                       child_dir, files_by_case, is_hidden, require_dir, source_folder)
+from nnunet_mt.dataset_conversion.public.command_line import command_line
+from nnunet_mt.dataset_conversion.public.convert import convert
+from nnunet_mt.dataset_conversion.public.summary import Summary
 
 PROG_BRATS = "nnunet_mt_convert_brats2021"
 PROG_MSD = "nnunet_mt_convert_msd_brain"
@@ -136,7 +139,7 @@ def _brats_case(case_dir: Path, discovery: Discovery) -> None:
     case_id = case_dir.name
     files: dict[str, Path] = {}
     for path in sorted(p for p in case_dir.iterdir() if p.is_file()):
-        stem = nifti_stem(path.name)
+        stem = nifti_stem(path.name, any_case=True)
         match = _BRATS_FILE.match(stem) if stem is not None and not is_hidden(path) else None
         if match is None:
             if stem is not None:

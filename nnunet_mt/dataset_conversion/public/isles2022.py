@@ -25,9 +25,12 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from nnunet_mt.dataset_conversion.public.common import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
-                                                        Summary, child_dir, command_line, convert, files_by_case,
-                                                        nifti_stem, require_dir, source_folder)
+from nnunet_mt.dataset_conversion.convert_folder import nifti_stem
+from nnunet_mt.dataset_conversion.public.cases import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
+                                                       child_dir, files_by_case, require_dir, source_folder)
+from nnunet_mt.dataset_conversion.public.command_line import command_line
+from nnunet_mt.dataset_conversion.public.convert import convert
+from nnunet_mt.dataset_conversion.public.summary import Summary
 
 PROG = "nnunet_mt_convert_isles2022"
 _IMAGE = re.compile(r"^(sub-[a-z0-9]+)_(ses-[a-z0-9]+)_(dwi|adc|flair)$", re.IGNORECASE)
@@ -124,7 +127,7 @@ def _subject_images(subject_dir: Path, case_id: str, wanted: tuple[str, ...], di
     """
     files: dict[str, tuple[str, Path]] = {}
     for path in sorted(p for p in subject_dir.rglob("*") if p.is_file()):
-        stem = nifti_stem(path.name)
+        stem = nifti_stem(path.name, any_case=True)
         if stem is None:
             continue  # BIDS sidecars (.json) and other non-images
         match = _IMAGE.match(stem)
