@@ -56,35 +56,36 @@ def unannotated_cases(raw: Path, truth: Path, count: int, file_ending: str) -> d
     return cases
 
 
-def volume_over_training(results: Path, prepared: dict) -> list[dict]:
-    """One row per method, snapshot step and network: pooled quality on the prepared cases."""
-    from nnunet_mt.evaluation.curves import _predictor, label_quality, predict_mask
+def _networks(state: dict) -> list[str]:
+    """The networks of a snapshot to score: the model, and a student unless it is the model itself (snapshots
+    of older runs also hold a teacherless trainer's model as ``student_weights``: score it once)."""
+    student = state.get("student_weights")
+    differs = student is not None and any(not torch.equal(v, state["network_weights"][k]) for k, v in student.items())
+    return ["network_weights"] + (["student_weights"] if differs else [])
+
+
+def volume_over_training(results: Path, cases: dict, prepared: dict) -> list[dict]:
+    """One row per method, snapshot step and network: pooled quality on the cases, ``prepared`` once
+    (:func:`nnunet_mt.evaluation.curves.snapshot_scores`, the runner's loop, with the label-quality score)."""
+    from nnunet_mt.evaluation.curves import label_quality, snapshot_scores
     from nnunet_mt.evaluation.diagnostics import summarize_quality
     from nnunet_mt.training.snapshots import list_snapshots
 
     rows = []
     for fold in sorted(results.glob("*/fold_0")):
-        snaps = list_snapshots(fold)
-        if not snaps or "__nnUNetPlans_init__" in fold.parent.name:
+        if not list_snapshots(fold) or "__nnUNetPlans_init__" in fold.parent.name:
             continue
-        predictor = _predictor(fold, f"snapshots/{snaps[0].name}", "cpu")
         method = fold.parent.name.split("__")[0]
-        for snap in snaps:
-            state = torch.load(snap, map_location="cpu", weights_only=False)
-            # snapshots of older runs also hold a teacherless trainer's model as student_weights: score it once
-            student = state.get("student_weights")
-            keys = ["network_weights"] + (["student_weights"] if student is not None and any(
-                not torch.equal(v, state["network_weights"][k]) for k, v in student.items()) else [])
-            for key in keys:
-                s = summarize_quality({case: label_quality(predict_mask(predictor, state[key], c.data), c.reference)
-                                       for case, c in prepared.items()})
-                row = {"method": method, "model": "student" if key == "student_weights" else "model",
-                       "step": int(state["step"]), "dice": s["dice_mean"], "precision": s["pooled_precision"],
-                       "recall": s["pooled_recall"], "volume_ratio": s["pooled_volume_ratio"]}
-                print(f"{method} step {row['step']} {row['model']}: Dice {row['dice']:.3f} precision "
-                      f"{row['precision']:.3f} recall {row['recall']:.3f} volume x{row['volume_ratio']:.2f}",
-                      flush=True)
-                rows.append(row)
+        scored = snapshot_scores(fold, cases, label_quality, keys=_networks, summary="precision", prepared=prepared,
+                                 log=lambda line: None)
+        for key, step in dict.fromkeys((r["model"], r["step"]) for r in scored):
+            s = summarize_quality({r["case"]: r for r in scored if r["model"] == key and r["step"] == step})
+            row = {"method": method, "model": "student" if key == "student_weights" else "model",
+                   "step": int(step), "dice": s["dice_mean"], "precision": s["pooled_precision"],
+                   "recall": s["pooled_recall"], "volume_ratio": s["pooled_volume_ratio"]}
+            print(f"{method} step {row['step']} {row['model']}: Dice {row['dice']:.3f} precision "
+                  f"{row['precision']:.3f} recall {row['recall']:.3f} volume x{row['volume_ratio']:.2f}", flush=True)
+            rows.append(row)
     return rows
 
 
@@ -216,7 +217,7 @@ def main(argv=None) -> None:
         print(f"| {kind} | {o['patches']} | {o['mean_foreground_mass']:.4f} | {o['model_lesion']} | "
               f"{o['pushed_up']} | {o['pushed_up_true']} ({frac:.1%}) | {o['pushed_down']} |")
     if not args.skip_snapshots:
-        rows = volume_over_training(results, prepared)
+        rows = volume_over_training(results, cases, prepared)
         report["volume_over_training"] = rows
         print(f"\nSnapshots on the same {len(cases)} unannotated scans (pooled precision, recall, volume):\n")
         print("| method | network | step | mean Dice | precision | recall | predicted / true volume |")

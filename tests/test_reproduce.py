@@ -438,3 +438,37 @@ def test_screening_table_scores_the_validation_set_and_the_unannotated_volume(sc
     manifest = json.loads((screen.root / "results" / "manifest.json").read_text())
     assert manifest["validation"] == 2 and manifest["budget"]["start_epochs"] == 1
     assert manifest["budget"]["training_seed"] == 3 and "source_files" not in manifest
+
+
+def test_the_over_segmentation_benchmark_scores_snapshots_as_the_runner_does(screen):
+    """benchmarks/over_segmentation.py's volume over training and the runner's volume diagnostics are one loop
+    (curves.snapshot_scores): on the same unannotated scans they give the same figures."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from over_segmentation import unannotated_cases, volume_over_training
+    from nnunet_mt.evaluation.curves import _predictor, preprocess_cases
+
+    model = RUNNER_METHODS["MeanTeacher-kl"][0] + "_tiny__nnUNetPlans__3d_fullres"
+    results = screen.work / "nnUNet_results" / "Dataset500_Tiny_n2"
+    only = screen.root / "only_kl"
+    only.mkdir()
+    (only / model).symlink_to(results / model)
+    raw = screen.work / "nnUNet_raw" / "Dataset500_Tiny_n2"
+    cases = unannotated_cases(raw, screen.root / "truth", 2, ".nii.gz")
+    prepared = preprocess_cases(_predictor(results / model / "fold_0", "checkpoint_final.pth", "cpu"), cases)
+    rows = volume_over_training(only, cases, prepared)
+    volume = json.loads((screen.work / "n2" / "diagnostics" / "volume_MeanTeacher-kl.json").read_text())
+    assert sorted(cases) == volume["cases"]
+    expected = {("model" if s["model"] == "network_weights" else "student", s["step"]): s for s in volume["summary"]}
+    scored = {(r["model"], r["step"]) for r in rows}
+    assert scored <= set(expected)
+    for network, step in set(expected) - scored:  # the benchmark scores a student equal to its model once
+        assert network == "student"
+        for key in ("pooled_volume_ratio", "pooled_precision", "pooled_recall", "dice_mean"):
+            assert expected[(network, step)][key] == pytest.approx(expected[("model", step)][key], nan_ok=True)
+    for r in rows:
+        s = expected[(r["model"], r["step"])]
+        assert r["volume_ratio"] == pytest.approx(s["pooled_volume_ratio"], rel=1e-6, nan_ok=True)
+        assert r["precision"] == pytest.approx(s["pooled_precision"], rel=1e-6, nan_ok=True)
+        assert r["recall"] == pytest.approx(s["pooled_recall"], rel=1e-6, nan_ok=True)

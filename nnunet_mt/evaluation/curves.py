@@ -73,26 +73,29 @@ def predict_mask(predictor, weights: dict, data: np.ndarray) -> np.ndarray:
 
 
 def snapshot_scores(fold_dir: str | Path, cases: Mapping[str, tuple[Sequence[Path], Path]],
-                    score: Callable[[np.ndarray, np.ndarray], dict], keys: Sequence[str] = ("network_weights",),
-                    device: str = "cpu", log: Callable[[str], None] = print, summary: str = "dice") -> list[dict]:
+                    score: Callable[[np.ndarray, np.ndarray], dict],
+                    keys: Sequence[str] | Callable[[dict], Sequence[str]] = ("network_weights",),
+                    device: str = "cpu", log: Callable[[str], None] = print, summary: str = "dice",
+                    prepared: Mapping[str, PreprocessedCase] | None = None) -> list[dict]:
     """``score(predicted mask, reference mask)`` of every snapshot in ``fold_dir/snapshots`` on ``cases``, per
     weights key and case: the one loop over snapshots x networks x cases that every curve here uses.
 
     ``keys``: which networks of a snapshot (``network_weights``: the model; ``student_weights``: a
-    semi-supervised trainer's student; keys a snapshot lacks are skipped). Cases are preprocessed once.
-    Returns rows ``{"epoch", "step", "model", "case", **score(...)}``; each snapshot and network logs the
-    mean of the score's ``summary`` entry."""
+    semi-supervised trainer's student; keys a snapshot lacks are skipped), or a function of the loaded
+    snapshot that says so. Cases are preprocessed once, here, unless ``prepared`` (from
+    :func:`preprocess_cases` with the same plans) is given. Returns rows ``{"epoch", "step", "model",
+    "case", **score(...)}``; each snapshot and network logs the mean of the score's ``summary`` entry."""
     fold_dir = Path(fold_dir)
     snapshots = list_snapshots(fold_dir)
     if not snapshots:
         raise FileNotFoundError(f"{fold_dir / 'snapshots'}: no snapshots (train with snapshot_every / "
                                 f"nnUNet_mt_snapshot_every set)")
     predictor = _predictor(fold_dir, f"snapshots/{snapshots[0].name}", device)
-    prepared = preprocess_cases(predictor, cases)
+    prepared = preprocess_cases(predictor, cases) if prepared is None else prepared
     rows = []
     for snap in snapshots:
         state = torch.load(snap, map_location="cpu", weights_only=False)
-        for key in keys:
+        for key in (keys(state) if callable(keys) else keys):
             if key not in state:
                 continue
             values = []
