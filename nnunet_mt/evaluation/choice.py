@@ -9,7 +9,10 @@ The rule, fixed before the screen ran (``results/screen-n10/README.md``), reads 
 3. The best candidate is chosen if its score beats the baseline's (``DeepMedic``) by at least ``margin``;
    otherwise none is.
 
-``python -m nnunet_mt.evaluation.choice screening_n10.csv`` prints the scores and the choice.
+``python -m nnunet_mt.evaluation.choice screening_n10.csv`` prints the scores and the choice. Given a count's
+diagnostics folder instead (``WORKDIR/n10/diagnostics``, ``--count 10``), it scores the methods whose snapshot
+diagnostics are cached there, so a screen still running shows where it stands; ``--write CSV`` keeps those
+rows as a screening CSV. The choice is only made once every candidate of the screen is in.
 """
 from __future__ import annotations
 
@@ -61,27 +64,61 @@ def choose(rows: Sequence[dict], baseline: str = "DeepMedic", steps: Sequence[in
     return (best if candidates[best] >= scores[baseline] + margin else None), scores
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nnunet_mt.evaluation.choice", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("screening", type=Path, help="screening_n<count>.csv of a --screen run")
-    p.add_argument("--baseline", default="DeepMedic")
-    p.add_argument("--steps", type=int, nargs="+", default=[600, 800, 1000])
-    p.add_argument("--margin", type=float, default=0.01)
-    a = p.parse_args(argv)
-    rows = read_screening(a.screening)
-    chosen, scores = choose(rows, a.baseline, a.steps, a.margin)
+def scores_table(rows: Sequence[dict], baseline: str = "DeepMedic",
+                 steps: Sequence[int] = (600, 800, 1000)) -> str:
+    """The scores as a Markdown table, best first: per method its score and the range of its model's volume
+    ratio over the snapshots (controls marked)."""
+    scores = method_scores(rows, steps)
     volumes = {}
     for r in rows:
         if r["network"] == "model" and not math.isnan(r["volume_ratio"]):
             lo, hi = volumes.get(r["method"], (math.inf, -math.inf))
             volumes[r["method"]] = (min(lo, r["volume_ratio"]), max(hi, r["volume_ratio"]))
-    print(f"| method | score: mean validation Dice at steps {', '.join(map(str, a.steps))} | volume ratio range |")
-    print("|---|---|---|")
+    lines = [f"| method | score: mean validation Dice at steps {', '.join(map(str, steps))} | volume ratio range |",
+             "|---|---|---|"]
     for m, s in sorted(scores.items(), key=lambda kv: -kv[1] if not math.isnan(kv[1]) else math.inf):
         lo, hi = volumes.get(m, (math.nan, math.nan))
-        print(f"| {m}{'' if is_candidate(m) or m == a.baseline else ' (control)'} | {s:.4f} | {lo:.2f}–{hi:.2f} |")
-    print(f"\nchosen: {chosen or f'none (no candidate beats {a.baseline} by {a.margin})'}")
+        name = m if is_candidate(m) or m == baseline else f"{m} (control)"
+        lines.append(f"| {name} | {s:.4f} | {lo:.2f}–{hi:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m nnunet_mt.evaluation.choice", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("screening", type=Path,
+                   help="screening_n<count>.csv of a --screen run, or a count's diagnostics folder (with --count)")
+    p.add_argument("--count", type=int, help="with a diagnostics folder: its count of annotated scans")
+    p.add_argument("--methods", nargs="+", help="with a diagnostics folder: the screen's methods, in its order "
+                                                "(default: every method with cached diagnostics)")
+    p.add_argument("--write", type=Path, metavar="CSV", help="with a diagnostics folder: write its rows here")
+    p.add_argument("--baseline", default="DeepMedic")
+    p.add_argument("--steps", type=int, nargs="+", default=[600, 800, 1000])
+    p.add_argument("--margin", type=float, default=0.01)
+    a = p.parse_args(argv)
+    if a.screening.is_dir():
+        from nnunet_mt.evaluation.diagnostics import cached_screening_rows, write_screening
+
+        if a.count is None:
+            p.error(f"{a.screening} is a diagnostics folder: give its --count")
+        rows = cached_screening_rows(a.screening, a.count, a.methods)
+        if not rows:
+            p.error(f"{a.screening}: no cached snapshot diagnostics (snapshots_<method>.json)")
+        if a.write is not None:
+            write_screening(rows, a.write)
+    elif a.count is not None or a.methods or a.write is not None:
+        p.error("--count, --methods and --write go with a diagnostics folder, not a screening CSV")
+    else:
+        rows = read_screening(a.screening)
+    chosen, scores = choose(rows, a.baseline, a.steps, a.margin)
+    print(scores_table(rows, a.baseline, a.steps))
+    waiting = [m for m in (a.methods or []) if is_candidate(m) and math.isnan(scores.get(m, math.nan))]
+    if waiting:
+        print(f"\nchosen: not yet; {len(waiting)} candidate(s) not scored: {', '.join(waiting)}")
+    elif not any(is_candidate(m) and not math.isnan(s) for m, s in scores.items()):
+        print("\nchosen: not yet; no candidate is scored")
+    else:
+        print(f"\nchosen: {chosen or f'none (no candidate beats {a.baseline} by {a.margin})'}")
 
 
 if __name__ == "__main__":

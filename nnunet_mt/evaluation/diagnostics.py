@@ -202,6 +202,24 @@ def screening_rows(n: int, per_method: Mapping[str, dict], volumes: Mapping[str,
     return rows
 
 
+def cached_screening_rows(folder: Path, n: int, methods: Sequence[str] | None = None) -> list[dict]:
+    """:func:`screening_rows` of the methods whose snapshot diagnostics are cached in ``folder`` (a count's
+    ``diagnostics/``), e.g. while a screen is still running: ``methods`` in that order (those without a cache
+    left out), else every cached method in the order its cache was written."""
+    folder = Path(folder)
+    if methods is None:
+        caches = sorted(folder.glob("snapshots_*.json"), key=lambda f: f.stat().st_mtime)
+        methods = [f.name[len("snapshots_"):-len(".json")] for f in caches]
+    per_method, volumes = {}, {}
+    for method in methods:
+        scores, volume = folder / f"snapshots_{method}.json", folder / f"volume_{method}.json"
+        if scores.exists():
+            per_method[method] = json.loads(scores.read_text())
+        if volume.exists():
+            volumes[method] = json.loads(volume.read_text())
+    return screening_rows(n, per_method, volumes)
+
+
 def write_screening(rows: Sequence[dict], path: Path) -> None:
     """The screening rows as CSV (written atomically)."""
     import csv

@@ -47,3 +47,42 @@ def test_the_runners_csv_round_trips_into_the_rule(tmp_path, capsys):
     assert choose(rows) == ("MeanTeacher-squared", pytest.approx({"DeepMedic": 0.5, "MeanTeacher-squared": 0.59}))
     main([str(path)])
     assert "chosen: MeanTeacher-squared" in capsys.readouterr().out
+
+
+def _dice(by_step):
+    return {"dice": [{"model": "network_weights", "step": s, "case": c, "dice": d}
+                     for s, d in by_step for c in ("a", "b")], "distance": []}
+
+
+def test_a_screen_still_running_is_scored_from_its_cached_diagnostics(tmp_path, capsys):
+    """The diagnostics folder of a screen with two of its three methods done: their rows are what the runner's
+    CSV would hold, volume included; the rule waits for the missing candidate, then chooses."""
+    import json
+
+    folder = tmp_path / "diagnostics"
+    folder.mkdir()
+    deepmedic = _dice(((600, 0.5), (800, 0.5), (1000, 0.5)))
+    squared = _dice(((600, 0.6), (800, 0.6), (1000, 0.57)))
+    volume = {"summary": [{"model": "network_weights", "step": 1000, "pooled_volume_ratio": 1.25,
+                           "pooled_precision": 0.5, "pooled_recall": 0.75}]}
+    (folder / "snapshots_DeepMedic.json").write_text(json.dumps(deepmedic))
+    (folder / "snapshots_MeanTeacher-squared.json").write_text(json.dumps(squared))
+    (folder / "volume_MeanTeacher-squared.json").write_text(json.dumps(volume))
+    written = tmp_path / "screening_n10.csv"
+    main([str(folder), "--count", "10", "--methods", "DeepMedic", "MeanTeacher-squared", "MeanTeacher-kl",
+          "--write", str(written)])
+    out = capsys.readouterr().out
+    assert "chosen: not yet; 1 candidate(s) not scored: MeanTeacher-kl" in out
+    assert "| MeanTeacher-squared | 0.5900 | 1.25–1.25 |" in out
+    expected = tmp_path / "expected.csv"
+    write_screening(screening_rows(10, {"DeepMedic": deepmedic, "MeanTeacher-squared": squared},
+                                   {"MeanTeacher-squared": volume}), expected)
+    assert written.read_text() == expected.read_text()
+    row = next(r for r in read_screening(written) if r["method"] == "MeanTeacher-squared" and r["step"] == 1000)
+    assert (row["volume_ratio"], row["precision"], row["recall"]) == (1.25, 0.5, 0.75)
+    # every candidate in (the default: every cached method): the rule chooses
+    main([str(folder), "--count", "10"])
+    assert "chosen: MeanTeacher-squared" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(folder)])  # a folder needs its count
+    assert "give its --count" in capsys.readouterr().err
