@@ -8,20 +8,23 @@ checks:
    on those scans, in nnU-Net's preprocessed space: voxel Dice, and pooled (sums over the cases)
    precision, recall and predicted / true lesion volume. If the consistency term makes the foreground
    grow, the volume ratio rises with the steps for the mean teacher and not for the supervised model.
-2. **The direction of Eq. 1's gradient at step 0.** There teacher and student have the init model's
-   weights, so (noise left out) both give its softmax ``t``. For output patches of the training size
-   centred on the init model's lesions (pseudo-lesions) and on the rest of the brain (healthy), it takes
-   the gradient of ``Lc`` (``soft_dice_consistency``) with respect to the student's foreground logit at
-   ``s = t``. A descent step raises the foreground where that gradient is negative. Counted: voxels the
-   init model calls background (``t < 0.5``) that the step pushes towards lesion, how many of them are
-   truly lesion, beside the voxels it calls lesion in the same patches and those of them the step pushes
-   towards background.
+2. **The direction of each consistency's gradient at step 0.** There teacher and student have the start
+   model's weights (the converged start ``*__nnUNetPlans_start__*``, or the init model of a run without
+   one), so (noise left out) both give its softmax ``t``. For output patches of the training size centred
+   on the model's lesions (pseudo-lesions) and on the rest of the brain (healthy), grouped 4 + 4 as the
+   trainer's unannotated half, it takes the gradient of each trainer's ``Lc`` (Eq. 1 and every variant of
+   ``trainers/mean_teacher_variants.py``, controls left out) with respect to the student's foreground
+   logit at ``s = t``. A descent step raises the foreground where that gradient is negative. Counted:
+   voxels the model calls background (``t < 0.5``) that the step pushes towards lesion, how many of them
+   are truly lesion, beside the voxels it calls lesion in the same patches and those of them the step
+   pushes towards background. Losses whose gradient vanishes at ``s = t`` (squared, mse, kl) push nothing.
 
-   Why it can happen: with the unsquared denominator of Eq. 1, ``dLc/ds_v`` of label ``i`` is
+   Why Eq. 1 can push: with its unsquared denominator, ``dLc/ds_v`` of label ``i`` is
    ``-(t_iv - D_i / 2) / (S_i + T_i)`` per label and patch, so each label's map is sharpened around half
    its own patch Dice. In a patch with little foreground, ``D_fg`` is small and the foreground term,
    divided by the small foreground mass, outweighs the background term: voxels well below 0.5 are
-   pushed to lesion. (``tests/training/test_mean_teacher.py`` checks this on hand-computed maps.)
+   pushed to lesion. (``tests/training/test_mean_teacher.py`` checks this on hand-computed maps.) The
+   released loss's one-hot target pushes a voxel the teacher calls background only down.
 
 usage: python benchmarks/over_segmentation.py WORKDIR --truth DIR [--n 10] [--cases 8] [--patches 64]
 Prints Markdown tables of both, of the mean teacher's Ls and Lc per 200 steps (its
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 
 from nnunet_mt.pipeline import workdir_env
+from nnunet_mt.runner.layout import INIT_PLANS, START_PLANS
 
 
 def unannotated_cases(raw: Path, truth: Path, count: int, file_ending: str) -> dict:
@@ -73,7 +77,7 @@ def volume_over_training(results: Path, cases: dict, prepared: dict) -> list[dic
 
     rows = []
     for fold in sorted(results.glob("*/fold_0")):
-        if not list_snapshots(fold) or "__nnUNetPlans_init__" in fold.parent.name:
+        if not list_snapshots(fold) or any(f"__{p}__" in fold.parent.name for p in (INIT_PLANS, START_PLANS)):
             continue
         method = fold.parent.name.split("__")[0]
         scored = snapshot_scores(fold, cases, label_quality, keys=_networks, summary="precision", prepared=prepared,
@@ -118,59 +122,164 @@ def losses_over_training(results: Path, window: int = 200) -> list[dict]:
     return rows
 
 
-def consistency_push(t_fg: np.ndarray) -> np.ndarray:
-    """``-dLc/dz`` per voxel for one output patch at ``s = t`` (z: the student's foreground logit of a
-    two-label softmax; ``t_fg`` its foreground probabilities, any shape). Positive: a descent step raises
-    the foreground there."""
+def consistencies() -> dict[str, dict]:
+    """The trainers' distinct consistencies, in the order of the variants' table: name -> ``loss``, its
+    ``kwargs``, the weight ``w`` of ``L = Ls + beta w Lc`` and the runner's method names that use it. From
+    the trainer classes themselves (``MeanTeacher`` is the paper's Eq. 1); the controls (``w = 0``) are left
+    out, and variants that change only beta or add the similarity term share their consistency's row (at
+    step 0 the student's and teacher's features are equal, where the similarity term's gradient is 0)."""
+    from nnunet_mt.trainers.mean_teacher_variants import VARIANTS
+    from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher
+    from nnunet_mt.training.mean_teacher import CONSISTENCY_LOSSES
+
+    out: dict[str, dict] = {}
+    for method, cls in [("MeanTeacher", nnUNetTrainerMeanTeacher)] + [(f"MeanTeacher-{k}", v)
+                                                                     for k, v in VARIANTS.items()]:
+        if not cls.consistency_scale:
+            continue
+        name = cls.consistency + "".join(f" {k}={v:g}" for k, v in sorted(cls.consistency_kwargs.items())
+                                         if cls.consistency != "released")
+        row = out.setdefault(name, {"loss": CONSISTENCY_LOSSES[cls.consistency], "kwargs": dict(cls.consistency_kwargs),
+                                    "weight": float(cls.consistency_scale), "methods": []})
+        row["methods"].append(method)
+    return out
+
+
+def consistency_push(t_fg: np.ndarray, loss=None, **kwargs) -> np.ndarray:
+    """``-dLc/dz`` per voxel for a batch of output patches at ``s = t``: ``t_fg`` is ``(B, *spatial)``, the
+    teacher's foreground probabilities of a two-label softmax, and ``z`` the student's foreground logit.
+    ``loss(student_probs, teacher_probs, **kwargs)`` is one of ``CONSISTENCY_LOSSES`` (default: Eq. 1,
+    ``soft_dice_consistency``); a loss that pools over the batch (``released``) sees the whole batch.
+    Positive: a descent step raises the foreground there. In float64, so a loss whose gradient vanishes at
+    ``s = t`` (squared, mse, kl) gives zeros up to rounding (about 1e-17)."""
     from nnunet_mt.training.mean_teacher import soft_dice_consistency
 
-    t = torch.as_tensor(t_fg, dtype=torch.float64).clamp(1e-7, 1 - 1e-7)
+    t = torch.as_tensor(np.asarray(t_fg), dtype=torch.float64).clamp(1e-7, 1 - 1e-7)
+    if t.ndim < 2:
+        raise ValueError(f"t_fg must be (B, *spatial), got shape {tuple(t.shape)}")
     z = torch.logit(t).requires_grad_(True)
-    s = torch.stack([1 - torch.sigmoid(z), torch.sigmoid(z)])[None]
-    target = torch.stack([1 - t, t])[None]
-    soft_dice_consistency(s, target).backward()
+    s = torch.stack([1 - torch.sigmoid(z), torch.sigmoid(z)], 1)
+    (loss or soft_dice_consistency)(s, torch.stack([1 - t, t], 1), **kwargs).backward()
     return (-z.grad).numpy()
 
 
-def step0_push(init_fold: Path, prepared: dict, patch: tuple[int, int, int], per_type: int,
-               rng: np.random.Generator) -> dict:
-    """Counts of :func:`consistency_push` on lesion- and healthy-centred patches of the init model's maps."""
-    from nnunet_mt.evaluation.curves import _predictor
+#: a push smaller than this (per logit, float64) is rounding, not a push
+PUSH_TOLERANCE = 1e-12
 
-    predictor = _predictor(init_fold, "checkpoint_final.pth", "cpu")
+
+def draw_patches(prob: np.ndarray, inside: np.ndarray, patch: tuple[int, int, int], per_type: int,
+                 rng: np.random.Generator) -> dict[str, list[tuple[slice, ...]]]:
+    """Up to ``per_type`` output patches of one scan per kind: centred on the model's lesion voxels
+    (``prob >= 0.5``: the pseudo-lesions the trainer's sampler centres half of its unannotated patches on)
+    and on the rest of ``inside`` (nnU-Net's non-zero region, where it draws healthy centres); centres are
+    drawn without replacement among those whose patch lies inside the volume."""
     half = np.array(patch) // 2
+    shape = np.array(prob.shape)
+    lesion = prob >= 0.5
+    out = {}
+    for kind, where in (("lesion", lesion), ("healthy", inside & ~lesion)):
+        centres = np.argwhere(where)
+        centres = centres[np.all((centres >= half) & (centres < shape - (np.array(patch) - half)), 1)]
+        picks = rng.choice(len(centres), size=min(per_type, len(centres)), replace=False) if len(centres) else []
+        out[kind] = [tuple(slice(a, a + n) for a, n in zip(centres[i] - half, patch)) for i in picks]
+    return out
+
+
+def unannotated_batches(patches: list[tuple[str, np.ndarray, np.ndarray]], batch_size: int = 8,
+                        rng: np.random.Generator | None = None) -> list[list[tuple[str, np.ndarray, np.ndarray]]]:
+    """``(kind, t, reference)`` patches grouped as the trainer's unannotated half: ``batch_size / 2`` of each
+    kind per batch (shuffled with ``rng`` if given); what is left of the more frequent kind forms the last
+    batches on its own."""
+    by_kind = {k: [p for p in patches if p[0] == k] for k in ("lesion", "healthy")}
+    if rng is not None:
+        for k in by_kind:
+            by_kind[k] = [by_kind[k][i] for i in rng.permutation(len(by_kind[k]))]
+    h = batch_size // 2
+    lesion, healthy = by_kind["lesion"], by_kind["healthy"]
+    n = min(len(lesion), len(healthy)) // h
+    batches = [lesion[i * h:(i + 1) * h] + healthy[i * h:(i + 1) * h] for i in range(n)]
+    rest = lesion[n * h:] + healthy[n * h:]
+    batches += [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
+    return batches
+
+
+def count_push(batches: list, loss, kwargs: dict) -> dict[str, dict]:
+    """Per kind of patch, the counts of :func:`consistency_push` over ``batches`` (:func:`unannotated_batches`):
+    voxels the model calls lesion, background voxels (``t < 0.5``) pushed towards lesion and how many of them
+    are truly lesion, lesion voxels pushed towards background, the sum of the push over the background voxels
+    pushed towards lesion, and the largest ``|push|`` (both unweighted: multiply by the trainer's ``w``)."""
     out = {k: {"patches": 0, "foreground_mass": [], "model_lesion": 0, "pushed_up": 0, "pushed_up_true": 0,
-                "pushed_down": 0}
-           for k in ("lesion", "healthy")}
-    for c in prepared.values():
-        with torch.no_grad():
-            logits = predictor.predict_sliding_window_return_logits(torch.from_numpy(c.data))
-        prob = torch.softmax(torch.as_tensor(logits).float(), 0)[1].numpy()
-        lesion = prob >= 0.5
-        brain = c.inside  # nnU-Net's non-zero region: where the trainers' sampler draws healthy centres
-        shape = np.array(prob.shape)
-        for kind, where in (("lesion", lesion), ("healthy", brain & ~lesion)):
-            centres = np.argwhere(where)
-            centres = centres[np.all((centres >= half) & (centres < shape - (np.array(patch) - half)), 1)]
-            if not len(centres):
-                continue
-            for i in rng.choice(len(centres), size=min(per_type, len(centres)), replace=False):
-                lo = centres[i] - half
-                sl = tuple(slice(a, a + n) for a, n in zip(lo, patch))
-                t, ref = prob[sl], c.reference[sl]
-                push = consistency_push(t)
-                up = (push > 0) & (t < 0.5)
-                o = out[kind]
-                o["patches"] += 1
-                o["foreground_mass"].append(float(t.mean()))
-                o["model_lesion"] += int((t >= 0.5).sum())
-                o["pushed_up"] += int(up.sum())
-                o["pushed_up_true"] += int((up & ref).sum())
-                o["pushed_down"] += int(((push < 0) & (t >= 0.5)).sum())
+               "pushed_down": 0, "push_up_sum": 0.0, "max_abs_push": 0.0} for k in ("lesion", "healthy")}
+    for batch in batches:
+        push = consistency_push(np.stack([t for _, t, _ in batch]), loss, **kwargs)
+        for (kind, t, ref), p in zip(batch, push):
+            up = (p > PUSH_TOLERANCE) & (t < 0.5)
+            o = out[kind]
+            o["patches"] += 1
+            o["foreground_mass"].append(float(t.mean()))
+            o["model_lesion"] += int((t >= 0.5).sum())
+            o["pushed_up"] += int(up.sum())
+            o["pushed_up_true"] += int((up & ref).sum())
+            o["pushed_down"] += int(((p < -PUSH_TOLERANCE) & (t >= 0.5)).sum())
+            o["push_up_sum"] += float(p[up].sum())
+            o["max_abs_push"] = max(o["max_abs_push"], float(np.abs(p).max()))
     for o in out.values():
         m = o.pop("foreground_mass")
         o["mean_foreground_mass"] = float(np.mean(m)) if m else float("nan")
     return out
+
+
+def step0_push(model_fold: Path, prepared: dict, patch: tuple[int, int, int], per_type: int,
+               rng: np.random.Generator, batch_size: int = 8) -> dict[str, dict]:
+    """:func:`count_push` of every consistency (:func:`consistencies`) on the same patches of the start
+    model's maps (``model_fold``: the converged start, or the init model of a run without one), grouped into
+    the same unannotated batches.
+
+    At step 0 teacher and student both hold the start model's weights, so with the noise left out both give
+    its softmax ``t``; the push is the loss's own bias where they agree. Two approximations, both stated in
+    the report: the maps are nnU-Net's sliding-window predictions (BatchNorm with running statistics, the
+    trainer's forward normalises over its 16 patches), and the released consistency pools over the 8
+    unannotated patches (the trainer pools over all 16, the annotated 8 drawn from the training scans)."""
+    from nnunet_mt.evaluation.curves import _predictor
+
+    predictor = _predictor(model_fold, "checkpoint_final.pth", "cpu")
+    patches = []
+    for c in prepared.values():
+        with torch.no_grad():
+            logits = predictor.predict_sliding_window_return_logits(torch.from_numpy(c.data))
+        prob = torch.softmax(torch.as_tensor(logits).float(), 0)[1].numpy()
+        for kind, slices in draw_patches(prob, c.inside, patch, per_type, rng).items():
+            patches += [(kind, prob[sl], c.reference[sl]) for sl in slices]
+    batches = unannotated_batches(patches, batch_size, rng)
+    return {name: {**count_push(batches, c["loss"], c["kwargs"]), "weight": c["weight"], "methods": c["methods"]}
+            for name, c in consistencies().items()}
+
+
+def start_model(results: Path) -> Path:
+    """The model every method starts from: the converged start (``*__nnUNetPlans_start__*``) if the run has
+    one, else the init model."""
+    for plans in (START_PLANS, INIT_PLANS):
+        folds = sorted(results.glob(f"*__{plans}__*/fold_0"))
+        if folds:
+            return folds[0]
+    raise SystemExit(f"{results}: no start or init model (a *__nnUNetPlans_start__* or *__nnUNetPlans_init__* "
+                     f"folder)")
+
+
+def print_push_table(push: dict[str, dict]) -> None:
+    print("| consistency (methods) | patches centred on | patches | mean foreground probability | voxels the "
+          "model calls lesion | background voxels pushed towards lesion | of which truly lesion | lesion voxels "
+          "pushed towards background | push towards lesion, summed over those background voxels, × w | largest \\|push\\| × w |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, row in push.items():
+        for kind in ("lesion", "healthy"):
+            o = row[kind]
+            frac = f"{o['pushed_up_true'] / o['pushed_up']:.1%}" if o["pushed_up"] else "–"
+            label = f"{name} ({', '.join(row['methods'])})" if kind == "lesion" else ""
+            print(f"| {label} | {'pseudo-lesion' if kind == 'lesion' else 'healthy tissue'} | {o['patches']} | "
+                  f"{o['mean_foreground_mass']:.4f} | {o['model_lesion']} | {o['pushed_up']} | "
+                  f"{o['pushed_up_true']} ({frac}) | {o['pushed_down']} | {o['push_up_sum'] * row['weight']:.2e} | "
+                  f"{o['max_abs_push'] * row['weight']:.2e} |")
 
 
 def main(argv=None) -> None:
@@ -197,25 +306,18 @@ def main(argv=None) -> None:
     if not results:
         raise SystemExit(f"{args.workdir / 'nnUNet_results'}: no dataset of count {args.n}")
     results = results[0]
-    init_folds = sorted(results.glob("*__nnUNetPlans_init__*/fold_0"))
-    if not init_folds:
-        raise SystemExit(f"{results}: no init model (a *__nnUNetPlans_init__* folder)")
+    model = start_model(results)
 
     from nnunet_mt.evaluation.curves import _predictor, preprocess_cases
 
-    prepared = preprocess_cases(_predictor(init_folds[0], "checkpoint_final.pth", "cpu"), cases)
-    report = {"cases": sorted(cases), "seed": args.seed, "source_seed": manifest.get("seed")}
-    push = step0_push(init_folds[0], prepared, tuple(args.patch), args.patches, np.random.default_rng(args.seed))
+    prepared = preprocess_cases(_predictor(model, "checkpoint_final.pth", "cpu"), cases)
+    report = {"cases": sorted(cases), "seed": args.seed, "source_seed": manifest.get("seed"),
+              "start_model": model.parent.name, "patch": list(args.patch), "batch_size": 8}
+    push = step0_push(model, prepared, tuple(args.patch), args.patches, np.random.default_rng(args.seed))
     report["step0_push"] = push
-    print(f"\nStep 0, Eq. 1's gradient at s = t on {len(cases)} unannotated scans, output patches {args.patch}:\n")
-    print("| patches centred on | patches | mean foreground probability | voxels the model calls lesion | "
-          "background voxels pushed towards lesion | of which truly lesion | lesion voxels pushed towards "
-          "background |")
-    print("|---|---|---|---|---|---|---|")
-    for kind, o in push.items():
-        frac = o["pushed_up_true"] / o["pushed_up"] if o["pushed_up"] else float("nan")
-        print(f"| {kind} | {o['patches']} | {o['mean_foreground_mass']:.4f} | {o['model_lesion']} | "
-              f"{o['pushed_up']} | {o['pushed_up_true']} ({frac:.1%}) | {o['pushed_down']} |")
+    print(f"\nStep 0, each consistency's gradient at s = t ({model.parent.name}) on {len(cases)} unannotated "
+          f"scans, output patches {args.patch}, batches of 4 + 4:\n")
+    print_push_table(push)
     if not args.skip_snapshots:
         rows = volume_over_training(results, cases, prepared)
         report["volume_over_training"] = rows

@@ -10,6 +10,7 @@ import os
 import pickle
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -472,3 +473,26 @@ def test_the_over_segmentation_benchmark_scores_snapshots_as_the_runner_does(scr
         assert r["volume_ratio"] == pytest.approx(s["pooled_volume_ratio"], rel=1e-6, nan_ok=True)
         assert r["precision"] == pytest.approx(s["pooled_precision"], rel=1e-6, nan_ok=True)
         assert r["recall"] == pytest.approx(s["pooled_recall"], rel=1e-6, nan_ok=True)
+
+
+def test_the_over_segmentation_benchmark_pushes_from_the_converged_start(screen):
+    """The step-0 push of every consistency, on the start model's maps of the unannotated scans: the same
+    patches for each, Eq. 1 and the released loss as their gradients' signs say, no push from the losses
+    that vanish at s = t."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "over_segmentation.py"
+    run = subprocess.run([sys.executable, str(bench), str(screen.work), "--truth", str(screen.root / "truth"),
+                          "--n", "2", "--cases", "2", "--patches", "6", "--patch", "3", "5", "5", "--skip-snapshots"],
+                         capture_output=True, text=True, env=dict(os.environ, nnUNet_def_n_proc="1"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((screen.work / "report" / "over_segmentation.json").read_text())
+    assert report["start_model"] == "nnUNetTrainerDeepMedic_tiny__nnUNetPlans_start__3d_fullres"
+    push = report["step0_push"]
+    assert list(push) == ["paper", "released", "squared", "mse", "kl", "kl confidence=0.95"]
+    for kind in ("lesion", "healthy"):
+        shared = {(r[kind]["patches"], r[kind]["model_lesion"], r[kind]["mean_foreground_mass"]) for r in push.values()}
+        assert len(shared) == 1  # one set of patches for every consistency
+    assert push["paper"]["healthy"]["patches"] > 0
+    assert push["released"]["lesion"]["pushed_up"] == push["released"]["healthy"]["pushed_up"] == 0
+    for name in ("mse", "kl", "kl confidence=0.95"):
+        assert push[name]["healthy"]["max_abs_push"] < 1e-12 and push[name]["healthy"]["pushed_up"] == 0
+    assert "| paper (MeanTeacher) | pseudo-lesion |" in run.stdout
