@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -393,7 +394,8 @@ def screen(tmp_path_factory):
     second = subprocess.run([*common, "--methods", "DeepMedic", "MeanTeacher-kl"], env=env, capture_output=True,
                             text=True)
     assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
-    return SimpleNamespace(root=root, work=root / "work", first=first.stdout, second=second.stdout)
+    return SimpleNamespace(root=root, work=root / "work", first=first.stdout, second=second.stdout, common=common,
+                           env=env)
 
 
 def test_screen_trains_every_variant_from_the_converged_start_and_never_predicts_the_test_scans(screen):
@@ -416,6 +418,32 @@ def test_screen_trains_every_variant_from_the_converged_start_and_never_predicts
     predictions = screen.work / "n2" / "predictions"
     assert sorted(p.name for p in predictions.iterdir()) == ["DeepMedic", "MeanTeacher-kl"]
     assert "### Diagnostics, 2 annotated scans" in screen.first and "Mean validation Dice" in screen.first
+
+
+def test_a_seeded_rerun_replays_the_trainings_bit_for_bit(screen, tmp_path):
+    """nnUNet_mt_seed with nnUNet_n_proc_DA=0: a copy of the work folder with two trained methods removed trains
+    them again to the same weights, exactly, supervised and mean teacher (student and teacher) alike."""
+    work = tmp_path / "work"
+    shutil.copytree(screen.work, work, symlinks=True)
+    results = work / "nnUNet_results" / "Dataset500_Tiny_n2"
+    methods = ("DeepMedic", "MeanTeacher-kl")
+    folds = {m: f"{RUNNER_METHODS[m][0]}_tiny__nnUNetPlans__3d_fullres" for m in methods}
+    for folder in folds.values():
+        shutil.rmtree(results / folder)
+    common = list(screen.common)
+    common[common.index("--workdir") + 1] = str(work)
+    rerun = subprocess.run([*common, "--methods", *methods, "--screen"], env=screen.env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout[-6000:] + rerun.stderr[-3000:]
+    original = screen.work / "nnUNet_results" / "Dataset500_Tiny_n2"
+    for method, folder in folds.items():
+        old = torch.load(original / folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        new = torch.load(results / folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        keys = [k for k in ("network_weights", "student_weights") if k in old]
+        assert keys == (["network_weights", "student_weights"] if method != "DeepMedic" else ["network_weights"])
+        for key in keys:
+            assert old[key].keys() == new[key].keys()
+            for name, value in old[key].items():
+                assert torch.equal(value, new[key][name]), (method, key, name)
 
 
 def test_screening_table_scores_the_validation_set_and_the_unannotated_volume(screen):
