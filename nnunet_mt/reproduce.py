@@ -77,6 +77,7 @@ from nnunet_mt.runner.methods import DEFAULT_METHODS, METHODS, check_methods, ch
 from nnunet_mt.runner.reproduction import Reproduction
 from nnunet_mt.runner.results import announce_replaced_report, export_results
 from nnunet_mt.runner.splits import check_inputs, check_truth
+from nnunet_mt.runner.start_model import check_start_options
 from nnunet_mt.source_dataset import ReproduceError
 
 
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-epochs", type=positive_int, default=None, metavar="E",
                    help="a converged start: after the init model, E more epochs of the supervised trainer at its own "
                         "lr (1e-4); every method then starts from that model (default: from the init model)")
+    p.add_argument("--start-model", type=Path, default=None, metavar="CHECKPOINT",
+                   help="a supervised DeepMedic checkpoint (e.g. nnUNetTrainerDeepMedic's checkpoint_final.pth, or a "
+                        "file with its network_weights) every method starts from, instead of training the init "
+                        "(and --start-epochs) model; checked against the dataset and recorded by sha256")
     p.add_argument("--training-seed", type=non_negative_int, default=None, metavar="S",
                    help="seed of every training (weights, sampling, augmentation, noise; nnUNet_mt_seed, default the "
                         "trainers' 0); exact replays need nnUNet_n_proc_DA=0")
@@ -161,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         args.workdir = args.workdir.resolve()
         check_trainers(args.methods, args.trainer_suffix)
         check_truth(source, args.unlabeled_truth)
+        if args.start_model is not None:
+            args.start_model = args.start_model.resolve()
+            check_start_options(args, source)
         lock = WorkdirLock(args.workdir)  # held to the end of main
         repro = Reproduction(args, source)
         repro.prepare()

@@ -446,6 +446,46 @@ def test_a_seeded_rerun_replays_the_trainings_bit_for_bit(screen, tmp_path):
                 assert torch.equal(value, new[key][name]), (method, key, name)
 
 
+def test_start_model_trains_every_method_from_the_given_weights_and_refuses_another_file(screen, tmp_path):
+    """--start-model with a file holding the screen's converged start (network weights, no optimizer state): no
+    init or start stage, the step-0 validation Dice and DeepMedic's trained weights equal the screen's exactly;
+    the manifest records the file's sha256 and a rerun naming another file is refused."""
+    original = screen.work / "nnUNet_results" / "Dataset500_Tiny_n2"
+    full = torch.load(original / "nnUNetTrainerDeepMedic_tiny__nnUNetPlans_start__3d_fullres" / "fold_0" /
+                      "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    start = tmp_path / "start_weights.pth"
+    torch.save({k: full[k] for k in ("network_weights", "trainer_name", "init_args")}, start)
+    work = tmp_path / "work"
+    common = list(screen.common)
+    common[common.index("--workdir") + 1] = str(work)
+    for option in ("--init-epochs", "--start-epochs"):  # what --start-model replaces
+        del common[common.index(option):common.index(option) + 2]
+    methods = ("DeepMedic", "MeanTeacher-kl")
+    run = subprocess.run([*common, "--methods", *methods, "--screen", "--start-model", str(start)], env=screen.env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    results = work / "nnUNet_results" / "Dataset500_Tiny_n2"
+    assert sorted(p.name for p in results.iterdir()) == sorted(
+        f"{RUNNER_METHODS[m][0]}_tiny__nnUNetPlans__3d_fullres" for m in methods)  # no init, no start stage
+    for method in methods:
+        old = json.loads((screen.work / "n2" / "diagnostics" / f"snapshots_{method}.json").read_text())["dice"]
+        new = json.loads((work / "n2" / "diagnostics" / f"snapshots_{method}.json").read_text())["dice"]
+        step0 = [[(r["case"], r["model"], r["dice"]) for r in rows if r["step"] == 0] for rows in (old, new)]
+        assert step0[0] and step0[0] == step0[1], method
+    folder = "nnUNetTrainerDeepMedic_tiny__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth"
+    old = torch.load(original / folder, map_location="cpu", weights_only=False)["network_weights"]
+    new = torch.load(results / folder, map_location="cpu", weights_only=False)["network_weights"]
+    assert all(torch.equal(v, new[k]) for k, v in old.items())
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert manifest["start_model"] == {"file": "start_weights.pth", "sha256": hashlib.sha256(start.read_bytes()).hexdigest()}
+    other = tmp_path / "other.pth"
+    torch.save({"network_weights": {k: v + 1 if v.is_floating_point() else v for k, v in full["network_weights"].items()}},
+               other)
+    refused = subprocess.run([*common, "--methods", *methods, "--screen", "--start-model", str(other)], env=screen.env,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "start_model: recorded" in refused.stderr, refused.stderr[-3000:]
+
+
 def test_screening_table_scores_the_validation_set_and_the_unannotated_volume(screen):
     from nnunet_mt.evaluation.choice import read_screening
 
@@ -524,3 +564,20 @@ def test_the_over_segmentation_benchmark_pushes_from_the_converged_start(screen)
     for name in ("mse", "kl", "kl confidence=0.95"):
         assert push[name]["healthy"]["max_abs_push"] < 1e-12 and push[name]["healthy"]["pushed_up"] == 0
     assert "| paper (MeanTeacher) | pseudo-lesion |" in run.stdout
+
+
+def test_the_operating_point_push_runs_each_trainer_from_the_start_on_the_same_batches(screen):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from operating_point_push import operating_point_push
+
+    start = (screen.work / "nnUNet_results" / "Dataset500_Tiny_n2" /
+             "nnUNetTrainerDeepMedic_tiny__nnUNetPlans_start__3d_fullres" / "fold_0" / "checkpoint_final.pth")
+    results = operating_point_push(screen.work, start, ["MeanTeacher", "MeanTeacher-deterministic-teacher"], n=2,
+                                   batches=2, trainer_suffix="_tiny")
+    dropout, deterministic = results["MeanTeacher"], results["MeanTeacher-deterministic-teacher"]
+    assert (dropout["teacher_dropout"], deterministic["teacher_dropout"]) == (True, False)
+    for row in results.values():
+        for kind in ("healthy", "pseudo-lesion"):
+            assert row[kind]["patches"] == 2 and row[kind]["mean_abs_gap"] > 0  # 2 batches of 1 + 1
+    # same start, same first student pass: only the teacher's dropout differs, so the gaps do
+    assert dropout["healthy"]["mean_abs_gap"] != deterministic["healthy"]["mean_abs_gap"]

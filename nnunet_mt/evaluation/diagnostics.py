@@ -100,10 +100,11 @@ def snapshot_volume(fold_dir: Path, cases: Mapping[str, tuple[Sequence[Path], Pa
     return result
 
 
-def pseudo_label_diagnostics(unlabeled_folder: Path, digest: str, init_fold_dir: Path, truth_dir: Path,
+def pseudo_label_diagnostics(unlabeled_folder: Path, digest: str, fold_dir: Path, truth_dir: Path,
                              images: Mapping[str, Sequence[Path]], file_ending: str, cache: Path) -> dict | None:
     """Quality of the pseudo-label maps of the weights ``digest`` against the true masks in ``truth_dir``
-    (None: no maps of these weights). Every unannotated case needs its truth, else a clear error."""
+    (None: no maps of these weights). ``fold_dir`` is any model folder of the dataset: its plans preprocess the
+    true masks onto the maps' grid. Every unannotated case needs its truth, else a clear error."""
     from nnunet_mt.training.pseudo_lesions import PseudoLabelMaps, labels_folder
 
     maps = PseudoLabelMaps(labels_folder(unlabeled_folder, digest))
@@ -119,7 +120,7 @@ def pseudo_label_diagnostics(unlabeled_folder: Path, digest: str, init_fold_dir:
         raise FileNotFoundError(f"--unlabeled-truth {truth_dir}: no true mask for {len(missing)} unannotated "
                                 f"case(s), e.g. {Path(truth_dir) / (missing[0] + file_ending)}")
     inputs = {c: (images[c], Path(truth_dir) / f"{c}{file_ending}") for c in cases}
-    per_case = pseudo_label_quality(init_fold_dir, {c: maps[c] for c in cases}, inputs)
+    per_case = pseudo_label_quality(fold_dir, {c: maps[c] for c in cases}, inputs)
     result = {"digest": digest, "per_case": per_case, "summary": summarize_quality(per_case)}
     write_json(cache, result)
     return result

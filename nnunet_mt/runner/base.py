@@ -95,6 +95,9 @@ class RunBase:
         return unlabeled_data_folder(preprocessed, plans["configurations"][CONFIGURATION]["data_identifier"])
 
     def start_checkpoint(self, n: int, method: str) -> Path:
-        """The supervised model ``method`` starts from: the init model, or the ``--start-epochs`` stage after it."""
+        """The supervised model ``method`` starts from: ``--start-model``, else the init model, or the
+        ``--start-epochs`` stage after it."""
+        if getattr(self.args, "start_model", None) is not None:
+            return self.args.start_model
         plans = START_PLANS if getattr(self.args, "start_epochs", None) else INIT_PLANS
         return self.model_dir(n, self.init_trainer(method), plans) / "fold_0" / "checkpoint_final.pth"

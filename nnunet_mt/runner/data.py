@@ -12,6 +12,7 @@ from nnunet_mt.atomic import write_json
 from nnunet_mt.runner.base import RunBase
 from nnunet_mt.runner.layout import CONFIGURATION, INIT_PLANS, PLANS, START_PLANS, link
 from nnunet_mt.runner.splits import check_manifest
+from nnunet_mt.runner.start_model import record
 from nnunet_mt.source_dataset import UNLABELED_FOLDER, check_unchanged, fingerprint
 
 
@@ -49,7 +50,11 @@ class DataStage(RunBase):
                 "counts": self.counts, "shared_test": self.shared_test, "validation": self.validation,
                 "test_set": "shared" if self.shared_test is not None else "rest of the pool",
                 "budget": self.budget(), "disable_tta": self.args.disable_tta,
-                "methods": self.methods, "trainer_suffix": self.args.trainer_suffix}
+                "methods": self.methods, "trainer_suffix": self.args.trainer_suffix,
+                # not a setting a rerun must match, but exact replay needs in-process augmentation ("0")
+                "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA"),
+                "start_model": (record(self.args.start_model) if getattr(self.args, "start_model", None) is not None
+                                else None)}
 
     def prepare(self) -> None:
         """``manifest.json`` (a rerun with other settings or changed source files stops) and ``splits.json``."""

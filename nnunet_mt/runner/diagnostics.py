@@ -78,8 +78,8 @@ class DiagnosticsStage(RunBase):
             if digest is None:
                 continue
             start = time.time()
-            pseudo = dg.pseudo_label_diagnostics(self.unlabeled_folder(n), digest,
-                                                 self.start_checkpoint(n, method).parent, truth,
+            # the method's own model folder serves the predictor's preprocessing (weights do not enter it)
+            pseudo = dg.pseudo_label_diagnostics(self.unlabeled_folder(n), digest, final.parent, truth,
                                                  self.source.unlabeled, self.source.file_ending,
                                                  self.count_dir(n) / "diagnostics" / "pseudo_label_quality.json")
             self.record_time(f"n{n}/diagnostics_pseudo_labels", time.time() - start, accumulate=False)

@@ -27,6 +27,7 @@ MEAN_TEACHER_VARIANTS = {
     "kl-confident": "nnUNetTrainerMeanTeacherKLConfident",
     "beta0": "nnUNetTrainerMeanTeacherNoConsistency",
     "beta0-annotated-bn": "nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN",
+    "deterministic-teacher": "nnUNetTrainerMeanTeacherDeterministicTeacher",
 }
 METHODS.update({f"MeanTeacher-{k}": (v, "nnUNetTrainerDeepMedic") for k, v in MEAN_TEACHER_VARIANTS.items()})
 #: the paper's four

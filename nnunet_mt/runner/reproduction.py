@@ -40,8 +40,11 @@ class Reproduction(DataStage, TrainingStage, DiagnosticsStage, PredictionStage):
                f"training scans of every count from the other {len(s.pool) - self.shared_test}: the columns "
                f"compare)."),
             "",
-            f"Protocol: per count a supervised init model, then every method trained from it with the same "
-            f"budget ({shown}). Trainer suffix `{a.trainer_suffix or '(none)'}`; device `{a.device}`; "
+            (f"Protocol: every method trained from the given supervised model `{a.start_model.name}` "
+             f"(--start-model, sha256 {self.manifest()['start_model']['sha256'][:12]}...) with the same budget "
+             if getattr(a, "start_model", None) is not None else
+             "Protocol: per count a supervised init model, then every method trained from it with the same budget ")
+            + f"({shown}). Trainer suffix `{a.trainer_suffix or '(none)'}`; device `{a.device}`; "
             f"test-time mirroring {'off' if a.disable_tta else 'as the trainer allows'}.",
             "",
             "nnU-Net's own validation in each results folder uses training scans (a training Dice); the test "

@@ -12,9 +12,9 @@ from nnunet_mt.source_dataset import UNLABELED_FOLDER, ReproduceError, SourceDat
 
 #: manifest entries a rerun must match (results depend on them)
 MANIFEST_SETTINGS = ("source", "pool", "unlabeled", "seed", "counts", "shared_test", "validation", "budget",
-                     "disable_tta")
+                     "disable_tta", "start_model")
 #: what a manifest written before a setting existed means by its absence
-MANIFEST_DEFAULTS = {"shared_test": None, "validation": None}
+MANIFEST_DEFAULTS = {"shared_test": None, "validation": None, "start_model": None}
 
 
 def check_inputs(source: SourceDataset, counts: list[int], methods: list[str],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nnunet_mt.runner.base import RunBase
 from nnunet_mt.runner.layout import CONFIGURATION, INIT_PLANS, PLANS, START_PLANS
+from nnunet_mt.runner.start_model import check_plans, load_start_model
 from nnunet_mt.source_dataset import ReproduceError
 from nnunet_mt.training import final_validation
 from nnunet_mt.training.budget import env_for_budget
@@ -59,7 +60,13 @@ class TrainingStage(RunBase):
 
     def train_starts(self, n: int) -> None:
         """The supervised start of every method of count n: the init model of each init trainer, then, with
-        ``--start-epochs``, the second supervised stage from it (:meth:`start_checkpoint` is its final model)."""
+        ``--start-epochs``, the second supervised stage from it (:meth:`start_checkpoint` is its final model).
+        With ``--start-model`` none: the given checkpoint is checked against count n's plans instead."""
+        start_model = getattr(self.args, "start_model", None)
+        if start_model is not None:
+            check_plans(start_model, load_start_model(start_model), self.preprocessed_dir(n) / f"{PLANS}.json")
+            print(f"=== n{n}/start: {start_model} (--start-model)", flush=True)
+            return
         for init in dict.fromkeys(self.init_trainer(m) for m in self.methods):
             self.train(f"n{n}/train_init_{init}", n, init, INIT_PLANS, self.args.init_epochs,
                        lr=getattr(self.args, "init_lr", None))

@@ -27,6 +27,12 @@ Controls, which localise what makes the teacher over-segment:
 * ``NoConsistencyAnnotatedBN``: the same, with the unannotated patches kept out of the BatchNorm
   statistics (both networks normalise with the annotated half's).
 
+Protocol:
+
+* ``DeterministicTeacher``: Eq. 1 with the teacher's dropout off (the plugin's behaviour before the
+  teacher kept its dropout as both references do): the student's dropout is then the consistency's main
+  source of disagreement.
+
 Each has a ``_tiny`` twin (narrow network, a few steps) for the tests and ``--trainer-suffix _tiny``.
 """
 from __future__ import annotations
@@ -91,6 +97,12 @@ class nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN(nnUNetTrainerMeanTeacherN
     unannotated_in_batch_statistics = False
 
 
+class nnUNetTrainerMeanTeacherDeterministicTeacher(nnUNetTrainerMeanTeacher):
+    """Eq. 1 with the teacher's forward free of dropout (input noise its only randomness)."""
+
+    teacher_dropout = False
+
+
 #: runner method name suffix -> variant (``MeanTeacher-<suffix>``)
 VARIANTS = {
     "released": nnUNetTrainerMeanTeacherReleased,
@@ -102,6 +114,7 @@ VARIANTS = {
     "kl-confident": nnUNetTrainerMeanTeacherKLConfident,
     "beta0": nnUNetTrainerMeanTeacherNoConsistency,
     "beta0-annotated-bn": nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN,
+    "deterministic-teacher": nnUNetTrainerMeanTeacherDeterministicTeacher,
 }
 
 

@@ -7,7 +7,8 @@ pointing at this folder; ``nnunet_mt_env`` prints the line). What differs from `
   configuration's ``architecture`` entry so ``nnUNetv2_predict`` builds it from the plans;
 * loss: cross-entropy (Eq. 2) on the valid output only: targets are centre-cropped to the output,
   the network never pads inside;
-* RMSProp (lr 1e-4, decay 0.9; DeepMedic's eps 1e-4 and momentum 0.6), constant learning rate;
+* RMSProp (lr 1e-4, decay 0.9; DeepMedic's eps 1e-4 and momentum 0.6), constant learning rate: torch's
+  update by default, DeepMedic's own with ``optimizer_name = "deepmedic-rmsprop"``;
 * batches of 8 patches, half centred on lesion and half on healthy tissue
   (:mod:`nnunet_mt.training.sampling`); patches are DeepMedic's segments (normal pathway 37x37 in
   plane, low-resolution pathway 23x23; see ``output_size_for_spacing``);
@@ -39,13 +40,14 @@ from nnunet_mt.allocator import reuse_freed_memory
 from nnunet_mt.architectures.deepmedic import DeepMedic
 from nnunet_mt.architectures.dense_inference import window_for
 from nnunet_mt.training.budget import apply_budget
-from nnunet_mt.training.seeding import SeededTrainingMixin
+from nnunet_mt.training.seeding import SeededTrainingMixin, StreamedLoader
 from nnunet_mt.training.checkpoints import CheckpointErrorsMixin
 from nnunet_mt.training.distributed import unwrap
 from nnunet_mt.training.snapshots import SnapshotMixin
 from nnunet_mt.training.progress import ProgressMixin
 from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
 from nnunet_mt.training.final_validation import OptionalFinalValidationMixin
+from nnunet_mt.training.optimizers import DeepMedicRMSprop
 from nnunet_mt.training.workers import WorkerLifetimeMixin
 
 DEEPMEDIC_CLASS = "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
@@ -118,6 +120,10 @@ class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalVa
     epochs: int = 300
     iterations_per_epoch: int = 250
     val_iterations_per_epoch: int = 20
+    #: "torch-rmsprop": ``torch.optim.RMSprop`` with DeepMedic's numbers (eps outside the root, plain momentum),
+    #: what every trainer here has used and the consistency screen keeps; "deepmedic-rmsprop": DeepMedic's own
+    #: update (:class:`~nnunet_mt.training.optimizers.DeepMedicRMSprop`), whose steps are tens of times smaller
+    optimizer_name: str = "torch-rmsprop"
     #: epochs between checkpoint_latest.pth writes (nnU-Net: 50); every epoch, so a killed run resumed with
     #: --c loses at most one epoch (a few MB, written atomically by save_checkpoint)
     checkpoint_every: int = 1
@@ -183,8 +189,15 @@ class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalVa
         return RobustCrossEntropyLoss(ignore_index=ignore if ignore is not None else -100)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.RMSprop(self.network.parameters(), lr=self.initial_lr, alpha=self.rmsprop_decay,
-                                        eps=1e-4, momentum=0.6, weight_decay=self.weight_decay)
+        if self.optimizer_name == "torch-rmsprop":
+            optimizer = torch.optim.RMSprop(self.network.parameters(), lr=self.initial_lr, alpha=self.rmsprop_decay,
+                                            eps=1e-4, momentum=0.6, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "deepmedic-rmsprop":
+            optimizer = DeepMedicRMSprop(self.network.parameters(), lr=self.initial_lr, rho=self.rmsprop_decay,
+                                         eps=1e-4, momentum=0.6)
+        else:
+            raise ValueError(f"{self.__class__.__name__}.optimizer_name = {self.optimizer_name!r}: expected "
+                             f"'torch-rmsprop' or 'deepmedic-rmsprop'")
         # exponent 0: a constant learning rate through nnU-Net's own scheduler interface
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, exponent=0.0)
 
@@ -277,6 +290,8 @@ class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalVa
         dl_val = self._make_loader(HealthyTissueLocations(dataset_val), self.training_patch_size, val_transforms)
         n = get_allowed_n_proc_DA()
         mt_tr = self._augmenter(dl_tr, n, max(6, n // 2))
+        if n == 0:  # in-process augmentation replays: the annotated batches get their own stream (seeding.py)
+            mt_tr = StreamedLoader(mt_tr, self.annotated_stream)
         mt_val = self._augmenter(dl_val, max(1, n // 2), max(3, n // 4))
         _ = next(mt_tr)
         _ = next(mt_val)

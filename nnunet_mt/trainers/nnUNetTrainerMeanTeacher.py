@@ -7,7 +7,8 @@ supervised start, seeded runs, checkpoints, history) and works on any nnU-Net tr
 
 * each optimizer step: the student sees the annotated patches clean and the unannotated ones with
   noise eta (Eq. 5), the teacher the same batch with independent noise eta' on the unannotated half
-  (so both normalise over the same 8 + 8 patches; the consistency uses the unannotated half);
+  (so both normalise over the same 8 + 8 patches; the consistency uses the unannotated half); both run
+  with DeepMedic's dropout, as in both references (``teacher_dropout``);
   ``L = Ls + beta Lc`` (Eqs. 1-3); then the EMA teacher update (Eq. 4);
 * the teacher starts from ``-pretrained_weights`` (so does the student) and is the final model: the
   checkpoint's ``network_weights``, which ``nnUNetv2_predict`` loads, are the teacher's;
@@ -57,6 +58,8 @@ class MeanTeacherMixin(SemiSupervisedMixin):
     similarity_scale: float = 0.0
     #: False: the student's (and teacher's) BatchNorm layers normalise with the annotated half's statistics
     unannotated_in_batch_statistics: bool = True
+    #: the teacher's forward keeps DeepMedic's dropout, as both references' (``set_teacher_forward_mode``)
+    teacher_dropout: bool = True
 
     def _init_mean_teacher(self) -> None:
         if self.consistency not in CONSISTENCY_LOSSES:
@@ -109,7 +112,8 @@ class MeanTeacherMixin(SemiSupervisedMixin):
         same 8 + 8 patches (``forward_unannotated_half``)."""
         with torch.no_grad():
             # Π model: the student's own second pass, detached
-            network = set_teacher_forward_mode(self.teacher) if self.use_ema_teacher else self.network
+            network = set_teacher_forward_mode(self.teacher, self.teacher_dropout) if self.use_ema_teacher \
+                else self.network
             with self._normalisation(network, len(x_annotated)):
                 if self.consistency_on_all_samples:
                     return network(torch.cat([x_annotated, x_teacher]))

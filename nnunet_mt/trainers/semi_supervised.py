@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from contextlib import contextmanager
 
 import numpy as np
@@ -34,7 +33,8 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunet_mt.preprocessing.unlabeled import unlabeled_data_folder
 from nnunet_mt.training.distributed import shard, split_batch_size, unwrap
 from nnunet_mt.training.pseudo_lesions import PseudoLesionLocations, load_or_compute, weights_digest
-from nnunet_mt.training.seeding import training_seed
+from nnunet_mt.training.seeding import (global_rng_state, seeded_rng_state, set_global_rng_state, training_seed,
+                                        unstreamed)
 
 PRETRAINED_MISSING = (
     "{trainer} needs a supervised model to start from (the unannotated scans are sampled around its "
@@ -108,6 +108,7 @@ class SemiSupervisedMixin:
         dice_keys = [f"dice_{name}" for name in self._dice_model_names()]
         self.history = {k: [] for k in ("step", *self.history_step_keys, "dice_step", *dice_keys)}
         self._pending_rng_state = None
+        self._pending_annotated_stream = None
 
     # ---- what a method overrides --------------------------------------------------------------
     def target_network(self) -> torch.nn.Module:
@@ -165,7 +166,9 @@ class SemiSupervisedMixin:
                 self.noise_generator.manual_seed(seed)
             else:
                 self._set_rng_state(self._pending_rng_state)
-            self._pending_rng_state = None
+                if self._pending_annotated_stream is not None:  # checkpoints before paired streams have none
+                    self.annotated_stream.state = self._pending_annotated_stream
+            self._pending_rng_state = self._pending_annotated_stream = None
 
     # ---- unannotated data --------------------------------------------------------------------
     def unlabeled_folder(self) -> str:
@@ -289,7 +292,8 @@ class SemiSupervisedMixin:
         models = self._dice_models()
         scores = {name: [] for name in models}
         for _ in range(self.dice_batches_per_epoch):
-            batch = self._crop_target(next(self.dataloader_train))
+            # beside the annotated stream: every method then trains on the same annotated batches (seeding.py)
+            batch = self._crop_target(next(unstreamed(self.dataloader_train)))
             x, y = batch["data"].to(self.device), full_resolution(batch["target"]).to(self.device)
             for name, module in models.items():
                 with self._patch_mode(module):
@@ -346,22 +350,17 @@ class SemiSupervisedMixin:
     # ---- checkpoints ---------------------------------------------------------------------------
     @staticmethod
     def _rng_state() -> dict:
-        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        state = global_rng_state()
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    @staticmethod
-    def _seeded_rng_state(seed: int) -> dict:
-        """RNG states as seeded with ``seed`` (data sampling, augmentation, dropout)."""
-        return {"torch": torch.Generator().manual_seed(seed).get_state(),
-                "numpy": np.random.RandomState(seed).get_state(), "python": random.Random(seed).getstate()}
+    #: RNG states as seeded with a seed (validation batches, unannotated sampling and augmentation, dropout)
+    _seeded_rng_state = staticmethod(seeded_rng_state)
 
     @staticmethod
     def _set_rng_state(state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        np.random.set_state(state["numpy"])
-        random.setstate(state["python"])
+        set_global_rng_state(state)
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -383,6 +382,7 @@ class SemiSupervisedMixin:
             "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
             "semi_supervised": {"global_step": self.global_step, "noise_generator": self.noise_generator.get_state(),
                                 "rng": self._rng_state(), "history": self.history,
+                                "annotated_stream": getattr(getattr(self, "annotated_stream", None), "state", None),
                                 "pseudo_lesion_digest": self.pseudo_lesion_digest,
                                 **self._extra_checkpoint_state()},
         }
@@ -408,4 +408,5 @@ class SemiSupervisedMixin:
         self.history = state["history"]
         self.pseudo_lesion_digest = state["pseudo_lesion_digest"]
         self._pending_rng_state = state["rng"]
+        self._pending_annotated_stream = state.get("annotated_stream")
         self._load_extra_checkpoint_state(state, checkpoint)

@@ -356,13 +356,20 @@ def make_teacher(student: nn.Module) -> nn.Module:
     return teacher
 
 
-def set_teacher_forward_mode(teacher: nn.Module) -> nn.Module:
-    """Mode of the teacher's forward during training: BatchNorm in training mode (batch statistics),
-    dropout off: the paper's ``f(X_u, eta', theta')`` has the input noise as its only randomness."""
+def set_teacher_forward_mode(teacher: nn.Module, dropout: bool = True) -> nn.Module:
+    """Mode of the teacher's forward during training: BatchNorm in training mode (batch statistics), and
+    dropout on (default) or off.
+
+    On, as both references run it: CuriousAI's mean teacher keeps its EMA model in training mode, and the
+    authors' released code takes the teacher's output from its training graph, dropout included. With the
+    teacher's dropout off, the student's own dropout against a deterministic target is almost all of the
+    consistency signal: the input noise of Eq. 5 moves the probabilities far less than dropout does.
+    """
     teacher.train()
-    for m in teacher.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd):
-            m.eval()
+    if not dropout:
+        for m in teacher.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.eval()
     return teacher
 
 

@@ -6,6 +6,14 @@ generators from ``nnUNet_mt_seed`` (default 0) twice: before nnU-Net builds the 
 weights) and, in a fresh run, before the data loaders start (same patches, augmentation and dropout).
 A run resumed with ``--c`` does not reseed: it continues where the checkpoint left off.
 
+**Paired streams.** With augmentation in the training process (``nnUNet_n_proc_DA=0``), the annotated
+training batches are drawn in a stream of their own (:class:`RandomStream`, seeded from ``nnUNet_mt_seed``
+alone, :func:`annotated_stream_seed`), whatever the trainer: supervised DeepMedic and every semi-supervised
+method see the same annotated patches with the same augmentation at the same step, so that two arms of a
+comparison differ by their method, not by sampling noise. What only a method draws (its unannotated
+patches, input noise, dropout, validation batches) stays in Python's, NumPy's and torch's global generators,
+seeded per method.
+
 What still varies: nnU-Net's background augmentation workers (``nnUNet_n_proc_DA`` > 0) are seeded by
 batchgenerators from the system and deliver batches in the order they finish, so only
 ``nnUNet_n_proc_DA=0`` (augmentation in the training process) replays exactly on the CPU; on a GPU,
@@ -15,7 +23,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -36,6 +44,77 @@ def training_seed(environ: Mapping[str, str] | None = None) -> int:
     if seed < 0:
         raise ValueError(f"environment variable {SEED_VARIABLE}={raw!r}: expected an integer >= 0")
     return seed
+
+
+def annotated_stream_seed(seed: int, rank: int = 0) -> int:
+    """Seed of the annotated batches' stream of run ``seed`` on DDP rank ``rank``: the same for every trainer,
+    and apart from the seeds of the global generators (``seed + 1``, ``20190801 + seed``)."""
+    return 1_000_000 + seed + 1000 * rank
+
+
+def global_rng_state() -> dict:
+    """The states of Python's, NumPy's and torch's (CPU) global generators."""
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def seeded_rng_state(seed: int) -> dict:
+    """The states :func:`seed_everything` would give the global generators, without touching them."""
+    import torch
+
+    return {"python": random.Random(seed).getstate(), "numpy": np.random.RandomState(seed % 2 ** 32).get_state(),
+            "torch": torch.Generator().manual_seed(seed).get_state()}
+
+
+def set_global_rng_state(state: dict) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class RandomStream:
+    """A random stream of its own for code that draws from the global generators (nnU-Net's loaders and
+    augmentation do). Inside ``with stream:`` the global generators hold the stream's state; on exit the
+    stream keeps where it got to and the global generators are back where they were, as if the block had
+    drawn nothing from them. CUDA's generator is not swapped (the loaders draw on the CPU)."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = seeded_rng_state(seed)
+        self._outside: dict | None = None
+
+    def __enter__(self) -> "RandomStream":
+        self._outside = global_rng_state()
+        set_global_rng_state(self.state)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.state = global_rng_state()
+        set_global_rng_state(self._outside)
+        self._outside = None
+
+
+class StreamedLoader:
+    """A batch iterator whose every ``next`` draws in ``stream``; ``loader`` is the wrapped iterator, for draws
+    that must not advance the stream (diagnostics)."""
+
+    def __init__(self, loader: Iterator, stream: RandomStream) -> None:
+        self.loader = loader
+        self.stream = stream
+
+    def __iter__(self) -> "StreamedLoader":
+        return self
+
+    def __next__(self):
+        with self.stream:
+            return next(self.loader)
+
+
+def unstreamed(loader):
+    """The iterator below a :class:`StreamedLoader` (``loader`` itself otherwise)."""
+    return loader.loader if isinstance(loader, StreamedLoader) else loader
 
 
 def seed_everything(seed: int) -> None:
@@ -65,7 +144,12 @@ class SeededTrainingMixin:
     def on_train_start(self):
         if not self.was_initialized:
             self.initialize()
-        if self.current_epoch == 0 and not self.seeds_its_own_start:
-            seed_everything(self.training_seed + 1 + 1000 * self.local_rank)  # sampling, augmentation, dropout
+        fresh = self.current_epoch == 0
+        if fresh and not self.seeds_its_own_start:
+            seed_everything(self.training_seed + 1 + 1000 * self.local_rank)  # validation batches, dropout
             self.print_to_log_file(f"seeded run: {SEED_VARIABLE}={self.training_seed}")
+        # the annotated batches' own stream (used by loaders that draw in the training process); a resumed run
+        # that does not restore it from its checkpoint continues with a stream of its epoch
+        seed = annotated_stream_seed(self.training_seed, self.local_rank)
+        self.annotated_stream = RandomStream(seed if fresh else seed + 7919 * self.current_epoch)
         super().on_train_start()

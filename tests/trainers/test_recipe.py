@@ -1,6 +1,7 @@
 """The training recipe of the real trainers, built in this process on the tiny dataset: RMSProp with
 DeepMedic's eps and momentum at a constant learning rate, the 50/50 split of the unannotated batch, the
-pseudo-lesions of the initial weights, and an EN run resumed with its adversary."""
+pseudo-lesions of the initial weights, an EN run resumed with its adversary, DeepMedic's own RMSProp as an
+option, and the annotated batches every method shares."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ from nnunetv2.run.run_training import maybe_load_checkpoint
 import in_process
 from nnunet_mt.architectures.dense_inference import DenseDeepMedic
 from nnunet_mt.training.adversarial import adversary_step, domain_labels
+from nnunet_mt.training.optimizers import DeepMedicRMSprop
 from nnunet_mt.training.pseudo_lesions import cache_file, weights_digest
 from nnunet_mt.training.sampling import HEALTHY
 
@@ -120,3 +122,42 @@ def test_en_resume_restores_the_adversary_and_its_optimizer(make_trainer, tmp_pa
     for k, v in t.network.state_dict().items():
         assert torch.equal(resumed.network.state_dict()[k], v), k
     assert torch.equal(resumed.noise_generator.get_state(), t.noise_generator.get_state())
+
+
+def test_deepmedics_own_rmsprop_is_one_class_attribute_away(make_trainer):
+    t = make_trainer("nnUNetTrainerDeepMedic_tiny")
+    t.optimizer_name = "deepmedic-rmsprop"
+    t.initialize()
+    group = t.optimizer.param_groups[0]
+    assert isinstance(t.optimizer, DeepMedicRMSprop)
+    assert (group["lr"], group["rho"], group["eps"], group["momentum"], group["nesterov"]) == (1e-4, 0.9, 1e-4, 0.6, True)
+    wrong = make_trainer("nnUNetTrainerDeepMedic_tiny")
+    wrong.optimizer_name = "adam"
+    with pytest.raises(ValueError, match="optimizer_name = 'adam'"):
+        wrong.initialize()
+
+
+def test_supervised_and_semi_supervised_trainers_train_on_the_same_annotated_batches(make_trainer, tiny_unlabeled,
+                                                                                   trained_deepmedic):
+    """Paired streams: from one start and seed, DeepMedic and the mean teacher get equal annotated batches at
+    every step, although the mean teacher draws unannotated patches, noise, more dropout and Dice batches
+    from the global generators in between (both trainers share this process's global generators, so without
+    their streams the two batches would be successive, different draws)."""
+    pretrained = str(trained_deepmedic / "checkpoint_final.pth")
+    trainers = []
+    for name in ("nnUNetTrainerDeepMedic_tiny", "nnUNetTrainerMeanTeacher_tiny"):
+        t = make_trainer(name)
+        maybe_load_checkpoint(t, False, False, pretrained)
+        t.on_train_start()
+        trainers.append(t)
+    supervised, mean_teacher = trainers
+    try:
+        for step in range(3):
+            a, b = next(supervised.dataloader_train), next(mean_teacher.dataloader_train)
+            assert torch.equal(a["data"], b["data"]) and torch.equal(a["target"], b["target"]), step
+            supervised.train_step(a)
+            mean_teacher.train_step(b)
+            mean_teacher._training_dice()  # beside the stream: it must not shift the next batch
+    finally:
+        for t in trainers:
+            t.on_train_end()

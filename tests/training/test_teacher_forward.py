@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 
@@ -16,18 +17,21 @@ N = 3  # patches per half
 
 
 
-def _fake(**attrs):
-    """The state ``_consistency_target`` reads: the paper's consistency on the unannotated half, plain BatchNorm."""
+def _fake(teacher_dropout: bool = False, **attrs):
+    """The state ``_consistency_target`` reads: the paper's consistency on the unannotated half, plain BatchNorm;
+    the teacher's dropout off unless asked for, so that passes can be compared exactly."""
     from contextlib import nullcontext
 
-    return SimpleNamespace(consistency_on_all_samples=False, _normalisation=lambda network, n: nullcontext(), **attrs)
+    return SimpleNamespace(consistency_on_all_samples=False, _normalisation=lambda network, n: nullcontext(),
+                           teacher_dropout=teacher_dropout, **attrs)
+
 
 def _student() -> DeepMedic:
     torch.manual_seed(0)
     student = DeepMedic(2, 2, filters=(8,) * 8, fc_filters=(16, 16))
     student.train()
     # the student's dropout is the only randomness left in its forward; switched off so the two passes
-    # can be compared exactly (the teacher has none by design)
+    # can be compared exactly (and the teacher's, in _fake)
     for m in student.modules():
         if isinstance(m, nn.modules.dropout._DropoutNd):
             m.eval()
@@ -61,17 +65,21 @@ def test_teacher_and_student_agree_at_step_0():
     assert soft_dice_consistency(s, torch.softmax(teacher_alone, 1)) > soft_dice_consistency(s, s) + 1e-4
 
 
-def test_teacher_forward_leaves_running_statistics_and_uses_no_dropout():
-    """momentum 0: the teacher's running statistics come from the EMA only (ema_update)."""
+@pytest.mark.parametrize("dropout", [True, False])
+def test_teacher_forward_leaves_running_statistics_and_keeps_dropout_unless_switched_off(dropout):
+    """momentum 0: the teacher's running statistics come from the EMA only (ema_update). Its dropout is on by
+    default, as in both references: two passes on the same batch then differ; off, they are equal."""
     student = DeepMedic(2, 2, filters=(8,) * 8, fc_filters=(16, 16))
     teacher = make_teacher(student)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     x_l, x_noisy = _batches(student)
-    trainer = _fake(teacher=teacher, use_ema_teacher=True, network=student)
+    trainer = _fake(teacher=teacher, use_ema_teacher=True, network=student, teacher_dropout=dropout)
     with torch.no_grad():
         a = MeanTeacherMixin._consistency_target(trainer, x_l, x_noisy)
         b = MeanTeacherMixin._consistency_target(trainer, x_l, x_noisy)
-    assert torch.equal(a, b)  # deterministic: no dropout in the teacher's pass
+    assert torch.equal(a, b) is not dropout
+    drop = [m.training for m in teacher.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    assert drop and all(m is dropout for m in drop)
     for k, v in teacher.state_dict().items():
         if v.is_floating_point():  # weights and running statistics (num_batches_tracked counts, unused)
             assert torch.equal(v, before[k]), k

@@ -74,14 +74,16 @@ def test_student_and_teacher_see_the_same_patches_with_independent_noise_and_a_c
     assert not teacher.calls[0]["grad"]
 
 
-def test_the_teachers_forward_uses_batch_statistics_no_dropout_and_its_running_statistics_are_an_ema():
-    t, out, student, teacher, *_, before = _one_step("nnUNetTrainerMeanTeacher_tiny")
+@pytest.mark.parametrize("name, dropout", [("nnUNetTrainerMeanTeacher_tiny", True),
+                                           ("nnUNetTrainerMeanTeacherDeterministicTeacher_tiny", False)])
+def test_the_teachers_forward_uses_batch_statistics_its_dropout_and_its_running_statistics_are_an_ema(name, dropout):
+    t, out, student, teacher, *_, before = _one_step(name)
     bns = [m for m in t.teacher.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert bns and all(m.momentum == 0.0 for m in bns)  # its own passes leave its statistics alone
     assert not any(p.requires_grad for p in t.teacher.parameters())
     call = teacher.calls[0]
     assert call["bn_training"] and all(call["bn_training"])  # batch statistics, as the student
-    assert call["dropout_training"] and not any(call["dropout_training"])  # no dropout
+    assert call["dropout_training"] and all(m is dropout for m in call["dropout_training"])  # as the references
     assert any(student.calls[0]["dropout_training"])  # the student keeps DeepMedic's dropout
     # Eq. 4 for the statistics too: alpha * teacher's + (1 - alpha) * student's after its step
     alpha = out["alpha"]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The count-10 screen from the committed start, one method at a time (README.md beside this file).
+#
+#   results/screen-n10/run.sh METHOD [METHOD ...]
+#
+# From the repository root, with the package installed. Regenerates the seeded synthetic cohort in $WORK if
+# it is missing and checks it against start/cohort_sha256.txt, trains each METHOD from start/start_n10.pth
+# (finished stages are skipped, an interrupted training continues), then writes the screen's rows and the
+# method's final model (network weights only) to $OUT.
+#
+#   WORK    work folder outside the repository (default ../screen-n10-work)
+#   OUT     where rows and models go (default results/screen-n10; a GPU run should use another folder:
+#           GPU and CPU rows are different runs and never share a comparison)
+#   DEVICE  cpu (default) or cuda
+#   CODE    optional: a frozen export of the code (git archive) put first on PYTHONPATH
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+WORK="$(mkdir -p "${WORK:-../screen-n10-work}" && cd "${WORK:-../screen-n10-work}" && pwd)"
+OUT="$(mkdir -p "${OUT:-$HERE}" && cd "${OUT:-$HERE}" && pwd)"
+DEVICE="${DEVICE:-cpu}"
+[ -n "${CODE:-}" ] && export PYTHONPATH="$CODE"
+export nnUNet_n_proc_DA=0  # in-process augmentation: the seeded trainings replay
+ALL="DeepMedic MeanTeacher-released MeanTeacher-kl-confident MeanTeacher-mse MeanTeacher-kl MeanTeacher-squared PseudoLabel MeanTeacher"
+[ $# -ge 1 ] || { echo "usage: $0 METHOD [METHOD ...]  (the order of README.md: $ALL)" >&2; exit 2; }
+
+cd "$WORK"
+if [ ! -d nnUNet_raw/Dataset990_SyntheticStrokeDWI ]; then
+  nnunet_mt_synthetic -d 990 --num-unlabeled 81 --num-workers 1 --raw-root nnUNet_raw
+fi
+sha256sum --quiet -c "$HERE/start/cohort_sha256.txt" || { echo "the regenerated cohort differs from the start's" >&2; exit 1; }
+( cd "$HERE/start" && sha256sum --quiet -c start_n10.pth.sha256 )
+
+for M in "$@"; do
+  echo "=== $M: start $(date -u +%FT%T)"
+  nnunet_mt_reproduce -d 990 --raw nnUNet_raw --workdir screen \
+    --counts 10 --shared-test 20 --validation 10 --seed 0 --training-seed 0 \
+    --start-model "$HERE/start/start_n10.pth" --methods "$M" \
+    --epochs 20 --iterations-per-epoch 50 --val-iterations 2 --snapshot-every 4 \
+    --unlabeled-truth nnUNet_raw_truth/Dataset990_SyntheticStrokeDWI/labelsUnlabeled \
+    --volume-cases 8 --screen --device "$DEVICE" --num-processes 2
+  # shellcheck disable=SC2086
+  python -m nnunet_mt.evaluation.choice screen/n10/diagnostics --count 10 --methods $ALL \
+    --write "$OUT/screening_n10.csv"
+  python -m nnunet_mt.runner.start_model export \
+    "screen/nnUNet_results/Dataset500_SyntheticStrokeDWI_n10/$(python -c "from nnunet_mt.runner.methods import METHODS; print(METHODS['$M'][0])")__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth" \
+    "$OUT/models/$M.pth"
+  echo "=== $M: done $(date -u +%FT%T)"
+done
