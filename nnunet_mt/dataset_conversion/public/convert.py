@@ -82,6 +82,8 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     if not spec.regions_class_order:  # region-based label dicts hold tuples, which this check does not cover
         check_label_definitions(labels=dict(spec.labels), problems=problems)  # type: ignore[arg-type]
     if problems or dataset_dir is None:
+        if not options.skip_invalid:  # the cases' problems found so far too, so that one run shows them all
+            problems.extend(p for case_id in sorted(discovery.case_problems) for p in discovery.case_problems[case_id])
         raise DatasetConversionError(problems, context=f"cannot convert {context}")
 
     hidden_file = options.hidden_labels_file or dataset_dir.parent / f"{dataset_dir.name}.hidden_labels.json"

@@ -28,6 +28,10 @@ class Summary:
         lines = [f"{'up to date, nothing written' if self.up_to_date else 'wrote'}: {self.dataset_dir}"]
         if self.layout:
             lines.append(f"  layout: {self.layout}")
+        # every case found is counted once, so that a case gone missing shows in the sum
+        found = len(self.annotated) + len(self.unannotated) + len(self.skipped)
+        lines.append(f"  cases: {found} found = {len(self.annotated)} annotated + {len(self.unannotated)} unannotated "
+                     f"+ {len(self.skipped)} skipped")
         lines.append(f"  annotated   (imagesTr + labelsTr): {len(self.annotated)}")
         if self.annotated:
             lines.append(f"    {_short_list(self.annotated)}")
