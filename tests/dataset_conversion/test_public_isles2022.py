@@ -127,6 +127,24 @@ def test_rerun_is_idempotent_and_changed_sources_need_overwrite(isles, tmp_path)
     assert not [p for p in (tmp_path / "raw").iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_overwrite_replaces_or_removes_the_hidden_labels_file_of_the_earlier_run(isles, tmp_path):
+    default, custom = tmp_path / "raw" / f"{DATASET}.hidden_labels.json", tmp_path / "elsewhere" / "hidden.json"
+    convert_isles2022(isles, options(tmp_path, annotated=2))
+    assert len(json.loads(default.read_text())["hidden_labels"]) == 2
+    summary = convert_isles2022(isles, options(tmp_path, overwrite=True))
+    assert summary.hidden_labels_file is None and len(names(tmp_path / "raw" / DATASET / "labelsTr")) == 4
+    assert not default.exists()  # it listed cases whose labels are in labelsTr now
+    assert f"removed {default}: the hidden labels of the dataset replaced" in summary.format()
+    convert_isles2022(isles, options(tmp_path, overwrite=True, annotated=2, hidden_labels_file=custom))
+    assert custom.is_file() and not default.exists()
+    convert_isles2022(isles, options(tmp_path, overwrite=True, annotated=3))
+    assert not custom.exists() and len(json.loads(default.read_text())["hidden_labels"]) == 1
+    # a file of that name listing another dataset's labels is not this converter's to remove
+    default.write_text(json.dumps({"dataset": "/somewhere/else", "hidden_labels": {}}))
+    convert_isles2022(isles, options(tmp_path, overwrite=True))
+    assert default.is_file()
+
+
 BAD_INPUTS = {
     "missing ADC": (lambda root: (root / "rawdata/sub-strokecase0001/ses-0001/dwi/sub-strokecase0001_ses-0001_adc.nii.gz"
                                   ).unlink(),

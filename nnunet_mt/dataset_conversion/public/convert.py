@@ -35,7 +35,8 @@ from nnunet_mt.dataset_conversion.public import rerun
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, Discovery, Options
 from nnunet_mt.dataset_conversion.public.summary import Summary
 from nnunet_mt.dataset_conversion.public.validation import validate_case
-from nnunet_mt.dataset_conversion.public.writing import write_dataset, write_hidden_labels
+from nnunet_mt.dataset_conversion.public.writing import (remove_stale_hidden_labels, write_dataset,
+                                                         write_hidden_labels)
 from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries
 
 
@@ -86,7 +87,7 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
             problems.extend(p for case_id in sorted(discovery.case_problems) for p in discovery.case_problems[case_id])
         raise DatasetConversionError(problems, context=f"cannot convert {context}")
 
-    hidden_file = options.hidden_labels_file or dataset_dir.parent / f"{dataset_dir.name}.hidden_labels.json"
+    hidden_file = options.hidden_labels_file or dataset_dir.parent / hidden_file_name(dataset_dir)
     record = rerun.record(spec, discovery, options)
     existing = rerun.existing_record(dataset_dir) if dataset_dir.is_dir() else None
     differences = rerun.differences(existing, record) if isinstance(existing, dict) else None
@@ -150,7 +151,23 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     summary.outside_field_of_view = write_dataset(spec, valid, kept_set, dataset_dir, record)
     if hidden:
         write_hidden_labels(hidden_file, hidden_entries, dataset_dir)
+    _remove_stale_sidecars(summary, existing, default_hidden_file=dataset_dir.parent / hidden_file_name(dataset_dir))
     return summary
+
+
+def hidden_file_name(dataset_dir: Path) -> str:
+    """The default hidden-labels file's name, beside the dataset folder (outside it: nnU-Net must not see it)."""
+    return f"{dataset_dir.name}.hidden_labels.json"
+
+
+def _remove_stale_sidecars(summary: Summary, existing: dict | str | None, *, default_hidden_file: Path) -> None:
+    """Remove the hidden-labels files an earlier conversion of this dataset wrote and this one did not (a rerun
+    without --annotated, or with another --hidden-labels-file), saying so in the summary."""
+    earlier = existing.get("summary", {}).get("hidden_labels_file") if isinstance(existing, dict) else None
+    candidates = [Path(earlier)] if earlier else []
+    for path in remove_stale_hidden_labels([*candidates, default_hidden_file], summary.hidden_labels_file,
+                                           summary.dataset_dir):
+        summary.notes.append(f"removed {path}: the hidden labels of the dataset replaced")
 
 
 def _without_annotations(context: str, discovery: Discovery, *, skipped: int) -> str:
@@ -174,4 +191,6 @@ def _up_to_date_summary(spec: DatasetSpec, discovery: Discovery, dataset_dir: Pa
     if summary.hidden_labels_file is not None:
         summary.hidden_labels_file = Path(summary.hidden_labels_file)
         write_hidden_labels(summary.hidden_labels_file, stored.get("hidden", {}), dataset_dir)
+    # an overwrite killed between the dataset's rename and the removal may have left one
+    _remove_stale_sidecars(summary, None, default_hidden_file=dataset_dir.parent / hidden_file_name(dataset_dir))
     return summary

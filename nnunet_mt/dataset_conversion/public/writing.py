@@ -39,6 +39,25 @@ def write_hidden_labels(path: Path, hidden: Mapping[str, str], dataset_dir: Path
     os.replace(temporary, path)
 
 
+def remove_stale_hidden_labels(candidates: Sequence[Path], keep: Path | None, dataset_dir: Path) -> list[Path]:
+    """Remove the hidden-labels files among ``candidates`` (but ``keep``) that list ``dataset_dir``'s labels: once
+    the dataset is replaced they name cases whose labels may be in labelsTr now. Return those removed.
+
+    A file that lists another dataset, or cannot be read as one of these files, is not this converter's to remove."""
+    removed = []
+    for path in dict.fromkeys(candidates):
+        if path == keep or not path.is_file():
+            continue
+        try:
+            listed = json.loads(path.read_text()).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if listed == str(dataset_dir):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 
 def write_dataset(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str], dataset_dir: Path,
            record: dict) -> dict[str, dict[str, list[int]]]:
