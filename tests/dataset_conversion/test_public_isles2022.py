@@ -145,6 +145,32 @@ def test_overwrite_replaces_or_removes_the_hidden_labels_file_of_the_earlier_run
     assert default.is_file()
 
 
+def test_a_damaged_output_is_rewritten_and_foreign_files_refused(isles, tmp_path, monkeypatch):
+    convert_isles2022(isles, options(tmp_path))
+    out = (tmp_path / "raw" / DATASET).resolve()
+    contents = {name: sha for name, (sha, _) in checksums(out).items() if name != RECORD_FILE}
+    removed, changed = out / "labelsTr" / "strokecase0002.nii.gz", out / "imagesTr" / "strokecase0003_0001.nii.gz"
+    removed.unlink()
+    write(changed, np.zeros((16, 24, 20), np.float32))
+    summary = convert_isles2022(isles, options(tmp_path))
+    assert not summary.up_to_date
+    text = summary.format()
+    assert f"rewrote {out}: 2 of its files changed since the conversion wrote them" in text
+    assert f"{removed}: removed" in text and f"{changed}: size changed from" in text
+    assert {name: sha for name, (sha, _) in checksums(out).items() if name != RECORD_FILE} == contents
+    verify_with_nnunet(out, monkeypatch)
+    assert convert_isles2022(isles, options(tmp_path)).up_to_date
+    # a file the conversion did not write may be the user's: not deleted by a rewrite, the rerun is refused
+    (out / "labelsTr" / "strokecase0001.nii.gz").unlink()
+    foreign = out / "imagesTr" / "mine.nii.gz"
+    foreign.write_bytes(b"someone's file")
+    with pytest.raises(DatasetConversionError) as info:
+        convert_isles2022(isles, options(tmp_path))
+    assert f"output dataset folder {out} holds files its conversion did not write:" in str(info.value)
+    assert f"{foreign}: added" in str(info.value) and "move them out of it, or pass --overwrite" in str(info.value)
+    assert foreign.read_bytes() == b"someone's file"
+
+
 BAD_INPUTS = {
     "missing ADC": (lambda root: (root / "rawdata/sub-strokecase0001/ses-0001/dwi/sub-strokecase0001_ses-0001_adc.nii.gz"
                                   ).unlink(),

@@ -91,14 +91,19 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     record = rerun.record(spec, discovery, options)
     existing = rerun.existing_record(dataset_dir) if dataset_dir.is_dir() else None
     differences = rerun.differences(existing, record) if isinstance(existing, dict) else None
+    damaged: list[str] = []
     if not options.overwrite and differences == []:
-        return _up_to_date_summary(spec, discovery, dataset_dir, existing)
+        damaged, foreign = rerun.output_changes(dataset_dir, existing)
+        if foreign:
+            problems.append(rerun.foreign_files_refusal(dataset_dir, foreign))
+        elif not damaged:
+            return _up_to_date_summary(spec, discovery, dataset_dir, existing)
 
     sources = [d.resolve() for d in discovery.source_roots]
     # an existing dataset folder is explained below, with what differs, instead of a bare "already exists"
     check_output_location(dataset_dir=dataset_dir, dataset_id=options.dataset_id, source_dirs=sources,
                           overwrite=options.overwrite or existing is not None, problems=problems)
-    if existing is not None and not options.overwrite:
+    if existing is not None and not options.overwrite and differences != []:
         problems.append(rerun.refusal(dataset_dir, spec.converter, existing, differences))
     if options.annotated is not None:  # only then is a hidden-labels file written
         if hidden_file.is_relative_to(dataset_dir):
@@ -143,6 +148,10 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     hidden_entries = {case.case_id: str(case.label) for case in valid if case.case_id in set(hidden)}
     if hidden:
         summary.hidden_labels_file = hidden_file
+    if damaged:  # the same conversion, whose output was damaged: written again, saying what was found
+        summary.notes.append(f"rewrote {dataset_dir}: {len(damaged)} of its files changed since the conversion "
+                             f"wrote them:")
+        summary.notes.extend(f"  {line}" for line in damaged)
     record["hidden"] = hidden_entries
     record["summary"] = {"annotated": summary.annotated, "unannotated": summary.unannotated,
                          "skipped": summary.skipped,

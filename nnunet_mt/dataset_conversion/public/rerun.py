@@ -1,9 +1,12 @@
 """The record a public-dataset conversion keeps in its dataset folder, and what a rerun makes of it.
 
 ``nnunet_mt_conversion.json`` holds the converter, the options that change the output, the fingerprint (size and
-modification time, :mod:`nnunet_mt.file_fingerprint`) of every source file read, keyed by its resolved path, and
-the cases with problems found while scanning. A rerun whose record equals it finds the dataset up to date; one
-that differs is refused, saying what differs and what to do (unless ``--overwrite`` is given).
+modification time, :mod:`nnunet_mt.file_fingerprint`) of every source file read, keyed by its resolved path, the
+cases with problems found while scanning, and the fingerprint of every file written (``outputs``, keyed by its path
+in the dataset folder). A rerun whose record equals it finds the dataset up to date, unless a file written has
+changed since (deleted or edited by hand): then the dataset is written again, or, where the folder holds files the
+conversion did not write (which a rewrite would delete), refused. A rerun whose record differs is refused, saying
+what differs and what to do (unless ``--overwrite`` is given).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import os
 from pathlib import Path
 
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, Discovery, Options
-from nnunet_mt.file_fingerprint import describe_changes, files_fingerprint
+from nnunet_mt.file_fingerprint import describe_changes, file_fingerprint, files_fingerprint
 
 RECORD_FILE = "nnunet_mt_conversion.json"
 RECORD_VERSION = 1
@@ -75,6 +78,33 @@ def differences(stored: dict, current: dict) -> list[str]:
         found.append(f"cases with problems in the sources: {', '.join(old) or 'none'} then, "
                      f"{', '.join(new) or 'none'} now")
     return found
+
+
+def outputs_fingerprint(dataset_dir: Path) -> dict[str, list[int] | None]:
+    """The fingerprint of every file in ``dataset_dir`` but the record, keyed by its path relative to the folder
+    (which may move with the raw root)."""
+    files = sorted(p for p in dataset_dir.rglob("*") if p.is_file() and p != dataset_dir / RECORD_FILE)
+    return {str(p.relative_to(dataset_dir)): file_fingerprint(p) for p in files}
+
+
+def output_changes(dataset_dir: Path, stored: dict) -> tuple[list[str], list[str]]:
+    """(files written that changed since, files the conversion did not write), one line each naming the file;
+    nothing for a record without ``outputs`` (written by an earlier version, which did not keep them)."""
+    if "outputs" not in stored:
+        return [], []
+    then = {str(dataset_dir / name): value for name, value in stored["outputs"].items()}
+    now = {str(dataset_dir / name): value for name, value in outputs_fingerprint(dataset_dir).items()}
+    changes = describe_changes(then, now)
+    added = [line for line in changes if line.endswith(": added")]
+    return [line for line in changes if line not in added], added
+
+
+def foreign_files_refusal(dataset_dir: Path, added: list[str]) -> str:
+    """Why a dataset whose record is this conversion's is not rewritten: it holds files a rewrite would delete."""
+    listed = "".join(f"\n      {line}" for line in added[:_MAX_FILES_LISTED])
+    more = f"\n      and {len(added) - _MAX_FILES_LISTED} more" if len(added) > _MAX_FILES_LISTED else ""
+    return f"output dataset folder {dataset_dir} holds files its conversion did not write:{listed}{more}\n    " \
+           f"writing the dataset again would delete them: move them out of it, or pass --overwrite to replace it"
 
 
 def _shown(value: object) -> str:
