@@ -320,6 +320,18 @@ def _check_label_definitions(*, labels: dict[str, int], problems: list[str]) -> 
     duplicated = sorted({v for v in values if values.count(v) > 1})
     if duplicated:
         problems.append(f"label values {duplicated} are used by more than one name in {labels}")
+    if bad or duplicated or out_of_range:
+        return
+    # nnU-Net's own rules (LabelManager, verify_dataset_integrity), which it checks only when planning
+    named = {int(v): name for name, v in labels.items()}
+    if 0 in named and named[0] != "background":
+        problems.append(f"label 0 is named {named[0]!r}: nnU-Net requires the name 'background' for it; pass "
+                        f"background=0 instead of {named[0]}=0")
+    if 0 in named and sorted(named) != list(range(len(named))):
+        renumbered = " ".join(f"{'background' if v == 0 else named[v]}={i}" for i, v in enumerate(sorted(named)))
+        problems.append(f"label values {sorted(named)} are not consecutive, which nnU-Net refuses ('Labels must be "
+                        f"in consecutive order (0, 1, 2, ...)'): pass --labels {renumbered} instead, with label "
+                        f"files that hold those values")
 
 
 def _dataset_dir(*, output_raw_root: Path, dataset_id: int, dataset_name: str,
@@ -519,6 +531,7 @@ check_label_definitions = _check_label_definitions
 dataset_dir_for = _dataset_dir
 check_output_location = _check_output_location
 move_into_place = _move_into_place
+validate_label = _validate_label
 write_image = _write_image
 
 
