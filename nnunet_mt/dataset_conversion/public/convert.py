@@ -29,8 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
-from nnunet_mt.dataset_conversion.convert_folder import (DatasetConversionError, check_label_definitions,
-                                                         check_output_location, dataset_dir_for, lies_inside)
+from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
+from nnunet_mt.dataset_conversion.dataset_checks import (check_label_definitions, check_output_location,
+                                                          dataset_dir_for, lies_inside)
 from nnunet_mt.dataset_conversion.public import rerun
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, Discovery, Options
 from nnunet_mt.dataset_conversion.public.summary import Summary
