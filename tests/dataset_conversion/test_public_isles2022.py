@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
 from nnunet_mt.dataset_conversion.public.cases import Options
 from nnunet_mt.dataset_conversion.public.isles2022 import convert_isles2022, main
-from nnunet_mt.dataset_conversion.public.rerun import RECORD_FILE
+from nnunet_mt.dataset_conversion.rerun_record import RECORD_FILE
 from public_layouts import (FLAIR_ORIGIN, PLAN_AND_PREPROCESS_FEW_SAMPLES, SPACING, array, assert_refused, checksums,
                             cli_error, isles_case, lesion, read, verify_with_nnunet, write)
 

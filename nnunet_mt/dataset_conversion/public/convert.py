@@ -38,6 +38,7 @@ from nnunet_mt.dataset_conversion.public.summary import Summary
 from nnunet_mt.dataset_conversion.public.validation import validate_case
 from nnunet_mt.dataset_conversion.public.writing import (remove_stale_hidden_labels, write_dataset,
                                                          write_hidden_labels)
+from nnunet_mt.dataset_conversion.rerun_record import compare_with_existing
 from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries
 
 
@@ -90,22 +91,15 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
 
     hidden_file = options.hidden_labels_file or dataset_dir.parent / hidden_file_name(dataset_dir)
     record = rerun.record(spec, discovery, options)
-    existing = rerun.existing_record(dataset_dir) if dataset_dir.is_dir() else None
-    differences = rerun.differences(existing, record) if isinstance(existing, dict) else None
-    damaged: list[str] = []
-    if not options.overwrite and differences == []:
-        damaged, foreign = rerun.output_changes(dataset_dir, existing)
-        if foreign:
-            problems.append(rerun.foreign_files_refusal(dataset_dir, foreign))
-        elif not damaged:
-            return _up_to_date_summary(spec, discovery, dataset_dir, existing)
+    previous = compare_with_existing(dataset_dir, record, overwrite=options.overwrite, converter=spec.converter)
+    if previous.up_to_date:
+        return _up_to_date_summary(spec, discovery, dataset_dir, previous.existing)
 
     sources = [d.resolve() for d in discovery.source_roots]
-    # an existing dataset folder is explained below, with what differs, instead of a bare "already exists"
+    # an existing dataset folder is explained by previous.problems (what differs), not by a bare "already exists"
     check_output_location(dataset_dir=dataset_dir, dataset_id=options.dataset_id, source_dirs=sources,
-                          overwrite=options.overwrite or existing is not None, problems=problems)
-    if existing is not None and not options.overwrite and differences != []:
-        problems.append(rerun.refusal(dataset_dir, spec.converter, existing, differences))
+                          overwrite=options.overwrite or previous.existing is not None, problems=problems)
+    problems.extend(previous.problems)
     if options.annotated is not None:  # only then is a hidden-labels file written
         if hidden_file.is_relative_to(dataset_dir):
             problems.append(f"--hidden-labels-file {hidden_file} lies inside the dataset folder {dataset_dir}: "
@@ -149,10 +143,7 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     hidden_entries = {case.case_id: str(case.label) for case in valid if case.case_id in set(hidden)}
     if hidden:
         summary.hidden_labels_file = hidden_file
-    if damaged:  # the same conversion, whose output was damaged: written again, saying what was found
-        summary.notes.append(f"rewrote {dataset_dir}: {len(damaged)} of its files changed since the conversion "
-                             f"wrote them:")
-        summary.notes.extend(f"  {line}" for line in damaged)
+    summary.notes.extend(previous.notes(dataset_dir))  # this conversion's output, damaged: written again
     record["hidden"] = hidden_entries
     record["summary"] = {"annotated": summary.annotated, "unannotated": summary.unannotated,
                          "skipped": summary.skipped,
@@ -161,7 +152,8 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     summary.outside_field_of_view = write_dataset(spec, valid, kept_set, dataset_dir, record)
     if hidden:
         write_hidden_labels(hidden_file, hidden_entries, dataset_dir)
-    _remove_stale_sidecars(summary, existing, default_hidden_file=dataset_dir.parent / hidden_file_name(dataset_dir))
+    _remove_stale_sidecars(summary, previous.existing,
+                           default_hidden_file=dataset_dir.parent / hidden_file_name(dataset_dir))
     return summary
 
 

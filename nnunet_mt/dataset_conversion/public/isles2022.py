@@ -181,8 +181,8 @@ def _find_masks(root: Path, discovery: Discovery) -> dict[str, Path]:
     for folder in sorted(p for p in derivatives.iterdir() if p.is_dir() and p.name.lower().startswith("sub-")):
         case_id = folder.name[4:].lower()
         if case_id not in masks and case_id not in discovery.case_problems:  # not again for a broken mask link
-            discovery.problem(case_id, f"{folder}: folder of {case_id}'s mask, but no {folder.name}_ses-XXXX_msk.nii.gz "
-                                       f"in it")
+            discovery.problem(case_id, f"{folder}: folder of {case_id}'s mask, but no "
+                                       f"{folder.name}_ses-XXXX_msk.nii.gz in it")
     return masks
 
 

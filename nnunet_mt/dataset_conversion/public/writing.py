@@ -20,8 +20,8 @@ from nnunet_mt.dataset_conversion.convert_folder import (OUTPUT_FILE_ENDING, UNL
                                                          write_image)
 from nnunet_mt.dataset_conversion.image_checks import Geometry
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, SourceCase
-from nnunet_mt.dataset_conversion.public.rerun import RECORD_FILE, outputs_fingerprint
 from nnunet_mt.dataset_conversion.public.validation import spatial_geometry
+from nnunet_mt.dataset_conversion.rerun_record import write_record
 from nnunet_mt.dataset_conversion.staging import temporary_sibling
 
 IMAGES_TR, LABELS_TR = "imagesTr", "labelsTr"
@@ -90,8 +90,7 @@ def write_dataset(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str]
             converted_by=spec.converter,
         )
         record["summary"]["outside_field_of_view"] = outside
-        record["outputs"] = outputs_fingerprint(staging)  # kept by the rename: a later change shows
-        (staging / RECORD_FILE).write_text(json.dumps(record, indent=1))
+        write_record(staging, record)
         move_into_place(staging=staging, dataset_dir=dataset_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
