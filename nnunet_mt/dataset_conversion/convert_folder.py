@@ -36,6 +36,9 @@ are only ever read, and an output folder inside them (symlinks resolved) is refu
 (``.Dataset{ID:03d}_{Name}.partial-<pid>@<host>-<token>``) and renamed into place, so an interrupted run never
 leaves a half-written ``Dataset{ID:03d}_{Name}`` behind; the next run removes such folders whose writer process is
 gone, and says so. The command line turns SIGTERM into a normal exit, so a terminated run cleans up at once.
+The dataset keeps a record of its sources and options (``nnunet_mt_conversion.json``, :mod:`.rerun_record`): the
+same command run again finds it up to date (or writes it again where one of its files was changed or deleted), and
+one with other sources or options is refused, saying what differs, unless ``--overwrite`` is given.
 
 Console script ``nnunet_mt_convert`` (see :func:`main`)::
 
@@ -61,11 +64,14 @@ from nnunet_mt.dataset_conversion.dataset_checks import (check_label_definitions
                                                           dataset_dir_for, is_plain_int, lies_inside)
 from nnunet_mt.dataset_conversion.image_checks import (Geometry, check_3d, check_finite, check_label_values,
                                                        check_same_geometry, read_geometry, read_voxels)
+from nnunet_mt.dataset_conversion.rerun_record import RECORD_VERSION, Rerun, compare_with_existing, write_record
 from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries, sigterm_as_exit, temporary_sibling
+from nnunet_mt.file_fingerprint import files_fingerprint
 
 NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")  # ".nii.gz" first: ".nii" is not a suffix of it anyway
 OUTPUT_FILE_ENDING = ".nii.gz"
 DEFAULT_LABELS: dict[str, int] = {"background": 0, "lesion": 1}
+CONVERTER = "nnunet_mt_convert"
 UNLABELED_IMAGES_FOLDER = "imagesUnlabeled"
 
 SPLIT_TRAIN = "train"
@@ -115,10 +121,14 @@ def convert_folder(
     labels: dict[str, int] | None = None,
     test_cases: list[str] | None = None,
     overwrite: bool = False,
+    report: list[str] | None = None,
 ) -> Path:
     """Validate the folder(s) and write ``<output_raw_root>/Dataset{ID:03d}_{Name}``; return that path.
 
     Raises :class:`DatasetConversionError` (listing every problem) before writing anything if any input is bad.
+    A dataset this very conversion wrote (same sources, same options: see :mod:`.rerun_record`) is left as it is,
+    or written again where one of its files changed since. ``report``, where given, receives what was done, one
+    line each (``wrote DIR`` or ``up to date, nothing written: DIR``, then the files found changed).
     """
     images_dir = Path(images_dir)
     labels_dir = Path(labels_dir) if labels_dir is not None else None
@@ -134,9 +144,17 @@ def convert_folder(
     plans = plan_cases(images_dir=images_dir, labels_dir=labels_dir, channels=channels,
                        test_cases=list(test_cases or []), problems=problems)
     check_label_definitions(labels=labels, problems=problems)
-    if dataset_dir is not None:
+    report = report if report is not None else []
+    record, previous = _record(plans=plans, channels=channels, labels=labels, test_cases=test_cases), Rerun()
+    if dataset_dir is not None and not problems:
+        previous = compare_with_existing(dataset_dir, record, overwrite=overwrite, converter=CONVERTER)
+        if previous.up_to_date:
+            report.append(f"up to date, nothing written: {dataset_dir}")
+            return dataset_dir
+        problems.extend(previous.problems)
+    if dataset_dir is not None:  # an existing dataset with a record is explained by previous.problems
         check_output_location(dataset_dir=dataset_dir, dataset_id=dataset_id, source_dirs=sources,
-                               overwrite=overwrite, problems=problems)
+                              overwrite=overwrite or previous.existing is not None, problems=problems)
     allowed_label_values = {value for value in labels.values() if is_plain_int(value)}
     for plan in plans:
         validate_case(plan=plan, allowed_label_values=allowed_label_values, problems=problems)
@@ -144,8 +162,19 @@ def convert_folder(
         target = dataset_dir if dataset_dir is not None else output_raw_root
         raise DatasetConversionError(problems, context=f"cannot convert {images_dir} into {target}")
 
-    _write_dataset(plans=plans, dataset_dir=dataset_dir, channels=channels, labels=labels)
+    _write_dataset(plans=plans, dataset_dir=dataset_dir, channels=channels, labels=labels, record=record)
+    report.extend([f"wrote {dataset_dir}", *previous.notes(dataset_dir)])
     return dataset_dir
+
+
+def _record(*, plans: list[CasePlan], channels: list[str], labels: dict[str, int], test_cases: list[str] | None
+            ) -> dict:
+    """The rerun record (:mod:`.rerun_record`): the options that change the output and every source file."""
+    files = sorted({Path(path).absolute() for plan in plans for path in (*plan.image_paths, plan.label_path)
+                    if path is not None})
+    return {"version": RECORD_VERSION, "converter": CONVERTER,
+            "options": {"channels": channels, "labels": labels, "test_cases": sorted(test_cases or [])},
+            "sources": files_fingerprint(files), "problems": {}, "summary": {}}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -348,7 +377,7 @@ def _label_pixel_type(labels: dict[str, int]) -> int:
 
 
 def _write_dataset(*, plans: list[CasePlan], dataset_dir: Path, channels: list[str],
-                   labels: dict[str, int]) -> None:
+                   labels: dict[str, int], record: dict) -> None:
     """Build the dataset in a hidden staging sibling and move it into place only once complete."""
     dataset_dir.parent.mkdir(parents=True, exist_ok=True)
     # Hidden ('.') and on the same file system as the target, so the final rename is atomic and nnU-Net's
@@ -361,6 +390,7 @@ def _write_dataset(*, plans: list[CasePlan], dataset_dir: Path, channels: list[s
             _write_case(plan=plan, staging=staging, label_pixel_type=label_type)
         _write_dataset_json(staging=staging, dataset_name=dataset_dir.name, channels=channels, labels=labels,
                             num_training=sum(plan.split == SPLIT_TRAIN for plan in plans))
+        write_record(staging, record)
         _move_into_place(staging=staging, dataset_dir=dataset_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -405,7 +435,7 @@ def _write_dataset_json(*, staging: Path, dataset_name: str, channels: list[str]
         dataset_name=dataset_name,
         description="Converted by nnunet_mt.dataset_conversion.convert_folder; unlabelled cases are in "
                     f"{UNLABELED_IMAGES_FOLDER}/",
-        converted_by="nnunet_mt_convert",
+        converted_by=CONVERTER,
     )
 
 
@@ -478,15 +508,17 @@ def main(argv: list[str] | None = None) -> None:
         if not raw_root:
             raise DatasetConversionError(["no output folder: pass --raw-root or set the nnUNet_raw environment "
                                           "variable"], context="invalid arguments")
+        report: list[str] = []
         with sigterm_as_exit():
-            dataset_dir = convert_folder(
+            convert_folder(
                 images_dir=args.images_dir, output_raw_root=raw_root, dataset_id=args.dataset_id,
                 dataset_name=args.dataset_name, channels=args.channels, labels_dir=args.labels_dir,
-                labels=_parse_labels(args.labels), test_cases=args.test_cases, overwrite=args.overwrite)
+                labels=_parse_labels(args.labels), test_cases=args.test_cases, overwrite=args.overwrite,
+                report=report)
     except DatasetConversionError as error:
-        print(f"nnunet_mt_convert: error: {error}", file=sys.stderr)
+        print(f"{CONVERTER}: error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(f"wrote {dataset_dir}")
+    print("\n".join(report))
 
 
 if __name__ == "__main__":

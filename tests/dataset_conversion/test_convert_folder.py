@@ -106,6 +106,7 @@ def test_successful_conversion_layout_json_and_exact_roundtrip(src):
         "imagesUnlabeled/pat03_0000.nii.gz", "imagesUnlabeled/pat03_0001.nii.gz",
         "labelsTr/pat01.nii.gz", "labelsTr/pat02.nii.gz",
         "labelsTs/pat04.nii.gz",
+        "nnunet_mt_conversion.json",  # the rerun record
     ]
 
     meta = json.loads((dataset / "dataset.json").read_text())
@@ -342,6 +343,32 @@ def test_cli_conversion_error_exits_2_without_traceback(src, capsys):
     err = capsys.readouterr().err
     assert "missing channel 'b0'" in err and "Traceback" not in err
     assert not src["raw"].exists()
+
+
+def test_cli_identical_rerun_is_up_to_date_and_a_changed_one_says_what_differs(src, capsys):
+    argv = ["-i", str(src["images"]), "-l", str(src["labels"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0",
+            "--raw-root", str(src["raw"])]
+    dataset = src["raw"] / DATASET_NAME
+    main(argv)
+    assert f"wrote {dataset}" in capsys.readouterr().out
+    written = snapshot(dataset)
+    main(argv)
+    assert f"up to date, nothing written: {dataset}" in capsys.readouterr().out
+    assert snapshot(dataset) == written
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--test-cases", "pat04"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"output dataset folder {dataset} already exists and was written by another conversion:" in err
+    assert "--test-cases: [] then, ['pat04'] now" in err and "pass --overwrite to replace it" in err
+    assert snapshot(dataset) == written
+    # a file of the dataset deleted by hand: said, and written again
+    (dataset / "labelsTr" / "pat01.nii.gz").unlink()
+    main(argv)
+    out = capsys.readouterr().out
+    assert f"wrote {dataset}" in out and f"{dataset / 'labelsTr' / 'pat01.nii.gz'}: removed" in out
+    assert {p: content for p, (content, _) in snapshot(dataset).items() if p.name != "nnunet_mt_conversion.json"} \
+        == {p: content for p, (content, _) in written.items() if p.name != "nnunet_mt_conversion.json"}
 
 
 def test_cli_without_raw_root_or_env(src, monkeypatch, capsys):
