@@ -54,7 +54,6 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -62,6 +61,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 
 from nnunet_mt.dataset_conversion.dataset_checks import (check_label_definitions, check_output_location,
                                                           dataset_dir_for, is_plain_int, lies_inside)
+from nnunet_mt.dataset_conversion.errors import DatasetConversionError, OldDatasetLeft, writing
 from nnunet_mt.dataset_conversion.image_checks import (Geometry, check_3d, check_finite, check_label_values,
                                                        check_same_geometry, read_geometry, read_voxels)
 from nnunet_mt.dataset_conversion.rerun_record import RECORD_VERSION, Rerun, compare_with_existing, write_record
@@ -83,15 +83,6 @@ SPLIT_FOLDERS: dict[str, tuple[str, str | None]] = {
     SPLIT_TEST: ("imagesTs", "labelsTs"),
     SPLIT_UNLABELED: (UNLABELED_IMAGES_FOLDER, None),
 }
-
-
-class DatasetConversionError(ValueError):
-    """Raised when the inputs cannot be converted; the message lists every problem with its file path."""
-
-    def __init__(self, problems: Sequence[str], *, context: str = "cannot convert dataset") -> None:
-        self.problems: list[str] = list(problems)
-        lines = "\n".join(f"  - {problem}" for problem in self.problems)
-        super().__init__(f"{context}: {len(self.problems)} problem(s) found:\n{lines}")
 
 
 @dataclass(frozen=True)
@@ -379,22 +370,23 @@ def _label_pixel_type(labels: dict[str, int]) -> int:
 def _write_dataset(*, plans: list[CasePlan], dataset_dir: Path, channels: list[str],
                    labels: dict[str, int], record: dict) -> None:
     """Build the dataset in a hidden staging sibling and move it into place only once complete."""
-    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
     # Hidden ('.') and on the same file system as the target, so the final rename is atomic and nnU-Net's
     # 'Dataset###_*' lookup never sees a staging folder left by a killed run.
     staging = temporary_sibling(dataset_dir, "partial")
-    staging.mkdir()
-    try:
-        label_type = _label_pixel_type(labels)
-        for plan in plans:
-            _write_case(plan=plan, staging=staging, label_pixel_type=label_type)
-        _write_dataset_json(staging=staging, dataset_name=dataset_dir.name, channels=channels, labels=labels,
-                            num_training=sum(plan.split == SPLIT_TRAIN for plan in plans))
-        write_record(staging, record)
-        _move_into_place(staging=staging, dataset_dir=dataset_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with writing(dataset_dir):
+        dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        try:
+            label_type = _label_pixel_type(labels)
+            for plan in plans:
+                _write_case(plan=plan, staging=staging, label_pixel_type=label_type)
+            _write_dataset_json(staging=staging, dataset_name=dataset_dir.name, channels=channels, labels=labels,
+                                num_training=sum(plan.split == SPLIT_TRAIN for plan in plans))
+            write_record(staging, record)
+            _move_into_place(staging=staging, dataset_dir=dataset_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def _write_case(*, plan: CasePlan, staging: Path, label_pixel_type: int) -> None:
@@ -451,7 +443,10 @@ def _move_into_place(*, staging: Path, dataset_dir: Path) -> None:
     except BaseException:
         backup.rename(dataset_dir)  # put the old dataset back rather than leave nothing
         raise
-    shutil.rmtree(backup)
+    try:
+        shutil.rmtree(backup)
+    except OSError as error:  # the new dataset is in place: say so, and where the old one is
+        raise OldDatasetLeft(dataset_dir, backup, error) from error
 
 
 # Public names of the checks and writers above, for the dataset-specific converters

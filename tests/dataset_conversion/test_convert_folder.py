@@ -184,7 +184,8 @@ def test_failure_while_writing_leaves_no_partial_dataset(src, monkeypatch):
         real_write(image=image, path=path)
 
     monkeypatch.setattr(cf, "_write_image", failing_write)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(DatasetConversionError, match=re.escape(f"cannot write {src['raw'] / DATASET_NAME}: disk full "
+                                                               f"(simulated); nothing was written")):
         run(src)
     assert len(calls) == 3
     assert list(src["raw"].iterdir()) == []  # neither the dataset nor the staging folder remains

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
+from nnunet_mt.dataset_conversion.errors import OldDatasetLeft
 from nnunet_mt.dataset_conversion.dataset_checks import (check_label_definitions, check_output_location,
                                                           dataset_dir_for, lies_inside)
 from nnunet_mt.dataset_conversion.public import rerun
@@ -149,11 +150,18 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
                          "skipped": summary.skipped,
                          "hidden_labels_file": str(hidden_file) if hidden else None}
 
-    summary.outside_field_of_view = write_dataset(spec, valid, kept_set, dataset_dir, record)
+    left = None
+    try:
+        write_dataset(spec, valid, kept_set, dataset_dir, record)
+    except OldDatasetLeft as error:  # the new dataset is in place: its sidecars follow it, then the error
+        left = error
+    summary.outside_field_of_view = record["summary"]["outside_field_of_view"]
     if hidden:
         write_hidden_labels(hidden_file, hidden_entries, dataset_dir)
     _remove_stale_sidecars(summary, previous.existing,
                            default_hidden_file=dataset_dir.parent / hidden_file_name(dataset_dir))
+    if left is not None:
+        raise left
     return summary
 
 

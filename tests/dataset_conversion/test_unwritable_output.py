@@ -1,0 +1,84 @@
+"""An output that cannot be written, or an old dataset that an overwrite cannot delete, ends in one line on stderr
+and exit status 2, saying what was written and what was left, for the plain-folder and the release converters.
+
+Tests run as root, where a read-only folder does not stop writes: the refusal is simulated in-process, by the
+function that would meet it raising the PermissionError the operating system would."""
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nnunet_mt.dataset_conversion import convert_folder
+from nnunet_mt.dataset_conversion.public import atlas2
+from public_layouts import atlas_case, cli_error, image, lesion, write
+
+DATASET = "Dataset550_Unwritable"
+
+
+def plain_folder(tmp_path: Path) -> list[str]:
+    for seed, case in enumerate(("pat01", "pat02")):
+        write(tmp_path / "images" / f"{case}_T1.nii.gz", image(seed, lesion(seed)))
+        write(tmp_path / "labels" / f"{case}.nii.gz", lesion(seed))
+    return ["-i", str(tmp_path / "images"), "-l", str(tmp_path / "labels"), "-d", "550", "-n", "Unwritable",
+            "-c", "T1"]
+
+
+def atlas_release(tmp_path: Path) -> list[str]:
+    for subject in ("r001s001", "r001s002"):
+        atlas_case(tmp_path / "ATLAS_2", "Training", "R001", subject)
+    return ["-i", str(tmp_path / "ATLAS_2"), "-d", "550", "-n", "Unwritable"]
+
+
+COMMANDS = {"nnunet_mt_convert": (convert_folder.main, plain_folder),
+            "nnunet_mt_convert_atlas2": (atlas2.main, atlas_release)}
+
+
+def denied(path: Path) -> PermissionError:
+    return PermissionError(errno.EACCES, "Permission denied", str(path))
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_read_only_raw_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, command):
+    main, source = COMMANDS[command]
+    raw = (tmp_path / "raw").resolve()
+    raw.mkdir()
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.parent == raw:
+            raise denied(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    err = cli_error(main, [*source(tmp_path), "--raw-root", str(raw)], capsys)
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{command}: error: cannot write {raw / DATASET}: Permission denied ({raw}/.{DATASET}.partial-" in err
+    assert "nothing was written" in err
+    assert list(raw.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_old_dataset_that_cannot_be_deleted_says_what_was_written_and_left(tmp_path, monkeypatch, capsys, command):
+    main, source = COMMANDS[command]
+    raw = (tmp_path / "raw").resolve()
+    argv = [*source(tmp_path), "--raw-root", str(raw)]
+    main(argv)
+    capsys.readouterr()
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if ".replaced-" in Path(path).name:
+            raise denied(path)
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    err = cli_error(main, [*argv, "--overwrite"], capsys)
+    left = [p for p in raw.iterdir() if ".replaced-" in p.name]
+    assert len(left) == 1 and (left[0] / "dataset.json").is_file()
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{command}: error: wrote {raw / DATASET}, but could not delete the dataset it replaces (Permission " \
+           f"denied): it is left in {left[0]}; delete it by hand" in err
+    assert (raw / DATASET / "dataset.json").is_file()
