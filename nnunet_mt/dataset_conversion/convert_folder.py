@@ -59,6 +59,7 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
+from nnunet_mt.dataset_conversion import help_text
 from nnunet_mt.dataset_conversion.dataset_checks import (check_label_definitions, check_output_location,
                                                           dataset_dir_for, is_plain_int, lies_inside)
 from nnunet_mt.dataset_conversion.errors import DatasetConversionError, OldDatasetLeft, writing
@@ -477,10 +478,10 @@ def _parse_labels(items: list[str] | None) -> dict[str, int] | None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnunet_mt_convert",
-        description="Convert a folder of '<case>_<channel>.nii.gz' scans (+ optional '<case>.nii.gz' labels) into "
-                    "an nnU-Net v2 raw dataset; unlabelled cases go to imagesUnlabeled/.")
+    parser = help_text.parser(
+        CONVERTER, "Convert a folder of '<case>_<channel>.nii.gz' scans (+ optional '<case>.nii.gz' labels) into an "
+                   "nnU-Net v2 raw dataset; unlabelled cases go to imagesUnlabeled/.",
+        example="-i scans/ -l masks/ -d 501 -n StrokeDWI -c DWI b0")
     parser.add_argument("-i", "--images-dir", required=True, help="folder with <case>_<channel>.nii.gz files")
     parser.add_argument("-l", "--labels-dir", default=None, help="folder with <case>.nii.gz label maps")
     parser.add_argument("-d", "--dataset-id", required=True, type=int, help="dataset id (0..999)")

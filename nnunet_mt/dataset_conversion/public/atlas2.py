@@ -96,7 +96,7 @@ def convert_atlas2(root: str | Path, options: Options) -> Summary:
 
 def main(argv: list[str] | None = None) -> None:
     command_line(
-        argv, prog=PROG, convert_input=convert_atlas2, default_name="ATLAS2",
+        argv, prog=PROG, convert_input=convert_atlas2, default_name="ATLAS2", example="-i ATLAS_2/ -d 531",
         description="Convert ATLAS v2.0 (ATLAS_2/Training, ATLAS_2/Testing) into an nnU-Net raw dataset; scans without "
                     "a lesion mask go to imagesUnlabeled/.",
         input_help="the ATLAS_2 folder (holding Training/ and Testing/)")

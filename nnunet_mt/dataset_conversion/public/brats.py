@@ -241,6 +241,8 @@ _WHOLE_TUMOUR_HELP = ("binary lesion task (every tumour label -> 1) instead of n
 def main_brats2021(argv: list[str] | None = None) -> None:
     command_line(
         argv, prog=PROG_BRATS, convert_input=convert_brats2021, default_name="BraTS2021", several_inputs=True,
+        example="-i RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021/ RSNA_ASNR_MICCAI_BraTS2021_ValidationData/ "
+                "-d 537 --whole-tumour",
         description="Convert BraTS 2021 case folders into an nnU-Net raw dataset (cases without _seg go to "
                     "imagesUnlabeled/).",
         input_help="folder(s) holding BraTS2021_XXXXX/ case folders (training, validation)",
@@ -250,6 +252,7 @@ def main_brats2021(argv: list[str] | None = None) -> None:
 def main_msd(argv: list[str] | None = None) -> None:
     command_line(
         argv, prog=PROG_MSD, convert_input=convert_msd_brain, default_name="BrainTumour",
+        example="-i Task01_BrainTumour/ -d 501",
         description="Convert MSD Task01_BrainTumour into an nnU-Net raw dataset (imagesTs go to imagesUnlabeled/).",
         input_help="the Task01_BrainTumour folder", flags={"--whole-tumour": _WHOLE_TUMOUR_HELP})
 

@@ -196,7 +196,7 @@ def convert_isles2022(root: str | Path, options: Options, *, with_flair: bool = 
 
 def main(argv: list[str] | None = None) -> None:
     command_line(
-        argv, prog=PROG, convert_input=convert_isles2022, default_name="ISLES2022",
+        argv, prog=PROG, convert_input=convert_isles2022, default_name="ISLES2022", example="-i ISLES-2022/ -d 522",
         description="Convert ISLES 2022 (subject folders, in rawdata/ or not, beside derivatives/) into an nnU-Net raw "
                     "dataset; cases without a mask go to imagesUnlabeled/.",
         input_help="the ISLES 2022 folder holding derivatives/ and the sub-strokecaseXXXX/ folders (directly or in "
