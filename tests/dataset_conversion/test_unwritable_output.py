@@ -82,3 +82,28 @@ def test_old_dataset_that_cannot_be_deleted_says_what_was_written_and_left(tmp_p
     assert f"{command}: error: wrote {raw / DATASET}, but could not delete the dataset it replaces (Permission " \
            f"denied): it is left in {left[0]}; delete it by hand" in err
     assert (raw / DATASET / "dataset.json").is_file()
+
+
+def test_a_stale_staging_folder_that_cannot_be_removed_is_noted_and_the_conversion_goes_on(tmp_path, monkeypatch,
+                                                                                            capsys):
+    import subprocess
+
+    from nnunet_mt.dataset_conversion.staging import HOST_TAG
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    raw = (tmp_path / "raw").resolve()
+    stale = raw / f".{DATASET}.partial-{gone.pid}@{HOST_TAG}-0123abcd"
+    (stale / "imagesTr").mkdir(parents=True)
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path) == stale:
+            raise denied(path)
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    atlas2.main([*atlas_release(tmp_path), "--raw-root", str(raw)])
+    out = capsys.readouterr().out
+    assert f"note: could not remove {stale}, a temporary folder left by an interrupted run (process {gone.pid} no " \
+           f"longer runs): Permission denied; delete it by hand" in out
+    assert f"wrote: {raw / DATASET}" in out and stale.is_dir()
