@@ -5,17 +5,20 @@ layout and says which file is which channel (:mod:`.cases`); everything else hap
 :mod:`nnunet_mt.dataset_conversion.convert_folder`'s checks (same messages, same atomic rename), so the
 converters cannot drift apart in what they accept:
 
-1. discovery gives :class:`~.cases.SourceCase` objects plus problems, per case or global;
+1. discovery gives :class:`~.cases.SourceCase` objects plus problems, per case or global (linked folders and files
+   followed, a link that cannot be followed a problem: :mod:`.links`);
 2. :func:`convert` validates every file (:mod:`.validation`: readable, finite, 3-D or 4-D as expected, label
    values in the release's set, one voxel grid per case), optionally hides labels (``--annotated N``), and either
    raises one :class:`DatasetConversionError` listing every problem with its file, or skips the bad
    cases (``--skip-invalid``) and says why in the summary (:mod:`.summary`);
 3. the dataset is written into a hidden staging folder beside the target and renamed into place (:mod:`.writing`;
    a later run removes the staging folders of killed runs, see ``staging.remove_stale_temporaries``);
-   a record of the sources (size and mtime of every file read) and options is kept in
-   ``nnunet_mt_conversion.json`` (:mod:`.rerun`) so that a rerun of the same command is a no-op ("up to date"),
+   a record of the sources (size and mtime of every file read), the options and the files written is kept in
+   ``nnunet_mt_conversion.json`` (:mod:`.rerun`, :mod:`nnunet_mt.dataset_conversion.rerun_record`) so that a
+   rerun of the same command is a no-op ("up to date", or a rewrite where a file written was changed since),
    and a rerun after the sources or options changed refuses, saying what differs, unless ``--overwrite`` is
    given. Paths are recorded resolved (absolute), so the same folder given another way is the same source.
+   An overwrite also removes the hidden-labels file of the conversion it replaces.
 
 The source folders are only read. Labels hidden by ``--annotated`` are listed in a JSON file *outside*
 the dataset folder (default ``<raw root>/Dataset###_Name.hidden_labels.json``), so nnU-Net never sees
