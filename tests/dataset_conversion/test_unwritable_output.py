@@ -107,3 +107,24 @@ def test_a_stale_staging_folder_that_cannot_be_removed_is_noted_and_the_conversi
     assert f"note: could not remove {stale}, a temporary folder left by an interrupted run (process {gone.pid} no " \
            f"longer runs): Permission denied; delete it by hand" in out
     assert f"wrote: {raw / DATASET}" in out and stale.is_dir()
+
+
+def test_an_unwritable_hidden_labels_file_says_the_dataset_is_written_and_a_rerun_lists_them(tmp_path, monkeypatch,
+                                                                                              capsys):
+    raw = (tmp_path / "raw").resolve()
+    argv = [*atlas_release(tmp_path), "--raw-root", str(raw), "--annotated", "1"]
+    hidden = raw / f"{DATASET}.hidden_labels.json"
+    real_write_text = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name.startswith(f".{hidden.name}.partial-"):
+            raise denied(self)
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    err = cli_error(atlas2.main, argv, capsys)
+    assert err.count("\n") == 1 and f"wrote {raw / DATASET}, but cannot write its hidden-labels file {hidden}: " \
+                                    f"Permission denied; rerun the same command once it can be written" in err
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    atlas2.main(argv)
+    assert "up to date, nothing written" in capsys.readouterr().out and hidden.is_file()

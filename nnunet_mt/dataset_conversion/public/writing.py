@@ -18,7 +18,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 
 from nnunet_mt.dataset_conversion.convert_folder import (OUTPUT_FILE_ENDING, UNLABELED_IMAGES_FOLDER, move_into_place,
                                                          write_image)
-from nnunet_mt.dataset_conversion.errors import writing
+from nnunet_mt.dataset_conversion.errors import OutputError, writing
 from nnunet_mt.dataset_conversion.image_checks import Geometry
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, SourceCase
 from nnunet_mt.dataset_conversion.public.validation import spatial_geometry
@@ -34,11 +34,14 @@ def write_hidden_labels(path: Path, hidden: Mapping[str, str], dataset_dir: Path
                           "note": f"these cases are in {UNLABELED_IMAGES_FOLDER}/ without their labels"}, indent=2)
     if path.is_file() and path.read_text() == content:
         return
-    with writing(path):
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = temporary_sibling(path, "partial")
         temporary.write_text(content)
         os.replace(temporary, path)
+    except OSError as error:  # written after the dataset, which is in place: say both
+        raise OutputError(f"wrote {dataset_dir}, but cannot write its hidden-labels file {path}: "
+                          f"{error.strerror or error}; rerun the same command once it can be written") from error
 
 
 def remove_stale_hidden_labels(candidates: Sequence[Path], keep: Path | None, dataset_dir: Path) -> list[Path]:
