@@ -51,7 +51,6 @@ import argparse
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +61,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from nnunet_mt.dataset_conversion import help_text
 from nnunet_mt.dataset_conversion.dataset_checks import (check_label_definitions, check_output_location,
                                                           dataset_dir_for, is_plain_int, lies_inside)
-from nnunet_mt.dataset_conversion.errors import DatasetConversionError, OldDatasetLeft, writing
+from nnunet_mt.dataset_conversion.errors import DatasetConversionError, OldDatasetLeft, reported_on_stderr, writing
 from nnunet_mt.dataset_conversion.image_checks import (Geometry, check_3d, check_finite, check_label_values,
                                                        check_same_geometry, read_geometry, read_voxels)
 from nnunet_mt.dataset_conversion.rerun_record import RECORD_VERSION, Rerun, compare_with_existing, write_record
@@ -499,7 +498,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``nnunet_mt_convert``; conversion errors go to stderr with exit status 2."""
     args = _build_parser().parse_args(argv)
-    try:
+    with reported_on_stderr(CONVERTER):
         raw_root = args.raw_root or os.environ.get("nnUNet_raw")
         if not raw_root:
             raise DatasetConversionError(["no output folder: pass --raw-root or set the nnUNet_raw environment "
@@ -511,9 +510,6 @@ def main(argv: list[str] | None = None) -> None:
                 dataset_name=args.dataset_name, channels=args.channels, labels_dir=args.labels_dir,
                 labels=_parse_labels(args.labels), test_cases=args.test_cases, overwrite=args.overwrite,
                 report=report)
-    except DatasetConversionError as error:
-        print(f"{CONVERTER}: error: {error}", file=sys.stderr)
-        sys.exit(2)
     print("\n".join(report))
 
 

@@ -2,6 +2,7 @@
 could not be written. The command lines print either on stderr and exit with status 2, never a traceback."""
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -52,3 +53,19 @@ class OldDatasetLeft(OutputError):
     def __init__(self, dataset_dir: Path, backup: Path, error: OSError) -> None:
         super().__init__(f"wrote {dataset_dir}, but could not delete the dataset it replaces ({_reason(error)}): it is "
                          f"left in {backup}; delete it by hand")
+
+
+@contextmanager
+def reported_on_stderr(prog: str) -> Iterator[None]:
+    """Around a command line's work: a :class:`DatasetConversionError`, or an OSError the checks did not foresee (a
+    source folder that cannot be read, say), printed on stderr as ``prog: error: ...`` with exit status 2 instead
+    of a traceback."""
+    try:
+        yield
+    except DatasetConversionError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"{prog}: error: {where}{_reason(error)}", file=sys.stderr)
+        sys.exit(2)

@@ -128,3 +128,21 @@ def test_an_unwritable_hidden_labels_file_says_the_dataset_is_written_and_a_reru
     monkeypatch.setattr(Path, "write_text", real_write_text)
     atlas2.main(argv)
     assert "up to date, nothing written" in capsys.readouterr().out and hidden.is_file()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_source_folder_that_cannot_be_read_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, command):
+    main, source = COMMANDS[command]
+    argv = source(tmp_path)
+    unreadable = Path(argv[1]).resolve()
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self.resolve() == unreadable:
+            raise denied(self)
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    err = cli_error(main, [*argv, "--raw-root", str(tmp_path / "raw")], capsys)
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{command}: error: " in err and f"{Path(argv[1]).name}: Permission denied" in err

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from nnunet_mt.dataset_conversion import help_text
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
+from nnunet_mt.dataset_conversion.errors import reported_on_stderr
 from nnunet_mt.dataset_conversion.public.cases import Options
 from nnunet_mt.dataset_conversion.public.summary import Summary
 from nnunet_mt.dataset_conversion.staging import sigterm_as_exit
@@ -43,7 +43,7 @@ def command_line(argv: Sequence[str] | None, *, prog: str, description: str, inp
     keywords = [parser.add_argument(flag, action="store_true", help=text).dest for flag, text in (flags or {}).items()]
     _add_common_arguments(parser, default_name=default_name)
     args = parser.parse_args(argv)
-    try:
+    with reported_on_stderr(prog):
         raw_root = args.raw_root or os.environ.get("nnUNet_raw")
         if not raw_root:
             raise DatasetConversionError(["no output folder: pass --raw-root or set the nnUNet_raw environment "
@@ -54,7 +54,4 @@ def command_line(argv: Sequence[str] | None, *, prog: str, description: str, inp
                           hidden_labels_file=Path(args.hidden_labels_file) if args.hidden_labels_file else None)
         with sigterm_as_exit():  # a terminated run removes its staging folder itself
             summary = convert_input(args.input, options, **{key: getattr(args, key) for key in keywords})
-    except DatasetConversionError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(summary.format())
