@@ -36,6 +36,9 @@ are only ever read, and an output folder inside them (symlinks resolved) is refu
 (``.Dataset{ID:03d}_{Name}.partial-<pid>@<host>-<token>``) and renamed into place, so an interrupted run never
 leaves a half-written ``Dataset{ID:03d}_{Name}`` behind; the next run removes such folders whose writer process is
 gone, and says so. The command line turns SIGTERM into a normal exit, so a terminated run cleans up at once.
+The dataset keeps a record of its sources and options (``nnunet_mt_conversion.json``, :mod:`.rerun_record`): the
+same command run again finds it up to date (or writes it again where one of its files was changed or deleted), and
+one with other sources or options is refused, saying what differs, unless ``--overwrite`` is given.
 
 Console script ``nnunet_mt_convert`` (see :func:`main`)::
 
@@ -48,22 +51,27 @@ import argparse
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
+from nnunet_mt.dataset_conversion import help_text
+from nnunet_mt.dataset_conversion.dataset_checks import (check_label_definitions, check_output_location,
+                                                          dataset_dir_for, is_plain_int, lies_inside)
+from nnunet_mt.dataset_conversion.errors import DatasetConversionError, OldDatasetLeft, reported_on_stderr, writing
 from nnunet_mt.dataset_conversion.image_checks import (Geometry, check_3d, check_finite, check_label_values,
                                                        check_same_geometry, read_geometry, read_voxels)
+from nnunet_mt.dataset_conversion.rerun_record import RECORD_VERSION, Rerun, compare_with_existing, write_record
 from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries, sigterm_as_exit, temporary_sibling
+from nnunet_mt.file_fingerprint import files_fingerprint
 
 NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")  # ".nii.gz" first: ".nii" is not a suffix of it anyway
 OUTPUT_FILE_ENDING = ".nii.gz"
 DEFAULT_LABELS: dict[str, int] = {"background": 0, "lesion": 1}
+CONVERTER = "nnunet_mt_convert"
 UNLABELED_IMAGES_FOLDER = "imagesUnlabeled"
 
 SPLIT_TRAIN = "train"
@@ -75,17 +83,6 @@ SPLIT_FOLDERS: dict[str, tuple[str, str | None]] = {
     SPLIT_TEST: ("imagesTs", "labelsTs"),
     SPLIT_UNLABELED: (UNLABELED_IMAGES_FOLDER, None),
 }
-
-_DATASET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-class DatasetConversionError(ValueError):
-    """Raised when the inputs cannot be converted; the message lists every problem with its file path."""
-
-    def __init__(self, problems: Sequence[str], *, context: str = "cannot convert dataset") -> None:
-        self.problems: list[str] = list(problems)
-        lines = "\n".join(f"  - {problem}" for problem in self.problems)
-        super().__init__(f"{context}: {len(self.problems)} problem(s) found:\n{lines}")
 
 
 @dataclass(frozen=True)
@@ -115,10 +112,14 @@ def convert_folder(
     labels: dict[str, int] | None = None,
     test_cases: list[str] | None = None,
     overwrite: bool = False,
+    report: list[str] | None = None,
 ) -> Path:
     """Validate the folder(s) and write ``<output_raw_root>/Dataset{ID:03d}_{Name}``; return that path.
 
     Raises :class:`DatasetConversionError` (listing every problem) before writing anything if any input is bad.
+    A dataset this very conversion wrote (same sources, same options: see :mod:`.rerun_record`) is left as it is,
+    or written again where one of its files changed since. ``report``, where given, receives what was done, one
+    line each (``wrote DIR`` or ``up to date, nothing written: DIR``, then the files found changed).
     """
     images_dir = Path(images_dir)
     labels_dir = Path(labels_dir) if labels_dir is not None else None
@@ -126,26 +127,45 @@ def convert_folder(
     channels = list(channels)
 
     problems: list[str] = []
-    dataset_dir = _dataset_dir(output_raw_root=Path(output_raw_root), dataset_id=dataset_id,
-                               dataset_name=dataset_name, problems=problems)
+    dataset_dir = dataset_dir_for(output_raw_root=Path(output_raw_root), dataset_id=dataset_id,
+                                  dataset_name=dataset_name, problems=problems)
     sources = [d for d in (images_dir, labels_dir) if d is not None]
     if not lies_inside(Path(output_raw_root), sources):  # never delete in the sources, which are only read
         remove_stale_temporaries(Path(output_raw_root))  # first: a restored backup counts as an existing dataset
     plans = plan_cases(images_dir=images_dir, labels_dir=labels_dir, channels=channels,
                        test_cases=list(test_cases or []), problems=problems)
-    _check_label_definitions(labels=labels, problems=problems)
-    if dataset_dir is not None:
-        _check_output_location(dataset_dir=dataset_dir, dataset_id=dataset_id, source_dirs=sources,
-                               overwrite=overwrite, problems=problems)
-    allowed_label_values = {value for value in labels.values() if _is_plain_int(value)}
+    check_label_definitions(labels=labels, problems=problems)
+    report = report if report is not None else []
+    record, previous = _record(plans=plans, channels=channels, labels=labels, test_cases=test_cases), Rerun()
+    if dataset_dir is not None and not problems:
+        previous = compare_with_existing(dataset_dir, record, overwrite=overwrite, converter=CONVERTER)
+        if previous.up_to_date:
+            report.append(f"up to date, nothing written: {dataset_dir}")
+            return dataset_dir
+        problems.extend(previous.problems)
+    if dataset_dir is not None:  # an existing dataset with a record is explained by previous.problems
+        check_output_location(dataset_dir=dataset_dir, dataset_id=dataset_id, source_dirs=sources,
+                              overwrite=overwrite or previous.existing is not None, problems=problems)
+    allowed_label_values = {value for value in labels.values() if is_plain_int(value)}
     for plan in plans:
         validate_case(plan=plan, allowed_label_values=allowed_label_values, problems=problems)
     if problems:
         target = dataset_dir if dataset_dir is not None else output_raw_root
         raise DatasetConversionError(problems, context=f"cannot convert {images_dir} into {target}")
 
-    _write_dataset(plans=plans, dataset_dir=dataset_dir, channels=channels, labels=labels)
+    _write_dataset(plans=plans, dataset_dir=dataset_dir, channels=channels, labels=labels, record=record)
+    report.extend([f"wrote {dataset_dir}", *previous.notes(dataset_dir)])
     return dataset_dir
+
+
+def _record(*, plans: list[CasePlan], channels: list[str], labels: dict[str, int], test_cases: list[str] | None
+            ) -> dict:
+    """The rerun record (:mod:`.rerun_record`): the options that change the output and every source file."""
+    files = sorted({Path(path).absolute() for plan in plans for path in (*plan.image_paths, plan.label_path)
+                    if path is not None})
+    return {"version": RECORD_VERSION, "converter": CONVERTER,
+            "options": {"channels": channels, "labels": labels, "test_cases": sorted(test_cases or [])},
+            "sources": files_fingerprint(files), "problems": {}, "summary": {}}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -299,94 +319,6 @@ def _split_of(*, case_id: str, has_label: bool, test_cases: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Checking configuration and output location
-# --------------------------------------------------------------------------------------------------------------
-def _is_plain_int(value: object) -> bool:
-    """True for ints (and numpy ints) but not bools, which json/nnU-Net would mangle."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_label_definitions(*, labels: dict[str, int], problems: list[str]) -> None:
-    """nnU-Net needs unique non-negative integer labels with background 0; uint16 is our widest label type."""
-    bad = {name: value for name, value in labels.items() if not _is_plain_int(value)}
-    if bad:
-        problems.append(f"label values must be integers, got {bad}")
-    values = [int(v) for v in labels.values() if _is_plain_int(v)]
-    if 0 not in values:
-        problems.append(f"labels {labels} have no background value 0")
-    out_of_range = sorted(v for v in values if not 0 <= v <= np.iinfo(np.uint16).max)
-    if out_of_range:
-        problems.append(f"label values {out_of_range} in {labels} are outside 0..65535")
-    duplicated = sorted({v for v in values if values.count(v) > 1})
-    if duplicated:
-        problems.append(f"label values {duplicated} are used by more than one name in {labels}")
-
-
-def _dataset_dir(*, output_raw_root: Path, dataset_id: int, dataset_name: str,
-                 problems: list[str]) -> Path | None:
-    """``<root>/Dataset{ID:03d}_{Name}``, or None (and a problem) when id or name cannot form nnU-Net's name."""
-    ok = True
-    if not _is_plain_int(dataset_id) or not 0 <= dataset_id <= 999:
-        problems.append(f"dataset id {dataset_id!r} must be an integer in 0..999 (nnU-Net uses 3 digits)")
-        ok = False
-    if not isinstance(dataset_name, str) or not _DATASET_NAME_PATTERN.match(dataset_name):
-        problems.append(f"dataset name {dataset_name!r} must be non-empty letters, digits, '_', '-' or '.'")
-        ok = False
-    return output_raw_root / f"Dataset{int(dataset_id):03d}_{dataset_name}" if ok else None
-
-
-def _check_output_location(*, dataset_dir: Path, dataset_id: int, source_dirs: list[Path], overwrite: bool,
-                           problems: list[str]) -> None:
-    """The dataset folder must be creatable, not clobber anything unasked, and never contain the sources."""
-    raw_root = dataset_dir.parent
-    if raw_root.exists() and not raw_root.is_dir():
-        problems.append(f"output raw root {raw_root} exists but is not a directory")
-        return
-    if dataset_dir.exists() and not dataset_dir.is_dir():
-        problems.append(f"output dataset path {dataset_dir} exists and is not a folder; remove it first")
-    elif dataset_dir.exists() and not overwrite:
-        problems.append(f"output dataset folder {dataset_dir} already exists (use overwrite / --overwrite "
-                        f"to replace it)")
-    _check_sources_outside(dataset_dir=dataset_dir, source_dirs=source_dirs, problems=problems)
-    _check_id_unique(dataset_dir=dataset_dir, dataset_id=dataset_id, problems=problems)
-
-
-def _check_sources_outside(*, dataset_dir: Path, source_dirs: list[Path], problems: list[str]) -> None:
-    """Source and output must not nest, symlinks resolved: replacing the dataset folder deletes it, so it must not
-    hold the sources, and the sources are only read, so the dataset must not be written into them."""
-    target = dataset_dir.resolve()
-    for source in source_dirs:
-        resolved = source.resolve()
-        if resolved.is_relative_to(target):
-            problems.append(f"source folder {source} lies inside the output dataset folder {dataset_dir}; "
-                            f"the conversion would overwrite its own input")
-        elif target.is_relative_to(resolved):
-            shown = f" ({target} once symlinks are resolved)" if target != dataset_dir.absolute() else ""
-            problems.append(f"output dataset folder {dataset_dir} lies inside the source folder {source}{shown}; "
-                            f"the source is only read: choose a --raw-root outside it")
-
-
-def lies_inside(path: Path, folders: Sequence[Path]) -> bool:
-    """Whether ``path`` is one of ``folders`` or below one, symlinks resolved."""
-    resolved = path.resolve()
-    return any(resolved.is_relative_to(folder.resolve()) for folder in folders)
-
-
-def _check_id_unique(*, dataset_dir: Path, dataset_id: int, problems: list[str]) -> None:
-    """nnU-Net refuses to resolve an id used by two dataset names, so catch that now, not at training time."""
-    raw_root = dataset_dir.parent
-    if not raw_root.is_dir():
-        return
-    prefix = f"Dataset{dataset_id:03d}_"
-    clashes = sorted(p.name for p in raw_root.iterdir()
-                     if p.is_dir() and p.name.startswith(prefix) and p.name != dataset_dir.name)
-    if clashes:
-        problems.append(f"dataset id {dataset_id:03d} is already used by {raw_root / clashes[0]}"
-                        + (f" (and {clashes[1:]})" if clashes[1:] else "")
-                        + "; nnU-Net needs each id to belong to one dataset name")
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Checking the files of each case (the checks themselves: image_checks)
 # --------------------------------------------------------------------------------------------------------------
 def validate_case(*, plan: CasePlan, allowed_label_values: set[int], problems: list[str]) -> None:
@@ -436,23 +368,25 @@ def _label_pixel_type(labels: dict[str, int]) -> int:
 
 
 def _write_dataset(*, plans: list[CasePlan], dataset_dir: Path, channels: list[str],
-                   labels: dict[str, int]) -> None:
+                   labels: dict[str, int], record: dict) -> None:
     """Build the dataset in a hidden staging sibling and move it into place only once complete."""
-    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
     # Hidden ('.') and on the same file system as the target, so the final rename is atomic and nnU-Net's
     # 'Dataset###_*' lookup never sees a staging folder left by a killed run.
     staging = temporary_sibling(dataset_dir, "partial")
-    staging.mkdir()
-    try:
-        label_type = _label_pixel_type(labels)
-        for plan in plans:
-            _write_case(plan=plan, staging=staging, label_pixel_type=label_type)
-        _write_dataset_json(staging=staging, dataset_name=dataset_dir.name, channels=channels, labels=labels,
-                            num_training=sum(plan.split == SPLIT_TRAIN for plan in plans))
-        _move_into_place(staging=staging, dataset_dir=dataset_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with writing(dataset_dir):
+        dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        try:
+            label_type = _label_pixel_type(labels)
+            for plan in plans:
+                _write_case(plan=plan, staging=staging, label_pixel_type=label_type)
+            _write_dataset_json(staging=staging, dataset_name=dataset_dir.name, channels=channels, labels=labels,
+                                num_training=sum(plan.split == SPLIT_TRAIN for plan in plans))
+            write_record(staging, record)
+            _move_into_place(staging=staging, dataset_dir=dataset_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def _write_case(*, plan: CasePlan, staging: Path, label_pixel_type: int) -> None:
@@ -493,7 +427,7 @@ def _write_dataset_json(*, staging: Path, dataset_name: str, channels: list[str]
         dataset_name=dataset_name,
         description="Converted by nnunet_mt.dataset_conversion.convert_folder; unlabelled cases are in "
                     f"{UNLABELED_IMAGES_FOLDER}/",
-        converted_by="nnunet_mt_convert",
+        converted_by=CONVERTER,
     )
 
 
@@ -509,16 +443,17 @@ def _move_into_place(*, staging: Path, dataset_dir: Path) -> None:
     except BaseException:
         backup.rename(dataset_dir)  # put the old dataset back rather than leave nothing
         raise
-    shutil.rmtree(backup)
+    try:
+        shutil.rmtree(backup)
+    except OSError as error:  # the new dataset is in place: say so, and where the old one is
+        raise OldDatasetLeft(dataset_dir, backup, error) from error
 
 
 # Public names of the checks and writers above, for the dataset-specific converters
 # (nnunet_mt.dataset_conversion.public), so that every converter reports problems the same way
 # (the checks of the files themselves are in image_checks).
-check_label_definitions = _check_label_definitions
-dataset_dir_for = _dataset_dir
-check_output_location = _check_output_location
 move_into_place = _move_into_place
+validate_label = _validate_label
 write_image = _write_image
 
 
@@ -542,10 +477,10 @@ def _parse_labels(items: list[str] | None) -> dict[str, int] | None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnunet_mt_convert",
-        description="Convert a folder of '<case>_<channel>.nii.gz' scans (+ optional '<case>.nii.gz' labels) into "
-                    "an nnU-Net v2 raw dataset; unlabelled cases go to imagesUnlabeled/.")
+    parser = help_text.parser(
+        CONVERTER, "Convert a folder of '<case>_<channel>.nii.gz' scans (+ optional '<case>.nii.gz' labels) into an "
+                   "nnU-Net v2 raw dataset; unlabelled cases go to imagesUnlabeled/.",
+        example="-i scans/ -l masks/ -d 501 -n StrokeDWI -c DWI b0")
     parser.add_argument("-i", "--images-dir", required=True, help="folder with <case>_<channel>.nii.gz files")
     parser.add_argument("-l", "--labels-dir", default=None, help="folder with <case>.nii.gz label maps")
     parser.add_argument("-d", "--dataset-id", required=True, type=int, help="dataset id (0..999)")
@@ -563,20 +498,19 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``nnunet_mt_convert``; conversion errors go to stderr with exit status 2."""
     args = _build_parser().parse_args(argv)
-    try:
+    with reported_on_stderr(CONVERTER):
         raw_root = args.raw_root or os.environ.get("nnUNet_raw")
         if not raw_root:
             raise DatasetConversionError(["no output folder: pass --raw-root or set the nnUNet_raw environment "
                                           "variable"], context="invalid arguments")
+        report: list[str] = []
         with sigterm_as_exit():
-            dataset_dir = convert_folder(
+            convert_folder(
                 images_dir=args.images_dir, output_raw_root=raw_root, dataset_id=args.dataset_id,
                 dataset_name=args.dataset_name, channels=args.channels, labels_dir=args.labels_dir,
-                labels=_parse_labels(args.labels), test_cases=args.test_cases, overwrite=args.overwrite)
-    except DatasetConversionError as error:
-        print(f"nnunet_mt_convert: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    print(f"wrote {dataset_dir}")
+                labels=_parse_labels(args.labels), test_cases=args.test_cases, overwrite=args.overwrite,
+                report=report)
+    print("\n".join(report))
 
 
 if __name__ == "__main__":

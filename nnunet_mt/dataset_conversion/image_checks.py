@@ -6,6 +6,8 @@ appends its problems (one line each) to a list instead of raising, so that all p
 """
 from __future__ import annotations
 
+import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -68,17 +70,28 @@ def check_3d(*, geometry: Geometry, path: Path, problems: list[str], role: str =
 
 
 def read_voxels(*, path: Path, problems: list[str]) -> np.ndarray | None:
-    """Voxel values exactly as stored (scaled by the NIfTI slope/intercept), or None and a problem.
+    """Voxel values exactly as stored (scaled by the NIfTI slope/intercept), or None and a problem; for a ``.gz``
+    file its compressed stream is also read to the end.
 
     Deliberately not SimpleITK: its NIfTI reader silently turns NaN/Inf into 0 and zero-fills truncated
     files, which would hide exactly the corruption we must report. nibabel returns the stored values and
-    refuses short files.
+    refuses short files, but stops reading once it has the voxels, so a download cut off inside the gzip trailer
+    (its CRC and size) reads without complaint: reading to the end checks both.
     """
     try:
-        return np.asanyarray(nib.load(str(path), mmap=False).dataobj)
+        voxels = np.asanyarray(nib.load(str(path), mmap=False).dataobj)
     except Exception as error:  # nibabel raises many types (OSError, EOFError, zlib.error, ImageFileError...)
         problems.append(f"{path}: unreadable or corrupt file (nibabel: {one_line(str(error))})")
         return None
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 24):
+                    pass
+        except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile (a CRC or size mismatch) is an OSError
+            problems.append(f"{path}: truncated or corrupt gzip file ({error}); download it again")
+            return None
+    return voxels
 
 
 def check_finite(*, voxels: np.ndarray, path: Path, problems: list[str]) -> bool:

@@ -84,10 +84,15 @@ def remove_stale_temporaries(folder: Path, log: Callable[[str], None] = print,
             log(f"restored {target} from {entry.name}, left by an interrupted overwrite ({writer})")
             continue
         what = "folder" if entry.is_dir() and not entry.is_symlink() else "file"
-        if what == "folder":
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        try:
+            if what == "folder":
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError as error:  # not this run's to fail on: its own output is written beside it
+            log(f"note: could not remove {entry}, a temporary {what} left by an interrupted run ({writer}): "
+                f"{error.strerror or error}; delete it by hand")
+            continue
         removed.append(entry)
         log(f"removed {entry}, a temporary {what} left by an interrupted run ({writer})")
     return removed

@@ -148,6 +148,41 @@ def msd_task01(root: Path, train: tuple[int, ...] = (1, 2, 3), test: tuple[int, 
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Releases assembled from links
+# --------------------------------------------------------------------------------------------------------------
+def linked_release(plain: Path, where: Path, is_case_folder) -> Path:
+    """A copy of the release ``plain`` made of links only: each case folder (``is_case_folder(path relative to
+    plain)``) a link to a folder in ``where/store`` whose files are links to ``plain``'s, every other file a link to
+    its link in the store (a chain of two)."""
+    store, linked = where / "store", where / plain.name
+    for path in sorted(plain.rglob("*")):
+        if path.is_file():
+            (store / path.relative_to(plain)).parent.mkdir(parents=True, exist_ok=True)
+            (store / path.relative_to(plain)).symlink_to(path)
+    for path in sorted(plain.rglob("*")):
+        relative = path.relative_to(plain)
+        if any(is_case_folder(parent) for parent in relative.parents):
+            continue  # inside a case folder, which is linked as a whole
+        if path.is_dir() and is_case_folder(relative) or path.is_file():
+            (linked / relative).parent.mkdir(parents=True, exist_ok=True)
+            (linked / relative).symlink_to(store / relative, target_is_directory=path.is_dir())
+    return linked
+
+
+def same_dataset(a: Path, b: Path) -> None:
+    """Two converted datasets hold the same files (the conversion record apart, which names the sources) with the
+    same voxels and geometry, and the same dataset.json."""
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
+    for name in files:
+        if name.endswith(".nii.gz"):
+            left, right = read(a / name), read(b / name)
+            np.testing.assert_array_equal(sitk.GetArrayFromImage(left), sitk.GetArrayFromImage(right))
+            assert (left.GetSpacing(), left.GetOrigin()) == (right.GetSpacing(), right.GetOrigin())
+    assert (a / "dataset.json").read_text() == (b / "dataset.json").read_text()
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------------------------
 def checksums(root: Path) -> dict[str, tuple[str, int]]:

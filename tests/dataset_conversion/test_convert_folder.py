@@ -106,6 +106,7 @@ def test_successful_conversion_layout_json_and_exact_roundtrip(src):
         "imagesUnlabeled/pat03_0000.nii.gz", "imagesUnlabeled/pat03_0001.nii.gz",
         "labelsTr/pat01.nii.gz", "labelsTr/pat02.nii.gz",
         "labelsTs/pat04.nii.gz",
+        "nnunet_mt_conversion.json",  # the rerun record
     ]
 
     meta = json.loads((dataset / "dataset.json").read_text())
@@ -144,7 +145,7 @@ def test_without_labels_dir_everything_is_unlabelled(src):
 def test_labels_above_255_are_written_as_uint16(src):
     big = label_array(0).astype(np.uint16) * 300
     write_volume(src["labels"] / "pat01.nii.gz", big)
-    dataset = run(src, labels={"background": 0, "lesion": 1, "huge": 300})
+    dataset = run(src, labels={"background": 0, **{f"class{value}": value for value in range(1, 301)}})
     converted = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset / "labelsTr" / "pat01.nii.gz")))
     assert converted.dtype == np.uint16
     np.testing.assert_array_equal(converted, big)
@@ -183,7 +184,8 @@ def test_failure_while_writing_leaves_no_partial_dataset(src, monkeypatch):
         real_write(image=image, path=path)
 
     monkeypatch.setattr(cf, "_write_image", failing_write)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(DatasetConversionError, match=re.escape(f"cannot write {src['raw'] / DATASET_NAME}: disk full "
+                                                               f"(simulated); nothing was written")):
         run(src)
     assert len(calls) == 3
     assert list(src["raw"].iterdir()) == []  # neither the dataset nor the staging folder remains
@@ -223,6 +225,14 @@ def test_truncated_file(src, name):
     path.write_bytes(path.read_bytes()[:600])  # keeps the 352-byte header, cuts the voxel data
     message = expect_error(src, f"{path}: unreadable or corrupt file (")
     assert message.count("\n") == 1, "each problem should stay on one line"
+
+
+def test_gzip_trailer_cut_off_is_refused(src):
+    # only the trailer (CRC and size) missing: the voxels still read, so only reading to the end tells
+    path = src["labels"] / "pat04.nii.gz"
+    path.write_bytes(path.read_bytes()[:-4])
+    expect_error(src, f"{path}: truncated or corrupt gzip file (Compressed file ended before the end-of-stream "
+                      f"marker was reached); download it again")
 
 
 @pytest.mark.parametrize("kind, kwargs, shown", [
@@ -336,12 +346,54 @@ def test_cli_conversion_error_exits_2_without_traceback(src, capsys):
     assert not src["raw"].exists()
 
 
+def test_cli_identical_rerun_is_up_to_date_and_a_changed_one_says_what_differs(src, capsys):
+    argv = ["-i", str(src["images"]), "-l", str(src["labels"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0",
+            "--raw-root", str(src["raw"])]
+    dataset = src["raw"] / DATASET_NAME
+    main(argv)
+    assert f"wrote {dataset}" in capsys.readouterr().out
+    written = snapshot(dataset)
+    main(argv)
+    assert f"up to date, nothing written: {dataset}" in capsys.readouterr().out
+    assert snapshot(dataset) == written
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--test-cases", "pat04"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"output dataset folder {dataset} already exists and was written by another conversion:" in err
+    assert "--test-cases: [] then, ['pat04'] now" in err and "pass --overwrite to replace it" in err
+    assert snapshot(dataset) == written
+    # a file of the dataset deleted by hand: said, and written again
+    (dataset / "labelsTr" / "pat01.nii.gz").unlink()
+    main(argv)
+    out = capsys.readouterr().out
+    assert f"wrote {dataset}" in out and f"{dataset / 'labelsTr' / 'pat01.nii.gz'}: removed" in out
+    assert {p: content for p, (content, _) in snapshot(dataset).items() if p.name != "nnunet_mt_conversion.json"} \
+        == {p: content for p, (content, _) in written.items() if p.name != "nnunet_mt_conversion.json"}
+
+
 def test_cli_without_raw_root_or_env(src, monkeypatch, capsys):
     monkeypatch.delenv("nnUNet_raw", raising=False)
     with pytest.raises(SystemExit) as info:
         main(["-i", str(src["images"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0"])
     assert info.value.code == 2
     assert "set the nnUNet_raw environment variable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (["background=0", "ncr=1", "ed=2", "et=4"],
+     "label values [0, 1, 2, 4] are not consecutive, which nnU-Net refuses ('Labels must be in consecutive order "
+     "(0, 1, 2, ...)'): pass --labels background=0 ncr=1 ed=2 et=3 instead, with label files that hold those values"),
+    (["bg=0", "lesion=1"], "label 0 is named 'bg': nnU-Net requires the name 'background' for it; pass background=0 "
+                           "instead of bg=0"),
+])
+def test_cli_refuses_labels_nnunet_refuses_and_says_what_to_pass(src, capsys, labels, fragment):
+    with pytest.raises(SystemExit) as info:
+        main(["-i", str(src["images"]), "-l", str(src["labels"]), "-d", "42", "-n", "Lesions", "-c", "DWI", "b0",
+              "--raw-root", str(src["raw"]), "--labels", *labels])
+    assert info.value.code == 2
+    assert fragment in " ".join(capsys.readouterr().err.split())
+    assert not src["raw"].exists()
 
 
 def test_cli_malformed_labels(src, capsys):

@@ -96,6 +96,11 @@ BRATS_BAD = {
     "duplicate case": (lambda b: brats_case(b["validation"], 3),
                        ["duplicate case id 'BraTS2021_00003': found in", "TrainingData_16July2021/BraTS2021_00003 and in",
                         "ValidationData/BraTS2021_00003"]),
+    # a mask is there under another name: not validation data (an unannotated case) but an error
+    "misnamed seg": (lambda b: case_file(b, 2, "seg").rename(case_file(b, 2, "seg").with_name(
+                         "BraTS2021_00002_seg (1).nii.gz")),
+                     ["BraTS2021_00002_seg (1).nii.gz: a segmentation whose name does not follow the release's "
+                      "(expected", "BraTS2021_00002/BraTS2021_00002_seg.nii.gz)"]),
     "NaN voxels": (lambda b: write(case_file(b, 0, "flair"), np.full(SHAPE_ZYX, np.nan, np.float32)),
                    ["BraTS2021_00000_flair.nii.gz: 7680 non-finite voxel(s) (7680 NaN, 0 Inf)"]),
 }

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
 from nnunet_mt.dataset_conversion.public.cases import Options
 from nnunet_mt.dataset_conversion.public.isles2022 import convert_isles2022, main
-from nnunet_mt.dataset_conversion.public.rerun import RECORD_FILE
+from nnunet_mt.dataset_conversion.rerun_record import RECORD_FILE
 from public_layouts import (FLAIR_ORIGIN, PLAN_AND_PREPROCESS_FEW_SAMPLES, SPACING, array, assert_refused, checksums,
                             cli_error, isles_case, lesion, read, verify_with_nnunet, write)
 
@@ -125,6 +125,50 @@ def test_rerun_is_idempotent_and_changed_sources_need_overwrite(isles, tmp_path)
     convert_isles2022(isles, options(tmp_path, overwrite=True), with_flair=True)
     assert "strokecase0001_0002.nii.gz" in names(out / "imagesTr")
     assert not [p for p in (tmp_path / "raw").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_overwrite_replaces_or_removes_the_hidden_labels_file_of_the_earlier_run(isles, tmp_path):
+    default, custom = tmp_path / "raw" / f"{DATASET}.hidden_labels.json", tmp_path / "elsewhere" / "hidden.json"
+    convert_isles2022(isles, options(tmp_path, annotated=2))
+    assert len(json.loads(default.read_text())["hidden_labels"]) == 2
+    summary = convert_isles2022(isles, options(tmp_path, overwrite=True))
+    assert summary.hidden_labels_file is None and len(names(tmp_path / "raw" / DATASET / "labelsTr")) == 4
+    assert not default.exists()  # it listed cases whose labels are in labelsTr now
+    assert f"removed {default}: the hidden labels of the dataset replaced" in summary.format()
+    convert_isles2022(isles, options(tmp_path, overwrite=True, annotated=2, hidden_labels_file=custom))
+    assert custom.is_file() and not default.exists()
+    convert_isles2022(isles, options(tmp_path, overwrite=True, annotated=3))
+    assert not custom.exists() and len(json.loads(default.read_text())["hidden_labels"]) == 1
+    # a file of that name listing another dataset's labels is not this converter's to remove
+    default.write_text(json.dumps({"dataset": "/somewhere/else", "hidden_labels": {}}))
+    convert_isles2022(isles, options(tmp_path, overwrite=True))
+    assert default.is_file()
+
+
+def test_a_damaged_output_is_rewritten_and_foreign_files_refused(isles, tmp_path, monkeypatch):
+    convert_isles2022(isles, options(tmp_path))
+    out = (tmp_path / "raw" / DATASET).resolve()
+    contents = {name: sha for name, (sha, _) in checksums(out).items() if name != RECORD_FILE}
+    removed, changed = out / "labelsTr" / "strokecase0002.nii.gz", out / "imagesTr" / "strokecase0003_0001.nii.gz"
+    removed.unlink()
+    write(changed, np.zeros((16, 24, 20), np.float32))
+    summary = convert_isles2022(isles, options(tmp_path))
+    assert not summary.up_to_date
+    text = summary.format()
+    assert f"rewrote {out}: 2 of its files changed since the conversion wrote them" in text
+    assert f"{removed}: removed" in text and f"{changed}: size changed from" in text
+    assert {name: sha for name, (sha, _) in checksums(out).items() if name != RECORD_FILE} == contents
+    verify_with_nnunet(out, monkeypatch)
+    assert convert_isles2022(isles, options(tmp_path)).up_to_date
+    # a file the conversion did not write may be the user's: not deleted by a rewrite, the rerun is refused
+    (out / "labelsTr" / "strokecase0001.nii.gz").unlink()
+    foreign = out / "imagesTr" / "mine.nii.gz"
+    foreign.write_bytes(b"someone's file")
+    with pytest.raises(DatasetConversionError) as info:
+        convert_isles2022(isles, options(tmp_path))
+    assert f"output dataset folder {out} holds files its conversion did not write:" in str(info.value)
+    assert f"{foreign}: added" in str(info.value) and "move them out of it, or pass --overwrite" in str(info.value)
+    assert foreign.read_bytes() == b"someone's file"
 
 
 BAD_INPUTS = {

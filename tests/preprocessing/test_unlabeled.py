@@ -351,8 +351,11 @@ def test_truncated_and_non_finite_scans_are_refused(ws):
     scan[4, 21, 17] = np.inf
     non_finite = ws.unlabelled / "unl_copy_0001.nii.gz"
     _write(non_finite, scan)
+    trailer = ws.unlabelled / "unl_copy_0000.nii.gz"  # only the gzip trailer cut off: the voxels still read
+    trailer.write_bytes(trailer.read_bytes()[:-4])
     _expect_error(ws, f"{truncated}: unreadable or corrupt file (nibabel:",
-                  f"{non_finite}: 4 non-finite voxel(s) (3 NaN, 1 Inf)", "2 problem(s)")
+                  f"{non_finite}: 4 non-finite voxel(s) (3 NaN, 1 Inf)",
+                  f"{trailer}: truncated or corrupt gzip file", "3 problem(s)")
 
 
 def test_channels_of_different_spacing_are_refused_with_the_files_and_spacings(ws):

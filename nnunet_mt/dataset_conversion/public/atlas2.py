@@ -20,9 +20,10 @@ from pathlib import Path
 
 from nnunet_mt.dataset_conversion.convert_folder import nifti_stem
 from nnunet_mt.dataset_conversion.public.cases import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
-                                                       child_dir, require_dir, source_folder)
+                                                       require_dir, source_folder)
 from nnunet_mt.dataset_conversion.public.command_line import command_line
 from nnunet_mt.dataset_conversion.public.convert import convert
+from nnunet_mt.dataset_conversion.public.links import bids_subject, child_dir, walk_files
 from nnunet_mt.dataset_conversion.public.summary import Summary
 
 PROG = "nnunet_mt_convert_atlas2"
@@ -52,7 +53,7 @@ def discover(root: Path) -> Discovery:
                                           "annotated scans) and Testing/")
     t1w: dict[tuple[str, Path], Path] = {}
     masks: dict[tuple[str, Path], Path] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in walk_files(root, lambda link: bids_subject(link, root), discovery):
         stem = nifti_stem(path.name, any_case=True)
         if stem is None:
             continue  # sidecars, metadata tables
@@ -62,7 +63,13 @@ def discover(root: Path) -> Discovery:
                 found[(f"{match.group(1)}_{match.group(2)}".lower(), path.parent)] = path
                 break
         else:
-            discovery.ignored.append(path)
+            if stem.lower().endswith("_mask") and bids_subject(path, root) is not None:
+                # a mask is there: ignoring it would file an annotated scan as a test scan
+                expected = "_".join(stem.split("_")[:2]) + f"_{_SPACE}_label-L_desc-T1lesion_mask.nii.gz"
+                discovery.problem(bids_subject(path, root), f"{path}: a lesion mask whose name does not follow the "
+                                                            f"release's (expected {expected})")
+            else:
+                discovery.ignored.append(path)
     for key, image in sorted(t1w.items(), key=lambda item: str(item[1])):
         case_id = image.name.split("_")[0][4:].lower()
         label = masks.pop(key, None)
@@ -89,7 +96,7 @@ def convert_atlas2(root: str | Path, options: Options) -> Summary:
 
 def main(argv: list[str] | None = None) -> None:
     command_line(
-        argv, prog=PROG, convert_input=convert_atlas2, default_name="ATLAS2",
+        argv, prog=PROG, convert_input=convert_atlas2, default_name="ATLAS2", example="-i ATLAS_2/ -d 531",
         description="Convert ATLAS v2.0 (ATLAS_2/Training, ATLAS_2/Testing) into an nnU-Net raw dataset; scans without "
                     "a lesion mask go to imagesUnlabeled/.",
         input_help="the ATLAS_2 folder (holding Training/ and Testing/)")

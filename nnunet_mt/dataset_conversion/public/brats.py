@@ -41,9 +41,10 @@ from typing import Sequence
 
 from nnunet_mt.dataset_conversion.convert_folder import nifti_stem
 from nnunet_mt.dataset_conversion.public.cases import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
-                                                       child_dir, files_by_case, is_hidden, require_dir, source_folder)
+                                                       files_by_case, is_hidden, require_dir, source_folder)
 from nnunet_mt.dataset_conversion.public.command_line import command_line
 from nnunet_mt.dataset_conversion.public.convert import convert
+from nnunet_mt.dataset_conversion.public.links import child_dir, list_folder
 from nnunet_mt.dataset_conversion.public.summary import Summary
 
 PROG_BRATS = "nnunet_mt_convert_brats2021"
@@ -103,7 +104,7 @@ def discover_brats2021(roots: Sequence[Path]) -> Discovery:
     for root in roots:
         if not require_dir(root, "BraTS 2021 folder", discovery):
             continue
-        case_dirs = _brats_case_dirs(root)
+        case_dirs = _brats_case_dirs(root, discovery)
         if not case_dirs:
             discovery.global_problems.append(_no_case_folders(root))
         for case_dir in case_dirs:
@@ -111,8 +112,13 @@ def discover_brats2021(roots: Sequence[Path]) -> Discovery:
     return discovery
 
 
-def _brats_case_dirs(folder: Path) -> list[Path]:
-    return [p for p in sorted(folder.iterdir()) if p.is_dir() and _BRATS_CASE.match(p.name)]
+def _brats_case_dirs(folder: Path, discovery: Discovery | None = None) -> list[Path]:
+    """The case folders in ``folder`` (linked ones too); with ``discovery``, links that cannot be followed are
+    problems (of the case a link's name names)."""
+    if discovery is None:
+        return [p for p in sorted(folder.iterdir()) if p.is_dir() and _BRATS_CASE.match(p.name)]
+    folders, _ = list_folder(folder, lambda link: link.name if _BRATS_CASE.match(link.name) else None, discovery)
+    return [p for p in folders if _BRATS_CASE.match(p.name)]
 
 
 def _no_case_folders(root: Path) -> str:
@@ -138,9 +144,14 @@ def _training_data_hint(roots: Sequence[Path]) -> str:
 def _brats_case(case_dir: Path, discovery: Discovery) -> None:
     case_id = case_dir.name
     files: dict[str, Path] = {}
-    for path in sorted(p for p in case_dir.iterdir() if p.is_file()):
+    for path in list_folder(case_dir, lambda _link: case_id, discovery)[1]:
         stem = nifti_stem(path.name, any_case=True)
         match = _BRATS_FILE.match(stem) if stem is not None and not is_hidden(path) else None
+        if match is None and stem is not None and "_seg" in stem.lower() and not is_hidden(path):
+            # a mask is there: ignoring it would file an annotated case as validation data
+            discovery.problem(case_id, f"{path}: a segmentation whose name does not follow the release's (expected "
+                                       f"{case_dir / f'{case_id}_seg.nii.gz'})")
+            continue
         if match is None:
             if stem is not None:
                 discovery.ignored.append(path)
@@ -181,7 +192,7 @@ def discover_msd(root: Path) -> Discovery:
                           "imagesTr/ and labelsTr/ hold the training cases")
     if not require_dir(root, "MSD Task01 folder", discovery):
         return discovery
-    images_tr, labels_tr, images_ts = (child_dir(root, n) for n in ("imagesTr", "labelsTr", "imagesTs"))
+    images_tr, labels_tr, images_ts = (child_dir(root, n, discovery) for n in ("imagesTr", "labelsTr", "imagesTs"))
     if images_tr is None or labels_tr is None:
         discovery.global_problems.append(f"{root}: expected imagesTr/ and labelsTr/ folders (MSD layout)")
         return discovery
@@ -205,7 +216,11 @@ def discover_msd(root: Path) -> Discovery:
 
 
 def _msd_files(folder: Path, discovery: Discovery) -> dict[str, Path]:
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p))
+    def case_of(path: Path) -> str | None:
+        stem = nifti_stem(path.name, any_case=True)
+        return stem.upper() if stem is not None and _MSD_FILE.match(stem) else None
+
+    paths = [p for p in list_folder(folder, case_of, discovery)[1] if not is_hidden(p)]
     return files_by_case(paths, lambda stem: stem.upper() if _MSD_FILE.match(stem) else None, discovery, "files")
 
 
@@ -226,6 +241,8 @@ _WHOLE_TUMOUR_HELP = ("binary lesion task (every tumour label -> 1) instead of n
 def main_brats2021(argv: list[str] | None = None) -> None:
     command_line(
         argv, prog=PROG_BRATS, convert_input=convert_brats2021, default_name="BraTS2021", several_inputs=True,
+        example="-i RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021/ RSNA_ASNR_MICCAI_BraTS2021_ValidationData/ "
+                "-d 537 --whole-tumour",
         description="Convert BraTS 2021 case folders into an nnU-Net raw dataset (cases without _seg go to "
                     "imagesUnlabeled/).",
         input_help="folder(s) holding BraTS2021_XXXXX/ case folders (training, validation)",
@@ -235,6 +252,7 @@ def main_brats2021(argv: list[str] | None = None) -> None:
 def main_msd(argv: list[str] | None = None) -> None:
     command_line(
         argv, prog=PROG_MSD, convert_input=convert_msd_brain, default_name="BrainTumour",
+        example="-i Task01_BrainTumour/ -d 501",
         description="Convert MSD Task01_BrainTumour into an nnU-Net raw dataset (imagesTs go to imagesUnlabeled/).",
         input_help="the Task01_BrainTumour folder", flags={"--whole-tumour": _WHOLE_TUMOUR_HELP})
 

@@ -57,6 +57,13 @@ class Discovery:
     def problem(self, case_id: str, message: str) -> None:
         self.case_problems.setdefault(case_id, []).append(message)
 
+    def problem_of(self, case_id: str | None, message: str) -> None:
+        """A problem of that case, or of the whole conversion where no case is known (``case_id`` None)."""
+        if case_id is None:
+            self.global_problems.append(message)
+        else:
+            self.problem(case_id, message)
+
     def add_case(self, case: SourceCase, *, where: Path) -> None:
         """Add a case; a second case with the same id is a problem naming both places (ids must be unique)."""
         for existing in self.cases:
@@ -131,16 +138,6 @@ def files_by_case(paths: Sequence[Path], case_of: Callable[[str], str | None], d
 def is_hidden(path: Path) -> bool:
     """macOS resource forks (``._BRATS_001.nii.gz``, shipped in the MSD tarballs) and dot files."""
     return path.name.startswith((".", "_"))
-
-
-def child_dir(parent: Path, name: str) -> Path | None:
-    """The sub-folder of ``parent`` called ``name`` in any letter case, or None."""
-    if not parent.is_dir():
-        return None
-    for entry in sorted(parent.iterdir()):
-        if entry.is_dir() and entry.name.lower() == name.lower():
-            return entry
-    return None
 
 
 def require_dir(path: Path, role: str, discovery: Discovery) -> bool:

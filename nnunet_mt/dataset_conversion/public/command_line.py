@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from nnunet_mt.dataset_conversion import help_text
 from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
+from nnunet_mt.dataset_conversion.errors import reported_on_stderr
 from nnunet_mt.dataset_conversion.public.cases import Options
 from nnunet_mt.dataset_conversion.public.summary import Summary
 from nnunet_mt.dataset_conversion.staging import sigterm_as_exit
@@ -31,17 +32,18 @@ def _add_common_arguments(parser: argparse.ArgumentParser, *, default_name: str)
 
 
 def command_line(argv: Sequence[str] | None, *, prog: str, description: str, input_help: str,
-                 convert_input: Callable[..., Summary], default_name: str, several_inputs: bool = False,
+                 convert_input: Callable[..., Summary], default_name: str, example: str, several_inputs: bool = False,
                  flags: Mapping[str, str] | None = None) -> None:
     """The ``main`` of every converter: ``-i``, the converter's own on/off ``flags`` (flag -> help, passed to
     ``convert_input(input, options, **flags)`` as keywords) and the common options; prints the summary on stdout,
-    or the error on stderr and exits with status 2."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    or the error on stderr and exits with status 2. ``example``: the arguments of the example in the help (with
+    ``-d``)."""
+    parser = help_text.parser(prog, description, example=example, default_name=default_name)
     parser.add_argument("-i", "--input", required=True, nargs="+" if several_inputs else None, help=input_help)
     keywords = [parser.add_argument(flag, action="store_true", help=text).dest for flag, text in (flags or {}).items()]
     _add_common_arguments(parser, default_name=default_name)
     args = parser.parse_args(argv)
-    try:
+    with reported_on_stderr(prog):
         raw_root = args.raw_root or os.environ.get("nnUNet_raw")
         if not raw_root:
             raise DatasetConversionError(["no output folder: pass --raw-root or set the nnUNet_raw environment "
@@ -52,7 +54,4 @@ def command_line(argv: Sequence[str] | None, *, prog: str, description: str, inp
                           hidden_labels_file=Path(args.hidden_labels_file) if args.hidden_labels_file else None)
         with sigterm_as_exit():  # a terminated run removes its staging folder itself
             summary = convert_input(args.input, options, **{key: getattr(args, key) for key in keywords})
-    except DatasetConversionError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(summary.format())

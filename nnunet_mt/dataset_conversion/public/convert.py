@@ -5,17 +5,20 @@ layout and says which file is which channel (:mod:`.cases`); everything else hap
 :mod:`nnunet_mt.dataset_conversion.convert_folder`'s checks (same messages, same atomic rename), so the
 converters cannot drift apart in what they accept:
 
-1. discovery gives :class:`~.cases.SourceCase` objects plus problems, per case or global;
+1. discovery gives :class:`~.cases.SourceCase` objects plus problems, per case or global (linked folders and files
+   followed, a link that cannot be followed a problem: :mod:`.links`);
 2. :func:`convert` validates every file (:mod:`.validation`: readable, finite, 3-D or 4-D as expected, label
    values in the release's set, one voxel grid per case), optionally hides labels (``--annotated N``), and either
    raises one :class:`DatasetConversionError` listing every problem with its file, or skips the bad
    cases (``--skip-invalid``) and says why in the summary (:mod:`.summary`);
 3. the dataset is written into a hidden staging folder beside the target and renamed into place (:mod:`.writing`;
    a later run removes the staging folders of killed runs, see ``staging.remove_stale_temporaries``);
-   a record of the sources (size and mtime of every file read) and options is kept in
-   ``nnunet_mt_conversion.json`` (:mod:`.rerun`) so that a rerun of the same command is a no-op ("up to date"),
+   a record of the sources (size and mtime of every file read), the options and the files written is kept in
+   ``nnunet_mt_conversion.json`` (:mod:`.rerun`, :mod:`nnunet_mt.dataset_conversion.rerun_record`) so that a
+   rerun of the same command is a no-op ("up to date", or a rewrite where a file written was changed since),
    and a rerun after the sources or options changed refuses, saying what differs, unless ``--overwrite`` is
    given. Paths are recorded resolved (absolute), so the same folder given another way is the same source.
+   An overwrite also removes the hidden-labels file of the conversion it replaces.
 
 The source folders are only read. Labels hidden by ``--annotated`` are listed in a JSON file *outside*
 the dataset folder (default ``<raw root>/Dataset###_Name.hidden_labels.json``), so nnU-Net never sees
@@ -29,13 +32,17 @@ from typing import Sequence
 
 import numpy as np
 
-from nnunet_mt.dataset_conversion.convert_folder import (DatasetConversionError, check_label_definitions,
-                                                         check_output_location, dataset_dir_for, lies_inside)
+from nnunet_mt.dataset_conversion.convert_folder import DatasetConversionError
+from nnunet_mt.dataset_conversion.errors import OldDatasetLeft
+from nnunet_mt.dataset_conversion.dataset_checks import (check_label_definitions, check_output_location,
+                                                          dataset_dir_for, lies_inside)
 from nnunet_mt.dataset_conversion.public import rerun
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, Discovery, Options
 from nnunet_mt.dataset_conversion.public.summary import Summary
 from nnunet_mt.dataset_conversion.public.validation import validate_case
-from nnunet_mt.dataset_conversion.public.writing import write_dataset, write_hidden_labels
+from nnunet_mt.dataset_conversion.public.writing import (remove_stale_hidden_labels, write_dataset,
+                                                         write_hidden_labels)
+from nnunet_mt.dataset_conversion.rerun_record import compare_with_existing
 from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries
 
 
@@ -82,21 +89,21 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     if not spec.regions_class_order:  # region-based label dicts hold tuples, which this check does not cover
         check_label_definitions(labels=dict(spec.labels), problems=problems)  # type: ignore[arg-type]
     if problems or dataset_dir is None:
+        if not options.skip_invalid:  # the cases' problems found so far too, so that one run shows them all
+            problems.extend(p for case_id in sorted(discovery.case_problems) for p in discovery.case_problems[case_id])
         raise DatasetConversionError(problems, context=f"cannot convert {context}")
 
-    hidden_file = options.hidden_labels_file or dataset_dir.parent / f"{dataset_dir.name}.hidden_labels.json"
+    hidden_file = options.hidden_labels_file or dataset_dir.parent / hidden_file_name(dataset_dir)
     record = rerun.record(spec, discovery, options)
-    existing = rerun.existing_record(dataset_dir) if dataset_dir.is_dir() else None
-    differences = rerun.differences(existing, record) if isinstance(existing, dict) else None
-    if not options.overwrite and differences == []:
-        return _up_to_date_summary(spec, discovery, dataset_dir, existing)
+    previous = compare_with_existing(dataset_dir, record, overwrite=options.overwrite, converter=spec.converter)
+    if previous.up_to_date:
+        return _up_to_date_summary(spec, discovery, dataset_dir, previous.existing)
 
     sources = [d.resolve() for d in discovery.source_roots]
-    # an existing dataset folder is explained below, with what differs, instead of a bare "already exists"
+    # an existing dataset folder is explained by previous.problems (what differs), not by a bare "already exists"
     check_output_location(dataset_dir=dataset_dir, dataset_id=options.dataset_id, source_dirs=sources,
-                          overwrite=options.overwrite or existing is not None, problems=problems)
-    if existing is not None and not options.overwrite:
-        problems.append(rerun.refusal(dataset_dir, spec.converter, existing, differences))
+                          overwrite=options.overwrite or previous.existing is not None, problems=problems)
+    problems.extend(previous.problems)
     if options.annotated is not None:  # only then is a hidden-labels file written
         if hidden_file.is_relative_to(dataset_dir):
             problems.append(f"--hidden-labels-file {hidden_file} lies inside the dataset folder {dataset_dir}: "
@@ -140,15 +147,40 @@ def convert(spec: DatasetSpec, discovery: Discovery, options: Options, *, contex
     hidden_entries = {case.case_id: str(case.label) for case in valid if case.case_id in set(hidden)}
     if hidden:
         summary.hidden_labels_file = hidden_file
+    summary.notes.extend(previous.notes(dataset_dir))  # this conversion's output, damaged: written again
     record["hidden"] = hidden_entries
     record["summary"] = {"annotated": summary.annotated, "unannotated": summary.unannotated,
                          "skipped": summary.skipped,
                          "hidden_labels_file": str(hidden_file) if hidden else None}
 
-    summary.outside_field_of_view = write_dataset(spec, valid, kept_set, dataset_dir, record)
+    left = None
+    try:
+        write_dataset(spec, valid, kept_set, dataset_dir, record)
+    except OldDatasetLeft as error:  # the new dataset is in place: its sidecars follow it, then the error
+        left = error
+    summary.outside_field_of_view = record["summary"]["outside_field_of_view"]
     if hidden:
         write_hidden_labels(hidden_file, hidden_entries, dataset_dir)
+    _remove_stale_sidecars(summary, previous.existing,
+                           default_hidden_file=dataset_dir.parent / hidden_file_name(dataset_dir))
+    if left is not None:
+        raise left
     return summary
+
+
+def hidden_file_name(dataset_dir: Path) -> str:
+    """The default hidden-labels file's name, beside the dataset folder (outside it: nnU-Net must not see it)."""
+    return f"{dataset_dir.name}.hidden_labels.json"
+
+
+def _remove_stale_sidecars(summary: Summary, existing: dict | str | None, *, default_hidden_file: Path) -> None:
+    """Remove the hidden-labels files an earlier conversion of this dataset wrote and this one did not (a rerun
+    without --annotated, or with another --hidden-labels-file), saying so in the summary."""
+    earlier = existing.get("summary", {}).get("hidden_labels_file") if isinstance(existing, dict) else None
+    candidates = [Path(earlier)] if earlier else []
+    for path in remove_stale_hidden_labels([*candidates, default_hidden_file], summary.hidden_labels_file,
+                                           summary.dataset_dir):
+        summary.notes.append(f"removed {path}: the hidden labels of the dataset replaced")
 
 
 def _without_annotations(context: str, discovery: Discovery, *, skipped: int) -> str:
@@ -172,4 +204,6 @@ def _up_to_date_summary(spec: DatasetSpec, discovery: Discovery, dataset_dir: Pa
     if summary.hidden_labels_file is not None:
         summary.hidden_labels_file = Path(summary.hidden_labels_file)
         write_hidden_labels(summary.hidden_labels_file, stored.get("hidden", {}), dataset_dir)
+    # an overwrite killed between the dataset's rename and the removal may have left one
+    _remove_stale_sidecars(summary, None, default_hidden_file=dataset_dir.parent / hidden_file_name(dataset_dir))
     return summary

@@ -27,9 +27,10 @@ from pathlib import Path
 
 from nnunet_mt.dataset_conversion.convert_folder import nifti_stem
 from nnunet_mt.dataset_conversion.public.cases import (ChannelSource, DatasetSpec, Discovery, Options, SourceCase,
-                                                       child_dir, files_by_case, require_dir, source_folder)
+                                                       files_by_case, require_dir, source_folder)
 from nnunet_mt.dataset_conversion.public.command_line import command_line
 from nnunet_mt.dataset_conversion.public.convert import convert
+from nnunet_mt.dataset_conversion.public.links import bids_subject, child_dir, list_folder, walk_files
 from nnunet_mt.dataset_conversion.public.summary import Summary
 
 PROG = "nnunet_mt_convert_isles2022"
@@ -61,13 +62,13 @@ def discover(root: Path, *, with_flair: bool) -> Discovery:
     discovery = Discovery(source_roots=[root])
     if not require_dir(root, "ISLES 2022 folder", discovery):
         return discovery
-    images = _images_folder(root, discovery)
+    images, subject_dirs = _images_folder(root, discovery)
     if images is None:
         return discovery
     masks = _find_masks(root, discovery)
     wanted = ("dwi", "adc", "flair") if with_flair else ("dwi", "adc")
     seen: dict[str, Path] = {}
-    for subject_dir in _subject_dirs(images):
+    for subject_dir in subject_dirs:
         case_id = subject_dir.name[4:].lower()
         if case_id in seen:
             discovery.problem(case_id, f"duplicate case id '{case_id}': subject folders {seen[case_id]} and "
@@ -95,28 +96,31 @@ def discover(root: Path, *, with_flair: bool) -> Discovery:
     return discovery
 
 
-def _subject_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.lower().startswith("sub-"))
+def _subject_dirs(folder: Path, discovery: Discovery) -> list[Path]:
+    """The subject folders in ``folder`` (linked ones too); every link in it that cannot be followed is a problem."""
+    folders, _ = list_folder(folder, lambda link: bids_subject(link, folder), discovery)
+    return [p for p in folders if p.name.lower().startswith("sub-")]
 
 
-def _images_folder(root: Path, discovery: Discovery) -> Path | None:
+def _images_folder(root: Path, discovery: Discovery) -> tuple[Path | None, list[Path]]:
     """``rawdata/`` (the BIDS layout), or ``root`` itself where the subject folders lie beside ``derivatives/`` (the
-    Zenodo archive); None, and a problem, when neither or both hold subjects."""
-    rawdata, beside = child_dir(root, "rawdata"), _subject_dirs(root)
+    Zenodo archive), and the subject folders in it; None, and a problem, when neither or both hold subjects."""
+    beside = _subject_dirs(root, discovery)  # first: it reports a broken rawdata/ or derivatives/ link
+    rawdata = child_dir(root, "rawdata")
     if rawdata is not None and beside:
         discovery.global_problems.append(f"{root}: subject folders both in rawdata/ and directly in it (e.g. "
                                          f"{beside[0]}); keep one of the two layouts")
-        return None
+        return None, []
     if rawdata is not None:
         discovery.layout = f"images in {rawdata}/sub-strokecaseXXXX/ (with a rawdata/ level)"
-        return rawdata
+        return rawdata, _subject_dirs(rawdata, discovery)
     if beside:
         discovery.layout = (f"images in {root}/sub-strokecaseXXXX/ beside derivatives/ (no rawdata/ level, as the "
                             f"Zenodo archive unpacks)")
-        return root
+        return root, beside
     discovery.global_problems.append(f"{root}: no sub-strokecaseXXXX/ subject folders: expected {root}/rawdata/"
                                      f"sub-strokecaseXXXX/ses-0001/... or {root}/sub-strokecaseXXXX/ses-0001/...")
-    return None
+    return None, []
 
 
 def _subject_images(subject_dir: Path, case_id: str, wanted: tuple[str, ...], discovery: Discovery
@@ -126,7 +130,7 @@ def _subject_images(subject_dir: Path, case_id: str, wanted: tuple[str, ...], di
     Modalities not asked for (FLAIR without --with-flair) are passed over unread, so they cannot fail a case.
     """
     files: dict[str, tuple[str, Path]] = {}
-    for path in sorted(p for p in subject_dir.rglob("*") if p.is_file()):
+    for path in walk_files(subject_dir, lambda _link: case_id, discovery):
         stem = nifti_stem(path.name, any_case=True)
         if stem is None:
             continue  # BIDS sidecars (.json) and other non-images
@@ -156,7 +160,10 @@ def _subject_images(subject_dir: Path, case_id: str, wanted: tuple[str, ...], di
 
 
 def _find_masks(root: Path, discovery: Discovery) -> dict[str, Path]:
-    """case id -> mask file, from anywhere below derivatives/ (absent folder: no case is annotated)."""
+    """case id -> mask file, from anywhere below derivatives/ (absent folder: no case is annotated).
+
+    A subject folder in derivatives/ says the subject is annotated: one without a mask is a problem of that case,
+    not an unannotated case (a mask renamed or lost in the download)."""
     derivatives = child_dir(root, "derivatives")
     if derivatives is None:
         discovery.without_annotations_hint = (f"{root} has no derivatives/ folder (the masks): pass the ISLES 2022 "
@@ -169,7 +176,14 @@ def _find_masks(root: Path, discovery: Discovery) -> dict[str, Path]:
         match = _MASK.match(stem)
         return match.group(1)[4:].lower() if match else None
 
-    return files_by_case(sorted(p for p in derivatives.rglob("*") if p.is_file()), case_of, discovery, "masks")
+    masks = files_by_case(walk_files(derivatives, lambda link: bids_subject(link, derivatives), discovery), case_of,
+                          discovery, "masks")
+    for folder in sorted(p for p in derivatives.iterdir() if p.is_dir() and p.name.lower().startswith("sub-")):
+        case_id = folder.name[4:].lower()
+        if case_id not in masks and case_id not in discovery.case_problems:  # not again for a broken mask link
+            discovery.problem(case_id, f"{folder}: folder of {case_id}'s mask, but no "
+                                       f"{folder.name}_ses-XXXX_msk.nii.gz in it")
+    return masks
 
 
 def convert_isles2022(root: str | Path, options: Options, *, with_flair: bool = False) -> Summary:
@@ -182,7 +196,7 @@ def convert_isles2022(root: str | Path, options: Options, *, with_flair: bool = 
 
 def main(argv: list[str] | None = None) -> None:
     command_line(
-        argv, prog=PROG, convert_input=convert_isles2022, default_name="ISLES2022",
+        argv, prog=PROG, convert_input=convert_isles2022, default_name="ISLES2022", example="-i ISLES-2022/ -d 522",
         description="Convert ISLES 2022 (subject folders, in rawdata/ or not, beside derivatives/) into an nnU-Net raw "
                     "dataset; cases without a mask go to imagesUnlabeled/.",
         input_help="the ISLES 2022 folder holding derivatives/ and the sub-strokecaseXXXX/ folders (directly or in "

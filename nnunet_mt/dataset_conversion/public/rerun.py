@@ -1,24 +1,12 @@
-"""The record a public-dataset conversion keeps in its dataset folder, and what a rerun makes of it.
-
-``nnunet_mt_conversion.json`` holds the converter, the options that change the output, the fingerprint (size and
-modification time, :mod:`nnunet_mt.file_fingerprint`) of every source file read, keyed by its resolved path, and
-the cases with problems found while scanning. A rerun whose record equals it finds the dataset up to date; one
-that differs is refused, saying what differs and what to do (unless ``--overwrite`` is given).
-"""
+"""The rerun record of a public-dataset conversion (see :mod:`nnunet_mt.dataset_conversion.rerun_record`): its
+sources are the files of the cases discovered, its options the release's common and own options."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, Discovery, Options
-from nnunet_mt.file_fingerprint import describe_changes, files_fingerprint
-
-RECORD_FILE = "nnunet_mt_conversion.json"
-RECORD_VERSION = 1
-
-_RERUN_ADVICE = "pass --overwrite to replace it, or give a new dataset id with -d"
-_MAX_FILES_LISTED = 10
+from nnunet_mt.dataset_conversion.rerun_record import RECORD_VERSION
+from nnunet_mt.file_fingerprint import files_fingerprint
 
 
 def _source_files(discovery: Discovery) -> list[Path]:
@@ -41,55 +29,3 @@ def record(spec: DatasetSpec, discovery: Discovery, options: Options) -> dict:
         "sources": files_fingerprint(_source_files(discovery)),
         "problems": {k: v for k, v in sorted(discovery.case_problems.items())},
     }
-
-
-def existing_record(dataset_dir: Path) -> dict | str:
-    """The record of the dataset in ``dataset_dir``, or why it has none."""
-    record_file = dataset_dir / RECORD_FILE
-    if not record_file.is_file():
-        return f"it holds no {RECORD_FILE}"
-    try:
-        stored = json.loads(record_file.read_text())
-    except (OSError, ValueError) as error:
-        return f"its {RECORD_FILE} cannot be read ({error})"
-    return stored if isinstance(stored, dict) else f"its {RECORD_FILE} holds no record"
-
-
-def differences(stored: dict, current: dict) -> list[str]:
-    """What makes ``current`` (this conversion) differ from ``stored`` (the one that wrote the dataset); [] if none."""
-    if stored.get("converter") != current["converter"]:
-        return [f"it was written by {stored.get('converter')}, not by {current['converter']}"]
-    if stored.get("version") != current["version"] or "summary" not in stored:
-        return [f"it was written by another version of {current['converter']}"]
-    found = []
-    old, new = stored.get("options", {}), current["options"]
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            found.append(f"--{key.replace('_', '-')}: {_shown(old.get(key))} then, {_shown(new.get(key))} now")
-    changed = describe_changes(stored.get("sources", {}), current["sources"], exists=os.path.exists)
-    found.extend(changed[:_MAX_FILES_LISTED])
-    if len(changed) > _MAX_FILES_LISTED:
-        found.append(f"and {len(changed) - _MAX_FILES_LISTED} more source files")
-    old, new = sorted(stored.get("problems", {})), sorted(current["problems"])
-    if old != new:
-        found.append(f"cases with problems in the sources: {', '.join(old) or 'none'} then, "
-                     f"{', '.join(new) or 'none'} now")
-    return found
-
-
-def _shown(value: object) -> str:
-    """An option's value as the command line sets it."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return "not given" if value is None else str(value)
-
-
-def refusal(dataset_dir: Path, converter: str, existing: dict | str, found: list[str] | None) -> str:
-    """Why an existing dataset folder is not replaced (``existing``: its record, or why it has none; ``found``: what
-    differs), and what to do."""
-    if isinstance(existing, str):
-        return f"output dataset folder {dataset_dir} already exists and was not written by {converter} ({existing}); " \
-               f"{_RERUN_ADVICE}"
-    listed = "".join(f"\n      {difference}" for difference in found or [])
-    return f"output dataset folder {dataset_dir} already exists and was written by another conversion:{listed}\n" \
-           f"    {_RERUN_ADVICE}"

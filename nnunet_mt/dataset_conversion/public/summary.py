@@ -23,11 +23,17 @@ class Summary:
     #: resampled channel -> case -> [voxels outside that channel's field of view (written as 0), voxels]
     outside_field_of_view: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     grid_channel: str = ""  # the channel whose grid the others are written on
+    #: what else was done to the output (sidecars removed, damaged files rewritten), one line each
+    notes: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         lines = [f"{'up to date, nothing written' if self.up_to_date else 'wrote'}: {self.dataset_dir}"]
         if self.layout:
             lines.append(f"  layout: {self.layout}")
+        # every case found is counted once, so that a case gone missing shows in the sum
+        found = len(self.annotated) + len(self.unannotated) + len(self.skipped)
+        lines.append(f"  cases: {found} found = {len(self.annotated)} annotated + {len(self.unannotated)} unannotated "
+                     f"+ {len(self.skipped)} skipped")
         lines.append(f"  annotated   (imagesTr + labelsTr): {len(self.annotated)}")
         if self.annotated:
             lines.append(f"    {_short_list(self.annotated)}")
@@ -47,6 +53,7 @@ class Summary:
                          + ", ".join(str(p) for p in self.ignored[:3]))
         for channel, cases in self.outside_field_of_view.items():
             lines.append(_field_of_view_line(channel, self.grid_channel, cases))
+        lines.extend(f"  {note}" for note in self.notes)
         return "\n".join(lines)
 
 

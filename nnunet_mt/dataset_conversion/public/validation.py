@@ -1,19 +1,18 @@
 """Checking a discovered case before anything is written: every problem, each naming its file.
 
 On top of :mod:`nnunet_mt.dataset_conversion.image_checks` (the messages of every converter), for what the
-releases have and a plain folder has not: 4-D files holding several channels (MSD), channels resampled onto the
-case's grid (ISLES' FLAIR), and downloads cut off inside the gzip trailer.
+releases have and a plain folder has not: 4-D files holding several channels (MSD) and channels resampled onto the
+case's grid (ISLES' FLAIR).
 """
 from __future__ import annotations
 
-import gzip
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_mt.dataset_conversion.image_checks import (Geometry, check_finite, check_label_values,
-                                                       check_same_geometry, read_geometry, read_voxels)
+from nnunet_mt.dataset_conversion.convert_folder import validate_label
+from nnunet_mt.dataset_conversion.image_checks import (Geometry, check_finite, check_same_geometry, read_geometry,
+                                                       read_voxels)
 from nnunet_mt.dataset_conversion.public.cases import SourceCase
 
 
@@ -23,25 +22,6 @@ def spatial_geometry(geometry: Geometry) -> Geometry:
     direction = np.asarray(geometry.direction).reshape(n, n)[:3, :3].reshape(-1)
     return Geometry(size=geometry.size[:3], spacing=geometry.spacing[:3], origin=geometry.origin[:3],
                     direction=tuple(float(v) for v in direction))
-
-
-def _read_complete_voxels(path: Path, problems: list[str]) -> np.ndarray | None:
-    """The voxels (``read_voxels``), and for a ``.gz`` file its compressed stream read to the end.
-
-    nibabel stops reading once it has the voxels, and SimpleITK does not check the end either, so a download cut
-    off inside the gzip trailer (its CRC and size) reads without complaint; reading to the end checks both.
-    """
-    voxels = read_voxels(path=path, problems=problems)
-    if voxels is None or not path.name.lower().endswith(".gz"):
-        return voxels
-    try:
-        with gzip.open(path, "rb") as stream:
-            while stream.read(1 << 24):
-                pass
-    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile (a CRC or size mismatch) is an OSError
-        problems.append(f"{path}: truncated or corrupt gzip file ({error}); download it again")
-        return None
-    return voxels
 
 
 # not convert_folder.validate_case: a release's case may take channels from one 4-D file (MSD) or resample one (ISLES)
@@ -58,7 +38,7 @@ def validate_case(case: SourceCase, allowed_label_values: set[int]) -> list[str]
         geometry = read_geometry(path=path, problems=problems)
         if geometry is None:
             continue
-        voxels = _read_complete_voxels(path, problems)
+        voxels = read_voxels(path=path, problems=problems)
         if voxels is None:
             continue
         check_finite(voxels=voxels, path=path, problems=problems)
@@ -84,23 +64,6 @@ def validate_case(case: SourceCase, allowed_label_values: set[int]) -> list[str]
             check_same_geometry(reference=reference, reference_path=reference_path, other=other,
                                 other_path=channel.path, problems=problems)
     if case.label is not None:
-        problems.extend(_validate_label(case.label, reference, reference_path, allowed_label_values))
-    return problems
-
-
-# not convert_folder's label check: reads to the end of the gzip stream (a download may be cut off in its trailer)
-def _validate_label(path: Path, reference: Geometry | None, reference_path: Path | None,
-                    allowed: set[int]) -> list[str]:
-    problems: list[str] = []
-    geometry = read_geometry(path=path, problems=problems)
-    if geometry is None:
-        return problems
-    if len(geometry.size) != 3:
-        return [f"{path}: expected a 3-D label map, found {len(geometry.size)}-D of size {geometry.size}"]
-    voxels = _read_complete_voxels(path, problems)
-    if voxels is not None and check_finite(voxels=voxels, path=path, problems=problems):
-        check_label_values(voxels=voxels, path=path, allowed=allowed, problems=problems)
-    if reference is not None:
-        check_same_geometry(reference=reference, reference_path=reference_path, other=geometry, other_path=path,
-                            problems=problems)
+        validate_label(path=case.label, reference=reference, reference_path=reference_path,
+                       allowed=allowed_label_values, problems=problems)
     return problems

@@ -18,10 +18,11 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 
 from nnunet_mt.dataset_conversion.convert_folder import (OUTPUT_FILE_ENDING, UNLABELED_IMAGES_FOLDER, move_into_place,
                                                          write_image)
+from nnunet_mt.dataset_conversion.errors import OutputError, writing
 from nnunet_mt.dataset_conversion.image_checks import Geometry
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, SourceCase
-from nnunet_mt.dataset_conversion.public.rerun import RECORD_FILE
 from nnunet_mt.dataset_conversion.public.validation import spatial_geometry
+from nnunet_mt.dataset_conversion.rerun_record import write_record
 from nnunet_mt.dataset_conversion.staging import temporary_sibling
 
 IMAGES_TR, LABELS_TR = "imagesTr", "labelsTr"
@@ -33,50 +34,79 @@ def write_hidden_labels(path: Path, hidden: Mapping[str, str], dataset_dir: Path
                           "note": f"these cases are in {UNLABELED_IMAGES_FOLDER}/ without their labels"}, indent=2)
     if path.is_file() and path.read_text() == content:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(path, "partial")
-    temporary.write_text(content)
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_sibling(path, "partial")
+        temporary.write_text(content)
+        os.replace(temporary, path)
+    except OSError as error:  # written after the dataset, which is in place: say both
+        raise OutputError(f"wrote {dataset_dir}, but cannot write its hidden-labels file {path}: "
+                          f"{error.strerror or error}; rerun the same command once it can be written") from error
+
+
+def remove_stale_hidden_labels(candidates: Sequence[Path], keep: Path | None, dataset_dir: Path) -> list[Path]:
+    """Remove the hidden-labels files among ``candidates`` (but ``keep``) that list ``dataset_dir``'s labels: once
+    the dataset is replaced they name cases whose labels may be in labelsTr now. Return those removed.
+
+    A file that lists another dataset, or cannot be read as one of these files, is not this converter's to remove."""
+    removed = []
+    for path in dict.fromkeys(candidates):
+        if path == keep or not path.is_file():
+            continue
+        try:
+            listed = json.loads(path.read_text()).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if listed == str(dataset_dir):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 
 def write_dataset(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str], dataset_dir: Path,
-           record: dict) -> dict[str, dict[str, list[int]]]:
+                  record: dict) -> None:
     """Build the dataset in a hidden staging sibling, then rename it into place (convert_folder's swap).
 
-    Returns, per resampled channel and case, the voxels outside that channel's field of view (also recorded).
+    Records, per resampled channel and case, the voxels outside that channel's field of view (in ``record``'s
+    summary, where the caller finds them even when the dataset it replaces could not be deleted).
     """
-    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = temporary_sibling(dataset_dir, "partial")
-    staging.mkdir()
-    try:
-        for folder in (IMAGES_TR, LABELS_TR):
-            (staging / folder).mkdir()
-        outside: dict[str, dict[str, list[int]]] = {}
-        for case in cases:
-            for channel, counts in _write_case(spec, case, staging, with_label=case.case_id in kept).items():
-                outside.setdefault(channel, {})[case.case_id] = counts
-        generate_dataset_json(
-            str(staging),
-            channel_names={index: name for index, name in enumerate(spec.channel_names)},
-            labels={name: (tuple(value) if isinstance(value, tuple) else int(value))
-                    for name, value in spec.labels.items()},
-            num_training_cases=len(kept),
-            file_ending=OUTPUT_FILE_ENDING,
-            regions_class_order=spec.regions_class_order,
-            dataset_name=dataset_dir.name,
-            reference=spec.reference,
-            license=spec.licence,
-            description=spec.description + f" Unannotated cases are in {UNLABELED_IMAGES_FOLDER}/.",
-            converted_by=spec.converter,
-        )
-        record["summary"]["outside_field_of_view"] = outside
-        (staging / RECORD_FILE).write_text(json.dumps(record, indent=1))
-        move_into_place(staging=staging, dataset_dir=dataset_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return outside
+    with writing(dataset_dir):
+        dataset_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        try:
+            _write_cases_and_json(spec, cases, kept, staging, dataset_dir.name, record)
+            move_into_place(staging=staging, dataset_dir=dataset_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def _write_cases_and_json(spec: DatasetSpec, cases: Sequence[SourceCase], kept: set[str], staging: Path,
+                          dataset_name: str, record: dict) -> None:
+    for folder in (IMAGES_TR, LABELS_TR):
+        (staging / folder).mkdir()
+    outside: dict[str, dict[str, list[int]]] = {}
+    for case in cases:
+        for channel, counts in _write_case(spec, case, staging, with_label=case.case_id in kept).items():
+            outside.setdefault(channel, {})[case.case_id] = counts
+    generate_dataset_json(
+        str(staging),
+        channel_names={index: name for index, name in enumerate(spec.channel_names)},
+        labels={name: (tuple(value) if isinstance(value, tuple) else int(value))
+                for name, value in spec.labels.items()},
+        num_training_cases=len(kept),
+        file_ending=OUTPUT_FILE_ENDING,
+        regions_class_order=spec.regions_class_order,
+        dataset_name=dataset_name,
+        reference=spec.reference,
+        license=spec.licence,
+        description=spec.description + f" Unannotated cases are in {UNLABELED_IMAGES_FOLDER}/.",
+        converted_by=spec.converter,
+    )
+    record["summary"]["outside_field_of_view"] = outside
+    write_record(staging, record)
 
 
 def _channel_images(case: SourceCase) -> list[sitk.Image]:
