@@ -2,6 +2,7 @@
 its unannotated targets are the initial model's predictions."""
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -10,9 +11,35 @@ import numpy as np
 import pytest
 import torch
 
+from bare_trainer import (PATCH, assert_applied_gradient, bare_trainer, batches, cross_entropy_by_hand,
+                          gradients_at_step, output_voxels)
 from conftest import TINY_NAME
 
 PL = "nnUNetTrainerDeepMedicPseudoLabel_tiny"
+
+
+def test_loss_is_ls_plus_w_lp_from_one_forward_of_both_halves():
+    """L = Ls + w Lp (w = 1) by hand on fixed patches: the cross-entropy of the annotated half against its
+    labels and of the unannotated half against its pseudo-labels, both from one forward of the 2 + 2 patches
+    (BatchNorm over both); the segmenter's step applies the gradient of that L."""
+    t = bare_trainer(PL)
+    annotated, _ = batches(11, 1)
+    g = torch.Generator().manual_seed(12)
+    pseudo = {"data": torch.randn(2, 2, *PATCH, generator=g),
+              "target": torch.randint(0, 2, (2, 1, *PATCH), generator=g).float()}  # pseudo-labels as the loader's
+    t.dataloader_unlabeled = iter([pseudo])
+    replica = copy.deepcopy(t.network)
+    applied = gradients_at_step(t.optimizer)
+    torch.manual_seed(5)  # the same dropout masks in the trainer's forward and in the replay
+    out = type(t).train_step(t, annotated[0])
+    torch.manual_seed(5)
+    logits = replica(torch.cat([annotated[0]["data"], pseudo["data"]]))
+    ls = cross_entropy_by_hand(logits[:2], output_voxels(annotated[0]["target"]))
+    lp = cross_entropy_by_hand(logits[2:], output_voxels(pseudo["target"]))
+    assert t.pseudo_label_weight == 1
+    assert (out["Ls"], out["Lp"], float(out["loss"])) == pytest.approx((ls.item(), lp.item(), (ls + lp).item()),
+                                                                       rel=1e-5)
+    assert_applied_gradient(applied[0], ls + lp, replica.parameters(), max_norm=12, without=ls)
 
 
 @pytest.fixture(scope="module")
