@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from bare_trainer import (OUTPUT, PATCH, assert_applied_gradient, bare_trainer, batches, cross_entropy_by_hand,
+from bare_trainer import (OUTPUT, assert_applied_gradient, bare_trainer, batches, cross_entropy_by_hand,
                           gradients_at_step, output_voxels)
 from nnunet_mt.training.adversarial import FeatureTap
 

@@ -13,7 +13,9 @@ import torch
 
 from bare_trainer import (PATCH, assert_applied_gradient, bare_trainer, batches, cross_entropy_by_hand,
                           gradients_at_step, output_voxels)
-from conftest import TINY_NAME
+from matplotlib.image import imread
+
+from conftest import TINY_NAME, assert_train_losses_compose
 
 PL = "nnUNetTrainerDeepMedicPseudoLabel_tiny"
 
@@ -76,8 +78,10 @@ def test_trains_the_student_on_both_halves(trained_pseudo_label, pretrained):
     assert any(not torch.equal(v, start[k]) for k, v in ckpt["network_weights"].items())
     log = json.loads((trained_pseudo_label / "pseudo_label_log.json").read_text())
     assert log["step"] == [0, 1, 2, 3] and len(log["dice_student"]) == 2
-    assert all(np.isfinite(log["Ls"] + log["Lp"])) and all(v > 0 for v in log["Ls"] + log["Lp"])
-    assert (trained_pseudo_label / "progress_pseudo_label.png").stat().st_size > 10_000
+    assert_train_losses_compose(trained_pseudo_label, log, ("Ls", 1), ("Lp", 1))  # L = Ls + Lp, by hand above
+    # the plot of this history: Dice, Ls, Lp (its data: tests/training/test_plots.py), 9 x (3 + 2.2 x 2) inches
+    # at 80 dpi
+    assert imread(trained_pseudo_label / "progress_pseudo_label.png").shape[:2] == (592, 720)
 
 
 def test_pseudo_labels_are_the_init_models_predictions(tiny_nnunet, trained_pseudo_label, pretrained):
