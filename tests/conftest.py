@@ -126,6 +126,19 @@ def direct_probabilities(model_folder, checkpoint, image_files, weights_key="net
     return full
 
 
+def assert_train_losses_compose(fold: Path, log: dict, *terms: tuple[str, str | float]) -> None:
+    """nnU-Net's train_loss of each epoch (the final checkpoint's log) is the epoch's mean of the per-step
+    ``sum of log[value] * (log[weight] or weight)`` for ``terms`` of (value, weight): the trainer's logged
+    parts of its loss add up to what it optimised."""
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    losses = checkpoint["logging"]["train_losses"]
+    per_step = [sum(log[value][i] * (log[weight][i] if isinstance(weight, str) else weight) for value, weight in terms)
+                for i in range(len(log["step"]))]
+    k = len(per_step) // len(losses)
+    assert len(per_step) == k * len(losses) and k > 0
+    assert losses == pytest.approx([float(np.mean(per_step[e * k:(e + 1) * k])) for e in range(len(losses))], rel=1e-5)
+
+
 class NNUNetEnv:
     """Temporary nnU-Net folders and a runner for nnU-Net / plugin commands in subprocesses."""
 

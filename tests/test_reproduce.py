@@ -28,6 +28,7 @@ from nnunet_mt.runner.layout import INIT_PLANS
 from nnunet_mt.runner.methods import MEAN_TEACHER_VARIANTS, METHODS as RUNNER_METHODS, check_trainers
 from nnunet_mt.runner.splits import check_inputs, check_truth, draw_splits
 from nnunet_mt.source_dataset import ReproduceError, find_dataset_folder, read_source
+from nnunet_mt.trainers.semi_supervised import SemiSupervisedMixin
 
 # ---- unit tests ----------------------------------------------------------------------------------
 
@@ -412,8 +413,12 @@ def test_screen_trains_every_variant_from_the_converged_start_and_never_predicts
         assert snap["step"] == 0
         for k, v in start_weights.items():  # every method starts from the start stage, not the init model
             torch.testing.assert_close(snap["network_weights"][k], v)
-        assert "seeded run: nnUNet_mt_seed=3" in "".join(p.read_text() for p in fold.glob("training_log_*.txt")) \
-            or method != "DeepMedic"
+        if method == "DeepMedic":
+            assert "seeded run: nnUNet_mt_seed=3" in "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+        else:  # a semi-supervised trainer seeds its own start, from noise_seed + nnUNet_mt_seed
+            final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+            noise = torch.Generator().set_state(final["semi_supervised"]["noise_generator"])
+            assert noise.initial_seed() == SemiSupervisedMixin.noise_seed + 3, method
     # the first run predicted nothing; the second only its two methods
     predictions = screen.work / "n2" / "predictions"
     assert sorted(p.name for p in predictions.iterdir()) == ["DeepMedic", "MeanTeacher-kl"]

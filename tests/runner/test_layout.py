@@ -40,8 +40,8 @@ def _hold_lock(work, ready, stop):
 def test_derived_dataset_ids_follow_the_sorted_counts():
     assert derived_dataset([10, 20, 30], "Stroke", 20) == (501, "Dataset501_Stroke_n20")
     assert derived_dataset([5], "X", 5) == (FIRST_DERIVED_ID, "Dataset500_X_n5")
-    with pytest.raises(ValueError):
-        derived_dataset([10, 20], "X", 30)  # not a count of this run
+    with pytest.raises(ValueError, match="30 is not in list"):  # not a count of this run
+        derived_dataset([10, 20], "X", 30)
 
 
 def test_results_folder_is_nnunets_name_for_trainer_plans_and_configuration(tmp_path):

@@ -2,6 +2,7 @@
 its unannotated targets are the initial model's predictions."""
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -10,9 +11,37 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_NAME
+from bare_trainer import (PATCH, assert_applied_gradient, bare_trainer, batches, cross_entropy_by_hand,
+                          gradients_at_step, output_voxels)
+from matplotlib.image import imread
+
+from conftest import TINY_NAME, assert_train_losses_compose
 
 PL = "nnUNetTrainerDeepMedicPseudoLabel_tiny"
+
+
+def test_loss_is_ls_plus_w_lp_from_one_forward_of_both_halves():
+    """L = Ls + w Lp (w = 1) by hand on fixed patches: the cross-entropy of the annotated half against its
+    labels and of the unannotated half against its pseudo-labels, both from one forward of the 2 + 2 patches
+    (BatchNorm over both); the segmenter's step applies the gradient of that L."""
+    t = bare_trainer(PL)
+    annotated, _ = batches(11, 1)
+    g = torch.Generator().manual_seed(12)
+    pseudo = {"data": torch.randn(2, 2, *PATCH, generator=g),
+              "target": torch.randint(0, 2, (2, 1, *PATCH), generator=g).float()}  # pseudo-labels as the loader's
+    t.dataloader_unlabeled = iter([pseudo])
+    replica = copy.deepcopy(t.network)
+    applied = gradients_at_step(t.optimizer)
+    torch.manual_seed(5)  # the same dropout masks in the trainer's forward and in the replay
+    out = type(t).train_step(t, annotated[0])
+    torch.manual_seed(5)
+    logits = replica(torch.cat([annotated[0]["data"], pseudo["data"]]))
+    ls = cross_entropy_by_hand(logits[:2], output_voxels(annotated[0]["target"]))
+    lp = cross_entropy_by_hand(logits[2:], output_voxels(pseudo["target"]))
+    assert t.pseudo_label_weight == 1
+    assert (out["Ls"], out["Lp"], float(out["loss"])) == pytest.approx((ls.item(), lp.item(), (ls + lp).item()),
+                                                                       rel=1e-5)
+    assert_applied_gradient(applied[0], ls + lp, replica.parameters(), max_norm=12, without=ls)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +78,10 @@ def test_trains_the_student_on_both_halves(trained_pseudo_label, pretrained):
     assert any(not torch.equal(v, start[k]) for k, v in ckpt["network_weights"].items())
     log = json.loads((trained_pseudo_label / "pseudo_label_log.json").read_text())
     assert log["step"] == [0, 1, 2, 3] and len(log["dice_student"]) == 2
-    assert all(np.isfinite(log["Ls"] + log["Lp"])) and all(v > 0 for v in log["Ls"] + log["Lp"])
-    assert (trained_pseudo_label / "progress_pseudo_label.png").stat().st_size > 10_000
+    assert_train_losses_compose(trained_pseudo_label, log, ("Ls", 1), ("Lp", 1))  # L = Ls + Lp, by hand above
+    # the plot of this history: Dice, Ls, Lp (its data: tests/training/test_plots.py), 9 x (3 + 2.2 x 2) inches
+    # at 80 dpi
+    assert imread(trained_pseudo_label / "progress_pseudo_label.png").shape[:2] == (592, 720)
 
 
 def test_pseudo_labels_are_the_init_models_predictions(tiny_nnunet, trained_pseudo_label, pretrained):

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ID, TINY_NAME, direct_probabilities
+from matplotlib.image import imread
+
+from conftest import TINY_ID, TINY_NAME, assert_train_losses_compose, direct_probabilities
 
 MT = "nnUNetTrainerMeanTeacher_tiny"
 
@@ -69,8 +71,9 @@ def test_schedule_and_history_follow_the_paper(trained_mean_teacher):
     assert log["alpha"] == pytest.approx([0.99, 0.99, 0.99, 0.999])  # 0.99 while S <= L
     assert log["dice_step"] == [2, 4] and len(log["dice_teacher"]) == 2
     assert "foreground_mean" in json.loads((trained_mean_teacher / "validation" / "summary.json").read_text())
-    assert all(np.isfinite(log["Lc"])) and all(0 <= v <= 1 for v in log["Lc"])  # by construction, beside the above
-    assert (trained_mean_teacher / "progress_mean_teacher.png").stat().st_size > 10_000
+    assert_train_losses_compose(trained_mean_teacher, log, ("Ls", 1), ("Lc", "beta"))  # L = Ls + beta Lc
+    # the plot of this history (its data: tests/training/test_plots.py), 9 x 10 inches at 80 dpi
+    assert imread(trained_mean_teacher / "progress_mean_teacher.png").shape[:2] == (800, 720)
     cached = list((trained_mean_teacher.parents[3] / "preprocessed" / TINY_NAME /
                    "nnUNetPlans_3d_fullres_unlabeled").glob("pseudo_lesions_*.pkl"))
     assert len(cached) == 1

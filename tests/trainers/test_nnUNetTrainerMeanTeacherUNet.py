@@ -6,7 +6,7 @@ import json
 import numpy as np
 import torch
 
-from conftest import TINY_ID, TINY_NAME
+from conftest import TINY_ID, TINY_NAME, assert_train_losses_compose
 
 UNET_MT = "nnUNetTrainerMeanTeacherUNet_tiny"
 
@@ -20,10 +20,10 @@ def test_unet_mean_teacher_trains_and_predicts_with_the_teacher(tiny_nnunet, tin
     assert ckpt["semi_supervised"]["global_step"] == 4
     differs = [k for k in ckpt["network_weights"] if not torch.equal(ckpt["network_weights"][k],
                                                                      ckpt["student_weights"][k])]
-    assert differs  # the model saved for nnUNetv2_predict is the teacher, not the student
+    assert differs  # the model saved for nnUNetv2_predict is not the student (below: it is the teacher)
     log = json.loads((fold / "mean_teacher_log.json").read_text())
     assert log["alpha"] == [0.99, 0.99, 0.99, 0.999]
-    assert all(np.isfinite(log["Lc"]))
+    assert_train_losses_compose(fold, log, ("Ls", 1), ("Lc", "beta"))  # L = Ls + beta Lc, as nnU-Net logged it
     # the teacher started from the whole supervised U-Net, output layers included
     train_log = sorted(fold.glob("training_log_*.txt"))[-1].read_text()
     assert "segmentation-layer tensors that nnU-Net's load_pretrained_weights leaves out" in train_log
@@ -33,11 +33,34 @@ def test_unet_mean_teacher_trains_and_predicts_with_the_teacher(tiny_nnunet, tin
     assert not (fold / "validation").exists()
     unet_log = "".join(p.read_text() for p in sorted(pretrained.parent.glob("training_log_*.txt")))
     assert "epoch 1/2, step 2/4 (50 %)" in unet_log and "hiddenlayer" not in unet_log
-    out = tmp_path / "pred"
-    tiny_nnunet.run("nnUNetv2_predict", "-i", str(tiny_nnunet.raw / TINY_NAME / "imagesTs"), "-o", str(out),
-                    "-d", str(TINY_ID), "-c", "3d_fullres", "-f", "0", "-tr", UNET_MT, "-device", "cpu",
-                    "--disable_tta", "-npp", "1", "-nps", "1")
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["ts_000.nii.gz", "ts_001.nii.gz"]
+    # the model is the teacher: after 4 EMA steps it stays closer to the start than the student
+    start = torch.load(pretrained, map_location="cpu", weights_only=False)["network_weights"]
+    drift = {k: sum((ckpt[k][n].float() - start[n].float()).norm() for n in start)
+             for k in ("network_weights", "student_weights")}
+    assert 0 < drift["network_weights"] < drift["student_weights"]
+    # nnUNetv2_predict's probabilities are those of network_weights (the teacher), not the student's: the same
+    # as from a checkpoint holding the teacher alone, far from one whose network_weights are the student
+    for name, weights in (("teacher", ckpt["network_weights"]), ("student", ckpt["student_weights"])):
+        torch.save({**{k: v for k, v in ckpt.items() if k != "student_weights"}, "network_weights": weights},
+                   fold / f"checkpoint_{name}.pth")
+    probs = {chk: _predicted_probabilities(tiny_nnunet, chk, tmp_path / chk)
+             for chk in ("checkpoint_final.pth", "checkpoint_teacher.pth", "checkpoint_student.pth")}
+    model = probs["checkpoint_final.pth"]
+    np.testing.assert_array_equal(model, probs["checkpoint_teacher.pth"])
+    assert np.abs(model - probs["checkpoint_student.pth"]).max() > 1e-3
+
+
+def _predicted_probabilities(tiny_nnunet, checkpoint: str, out) -> np.ndarray:
+    """nnUNetv2_predict's probabilities of test case ts_000 with the U-Net mean teacher's ``checkpoint``."""
+    images = out / "images"
+    images.mkdir(parents=True)
+    for f in (tiny_nnunet.raw / TINY_NAME / "imagesTs").glob("ts_000_*.nii.gz"):
+        (images / f.name).symlink_to(f)
+    tiny_nnunet.run("nnUNetv2_predict", "-i", str(images), "-o", str(out / "pred"), "-d", str(TINY_ID), "-c",
+                    "3d_fullres", "-f", "0", "-tr", UNET_MT, "-chk", checkpoint, "-device", "cpu", "--disable_tta",
+                    "--save_probabilities", "-npp", "1", "-nps", "1")
+    assert [p.name for p in (out / "pred").glob("*.nii.gz")] == ["ts_000.nii.gz"]
+    return np.load(out / "pred" / "ts_000.npz")["probabilities"]
 
 
 class _FakeTrainer:

@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from conftest import assert_train_losses_compose
+
 PI = "nnUNetTrainerPiModel_tiny"
 
 
@@ -19,6 +21,6 @@ def test_pi_model_trains_without_teacher_and_keeps_the_student(tiny_nnunet, tiny
     log = json.loads((fold / "mean_teacher_log.json").read_text())
     assert log["beta"] == pytest.approx([math.exp(-5), math.exp(-1.25), 1.0, 1.0])
     assert all(math.isnan(a) for a in log["alpha"])  # no EMA
-    # Lc > 0 holds for any soft maps (Eq. 1); that the target is the student's own second noisy pass is
-    # test_train_step's test_pi_model_target_is_the_students_own_second_noisy_pass
-    assert all(math.isfinite(v) and v > 0 for v in log["Lc"])
+    # that the target is the student's own second noisy pass is test_train_step's
+    # test_pi_model_target_is_the_students_own_second_noisy_pass; here what nnU-Net logged is L = Ls + beta Lc
+    assert_train_losses_compose(fold, log, ("Ls", 1), ("Lc", "beta"))
