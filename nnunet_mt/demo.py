@@ -4,6 +4,8 @@ generate cohort -> nnUNetv2_plan_and_preprocess -> nnunet_mt_preprocess_unlabele
 nnUNetv2_train DeepMedic (short) -> nnUNetv2_train MeanTeacher -pretrained_weights <DeepMedic> ->
 nnUNetv2_predict on imagesTs with both -> nnUNetv2_evaluate_folder -> per-case Dice table,
 mean +- std and a paired t-test. Finished stages are not redone when the command is run again.
+The trainings are seeded and augment in their own process (nnUNet_n_proc_DA=0 unless set), so on the
+CPU another run in a new folder prints the same table.
 
 Every step is the standard nnU-Net command, run in a subprocess with nnUNet_raw, nnUNet_preprocessed,
 nnUNet_results and nnUNet_extTrainer set for the demo's own folder, so a user's existing nnU-Net
@@ -199,6 +201,12 @@ def main(argv=None) -> None:
     num_test = len(list((raw / "labelsTs").glob("*.nii.gz"))) or args.num_test
     val_cases = fold0_validation_cases(preprocessed)
     train_env = dict(env, **{final_validation.VARIABLE: "1" if args.final_validation else "0"})
+    # augmentation in the training process: the seeded trainings, and so the table, replay bit for bit on the CPU
+    # (workers deliver batches in the order they finish); only the trainings, nnU-Net's planner needs >= 1
+    train_env.setdefault("nnUNet_n_proc_DA", "0")
+    if train_env["nnUNet_n_proc_DA"] != "0":
+        print(f"\nnnUNet_n_proc_DA={train_env['nnUNet_n_proc_DA']} (from your shell): the trainings' augmentation "
+              f"runs in worker processes, so another run of the demo gives a slightly different table", flush=True)
     announcement = validation_announcement(args.final_validation, val_cases, args.num_processes, num_test)
     results = workdir / "nnUNet_results" / DATASET
     supervised = results / f"{args.supervised_trainer}__nnUNetPlans__{CONFIGURATION}"

@@ -200,11 +200,12 @@ def trained_deepmedic(tiny_nnunet) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_unlabeled(tiny_nnunet, trained_deepmedic) -> str:
-    """Preprocesses imagesUnlabeled; returns what the mean teacher said when they were not yet preprocessed."""
+    """Preprocesses imagesUnlabeled; returns what the mean teacher said when they were not yet preprocessed
+    (with an augmentation worker, as a user's run has: what it prints when stopped must not bury the message)."""
     pretrained = trained_deepmedic / "checkpoint_final.pth"
     proc = tiny_nnunet.run("nnUNetv2_train", str(TINY_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerMeanTeacher_tiny",
                            "-device", "cpu", "-pretrained_weights", str(pretrained), check=False,
-                           extra_env={"nnUNet_n_proc_DA": "0"})
+                           extra_env={"nnUNet_n_proc_DA": "1"})
     assert proc.returncode != 0
     tiny_nnunet.run("nnunet_mt_preprocess_unlabeled", "-d", str(TINY_ID), "-c", "3d_fullres")
     return proc.stdout + proc.stderr

@@ -146,6 +146,26 @@ def test_the_trainings_skip_the_final_validation_and_size_nnunet_pools_by_defaul
     assert split == [{"train": ["SDWI_0001", "SDWI_0002"], "val": ["SDWI_0003"]}]
 
 
+@pytest.mark.parametrize("shell", [None, "2"])
+def test_the_trainings_augment_in_process_so_the_demo_replays(tmp_path, monkeypatch, capsys, shell):
+    import nnunet_mt.demo as demo
+
+    if shell is None:
+        monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    else:
+        monkeypatch.setenv("nnUNet_n_proc_DA", shell)
+    calls = []
+    monkeypatch.setattr(demo, "run", lambda step, cmd, env: calls.append((cmd, env)) or 0.0)
+    _fake_finished_preprocessing(tmp_path)
+    demo.main(["--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    trainings = [env for cmd, env in calls if cmd[0] == "nnUNetv2_train"]
+    assert len(trainings) == 2 and all(env["nnUNet_n_proc_DA"] == (shell or "0") for env in trainings)
+    preprocess = next(env for cmd, env in calls if cmd[0] == "nnunet_mt_preprocess_unlabeled")
+    assert preprocess.get("nnUNet_n_proc_DA") == shell  # nnU-Net's planner fails with 0: only the trainings get it
+    assert ("another run of the demo gives a slightly different table" in out) == (shell is not None)
+
+
 def test_final_validation_option_and_worker_count_reach_the_trainings(tmp_path, monkeypatch, capsys):
     import nnunet_mt.demo as demo
 

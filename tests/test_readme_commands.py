@@ -12,6 +12,10 @@ separating commands, ``$(...)`` checked as a command of its own, ``NAME=value`` 
   (run once per distinct command);
 * ``nnUNetv2_train`` and ``nnUNetv2_predict`` default to CUDA, so the README must give them ``-device``: the
   commands have to run as written on a CPU-only machine.
+
+The quick start, the demo's validation step and the model sharing are run as written on a tiny dataset,
+with only what the README says to substitute substituted; the trainer-search error the README quotes is
+compared with the one nnU-Net raises.
 """
 from __future__ import annotations
 
@@ -300,3 +304,88 @@ def test_checker_rejects_unknown_flags_and_commands():
         resolve(Invocation(1, "", ["python", "benchmarks/no_such_script_12.py"]))
     with pytest.raises(AssertionError, match="--no-such-flag"):
         check(Invocation(1, "", ["nnunet_mt_env", "--no-such-flag"], ["--no-such-flag"]))
+
+
+# ---- the quick start and the model sharing, run ------------------------------------------------------------
+def section_blocks(text: str, heading: str) -> list[str]:
+    """The bodies of the ```bash blocks under the ``## heading`` (up to the next ``## ``)."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end > 0 else None]
+    return [body for _, body in bash_blocks(section)]
+
+
+def substituted(block: str, replacements: dict[str, str]) -> str:
+    """``block`` with each key replaced by its value; fails when the README no longer has the key."""
+    for old, new in replacements.items():
+        assert old in block, f"the README's block no longer has {old!r}:\n{block}"
+        block = block.replace(old, new)
+    return block
+
+
+def tiny_trainers(block: str) -> str:
+    """The block with the tests' narrow variants of the trainers (same code, a fraction of the CPU time)."""
+    return re.sub(r"nnUNetTrainer(DeepMedic|MeanTeacher)(?![A-Za-z])", r"nnUNetTrainer\1_tiny", block)
+
+
+def test_quick_start_validation_step_and_model_sharing_run_as_written(tmp_path):
+    """A user's route after the demo: the quick start on a dataset of their own (the tiny one, with the
+    budget cut to 2 steps), the demo's --val step for a model trained without nnU-Net's validation (as the
+    demo's and the runner's are), export, install into another folder, predict from the installed model.
+    Besides what the README says to substitute, only the trainers are swapped for their narrow variants."""
+    from conftest import TINY_ID, TINY_NAME, VENV_BIN as BIN, write_tiny_raw
+
+    text = README.read_text()
+    quick_start = section_blocks(text, "Quick start: your own dataset")
+    assert len(quick_start) == 1
+    quick_start = substituted(quick_start[0], {
+        "ID=501 NAME=Dataset501_MyStroke": f"ID={TINY_ID} NAME={TINY_NAME}",
+        "nnUNet_mt_epochs=10 nnUNet_mt_iterations_per_epoch=50 nnUNet_mt_val_iterations=5":
+            "nnUNet_mt_epochs=1 nnUNet_mt_iterations_per_epoch=2 nnUNet_mt_val_iterations=1"})
+    validation_step = next(body for body in section_blocks(text, "Demo") if "--val" in body)
+    validation_step = substituted(validation_step, {"990": "$ID",
+                                                    "nnUNetTrainerMeanTeacher_demo": "nnUNetTrainerMeanTeacher"})
+    export, receive = section_blocks(text, "Share a trained model")
+    write_tiny_raw(tmp_path / "nnUNet_raw")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env.update(PATH=os.pathsep.join([str(BIN), env.get("PATH", "")]), PYTHONUNBUFFERED="1",
+               nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", nnUNet_compile="false")
+    quick_start, validation_step, export, receive = map(tiny_trainers, (quick_start, validation_step, export,
+                                                                        receive))
+    script = "\n".join([
+        "set -e",
+        "export nnUNet_mt_final_validation=0",  # the trainings skip nnU-Net's validation, as the demo's do
+        quick_start,
+        f"if ( {export} ) > export_before_validation.log 2>&1; then exit 3; fi",  # nnU-Net's export needs it
+        "unset nnUNet_mt_final_validation",  # the user's shell, where the demo's printed lines are run
+        validation_step, export, receive])
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
+    assert "validation/summary.json" in (tmp_path / "export_before_validation.log").read_text()
+    assert (tmp_path / "pred" / "summary.json").is_file()  # where the README says evaluate_folder writes
+    installed = tmp_path / "installed_models" / TINY_NAME / "nnUNetTrainerMeanTeacher_tiny__nnUNetPlans__3d_fullres"
+    assert (installed / "fold_0" / "checkpoint_final.pth").is_file()
+    import SimpleITK as sitk
+
+    cases = sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz"))
+    assert cases and cases == sorted(p.name for p in (tmp_path / "pred_installed").glob("*.nii.gz"))
+    for case in cases:
+        original, copy = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / folder / case)))
+                          for folder in ("pred", "pred_installed"))
+        assert (original == copy).all(), case
+
+
+def test_the_quoted_trainer_search_error_is_nnunets():
+    """The README quotes the error nnU-Net raises when nnUNet_extTrainer does not hold the trainer."""
+    quoted = re.search(r"```text\n(RuntimeError: Could not find requested nnunet trainer [^\n]*)\n```",
+                       README.read_text())
+    assert quoted, "the README no longer quotes nnU-Net's trainer-search error in a ```text block"
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
+    proc = subprocess.run([sys.executable, "-c", "from nnunetv2.utilities.find_objects import "
+                           "recursive_find_trainer_class_by_name as find; find('nnUNetTrainerMeanTeacher')"],
+                          env=env, capture_output=True, text=True)
+    raised = proc.stderr.strip().splitlines()[-1]
+    assert raised.startswith("RuntimeError: Could not find requested nnunet trainer"), proc.stderr[-2000:]
+    # the README's "…" stand for the machine's paths; every other character is nnU-Net's
+    pattern = ".*".join(re.escape(part) for part in quoted.group(1).split("…"))
+    assert re.fullmatch(pattern + ".*", raised), (quoted.group(1), raised)

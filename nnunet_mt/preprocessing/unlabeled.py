@@ -90,6 +90,10 @@ REQUIRED_PROPERTIES = ("spacing", "shape_before_cropping", "bbox_used_for_croppi
                        "shape_after_cropping_and_before_resampling", "class_locations")
 
 _PROG = "nnunet_mt_preprocess_unlabeled"
+#: which trainers read the preprocessed unannotated scans (said where the folder is missing or empty)
+NEEDED_BY = ("every semi-supervised trainer reads them: nnUNetTrainerMeanTeacher and its variants, "
+             "nnUNetTrainerMeanTeacherUNet, nnUNetTrainerPiModel, nnUNetTrainerDeepMedicEN, nnUNetTrainerDeepMedicUDA, "
+             "nnUNetTrainerDeepMedicPseudoLabel")
 _MAX_LISTED = 20  # keep messages readable when a folder is full of junk
 
 
@@ -219,7 +223,8 @@ def find_unlabeled_cases(images_dir: Path, file_ending: str, channels: dict[int,
     """
     if not images_dir.is_dir():
         raise UnlabeledDataError(f"no folder of unlabelled scans: expected {images_dir} holding "
-                                 f"<case>_0000{file_ending} ... (one file per channel, named like imagesTr)")
+                                 f"<case>_0000{file_ending} ... (one file per channel, named like imagesTr; "
+                                 f"{NEEDED_BY})")
     pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending) + r"$")
     files_by_case: dict[str, dict[int, str]] = {}
     problems: list[str] = []
@@ -234,7 +239,8 @@ def find_unlabeled_cases(images_dir: Path, file_ending: str, channels: dict[int,
         files_by_case.setdefault(match["case"], {})[int(match["channel"])] = entry.name
     if not files_by_case and not problems:
         raise UnlabeledDataError(f"{images_dir} is empty: put the unlabelled scans there as "
-                                 f"<case>_0000{file_ending} ... or do not run this step")
+                                 f"<case>_0000{file_ending} ... ({NEEDED_BY}; the supervised nnUNetTrainerDeepMedic "
+                                 f"and nnUNetTrainerUNet do not, and need no such step)")
     expected = sorted(channels)
     expected_text = ", ".join(f"_{i:04d} ({channels[i]})" for i in expected)
     for case, found in sorted(files_by_case.items()):
@@ -512,7 +518,10 @@ def preprocess_unlabeled(dataset_name_or_id: int | str, configuration: str = "3d
             for case in todo]
     _run_jobs(jobs, num_processes, verbose)
     shutil.rmtree(output / PARTIAL_FOLDER, ignore_errors=True)
-    if verbose:
+    if verbose and not todo:
+        print(f"skipped, already done: all {len(cases)} cases in {output} are preprocessed with these plans from "
+              f"unchanged source files")
+    elif verbose:
         print(f"done: {len(todo)} preprocessed, {len(cases) - len(todo)} already finished, in {output}")
     return sorted(cases)
 

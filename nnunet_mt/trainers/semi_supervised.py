@@ -229,8 +229,9 @@ class SemiSupervisedMixin:
         return split_batch_size(self.batch_size_unannotated, dist.get_world_size(), dist.get_rank())
 
     def get_dataloaders(self):
-        loaders = super().get_dataloaders()
+        # checked before nnU-Net starts its workers, whose tracebacks would otherwise bury the message
         dataset = self._unlabeled_dataset()
+        loaders = super().get_dataloaders()
         locations = self._pseudo_lesions(dataset)
         if self.is_ddp:  # each rank samples its own share of the unannotated scans
             keep = shard(dataset.identifiers, dist.get_world_size(), dist.get_rank())

@@ -185,7 +185,8 @@ def test_rerun_skips_finished_and_redoes_broken_cases(ws, capsys):
     first = _mtimes(ws.out)
 
     preprocess_unlabeled(DATASET_ID, verbose=True)
-    assert "skipping 2 finished cases" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipping 2 finished cases" in out and "skipped, already done: all 2 cases" in out
     assert _mtimes(ws.out) == first
 
     # deleted marker (an interrupted case: arrays written, pkl not yet): only that case is redone
@@ -268,7 +269,10 @@ def test_error_empty_unlabeled_folder(ws):
     shutil.rmtree(ws.unlabelled)
     ws.unlabelled.mkdir()
     (ws.unlabelled / ".DS_Store").write_text("")  # hidden files do not count as scans
-    _expect_error(ws, str(ws.unlabelled), "is empty")
+    message = _expect_error(ws, str(ws.unlabelled), "is empty")
+    # says who needs the scans, never to skip the step (the mean teacher cannot train without it)
+    assert "nnUNetTrainerMeanTeacher" in message and "nnUNetTrainerDeepMedic and nnUNetTrainerUNet do not" in message
+    assert "do not run this step" not in message
 
 
 def test_error_missing_channel(ws):

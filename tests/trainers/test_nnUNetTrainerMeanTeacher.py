@@ -55,6 +55,8 @@ def test_checkpoint_from_another_architecture_is_refused(tiny_nnunet, tmp_path):
 def test_missing_unannotated_scans_tell_how_to_preprocess_them(tiny_unlabeled):
     assert "No preprocessed unannotated scans" in tiny_unlabeled
     assert "nnunet_mt_preprocess_unlabeled -d Dataset901_Tiny -c 3d_fullres" in tiny_unlabeled
+    # the last thing printed: no augmentation worker was started to fail after it
+    assert tiny_unlabeled.rstrip().splitlines()[-1].startswith("RuntimeError: No preprocessed unannotated scans")
 
 
 @pytest.fixture(scope="module")
