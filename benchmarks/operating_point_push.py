@@ -18,6 +18,9 @@ g_bg)``, the change of its foreground-minus-background logit per unit of descent
 
 usage: python benchmarks/operating_point_push.py WORKDIR --start START.pth [--n 10] [--batches 8]
        [--methods MeanTeacher MeanTeacher-deterministic-teacher ...] [--json OUT.json]
+
+Run it as a command: nnU-Net reads its folders' variables when first imported, and this script sets them
+to the work folder's before it imports nnU-Net.
 """
 from __future__ import annotations
 
@@ -100,7 +103,8 @@ def trainer_at_start(name: str, workdir: Path, n: int, start: Path):
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     dataset_json = json.loads((folder / "dataset.json").read_text())
     cls = recursive_find_python_class(trainers_dir(), name, "nnunet_mt.trainers")
-    trainer = cls(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    # nnU-Net 2.8.1's trainer pops this key, which get_trainer_from_args puts in
+    trainer = cls(dict(plans, continue_training=False), "3d_fullres", 0, dataset_json, torch.device("cpu"))
     maybe_load_checkpoint(trainer, False, False, str(start))
     trainer.on_train_start()
     return trainer
@@ -151,9 +155,11 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=10, help="annotated count of the run (its derived dataset)")
     p.add_argument("--batches", type=int, default=8, help="batches per trainer")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    p.add_argument("--trainer-suffix", default="", help="the run's --trainer-suffix (e.g. _tiny)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
-    results = operating_point_push(args.workdir.resolve(), args.start.resolve(), args.methods, args.n, args.batches)
+    results = operating_point_push(args.workdir.resolve(), args.start.resolve(), args.methods, args.n, args.batches,
+                                   args.trainer_suffix)
     print(markdown(results))
     if args.json is not None:
         args.json.write_text(json.dumps({"start": args.start.name, "batches": args.batches, "results": results},

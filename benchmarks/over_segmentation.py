@@ -126,8 +126,9 @@ def consistencies() -> dict[str, dict]:
     """The trainers' distinct consistencies, in the order of the variants' table: name -> ``loss``, its
     ``kwargs``, the weight ``w`` of ``L = Ls + beta w Lc`` and the runner's method names that use it. From
     the trainer classes themselves (``MeanTeacher`` is the paper's Eq. 1); the controls (``w = 0``) are left
-    out, and variants that change only beta or add the similarity term share their consistency's row (at
-    step 0 the student's and teacher's features are equal, where the similarity term's gradient is 0)."""
+    out, and variants that change only beta, the teacher's dropout or add the similarity term share their
+    consistency's row (at step 0, without noise or dropout, the student's and teacher's features are equal,
+    where the similarity term's gradient is 0)."""
     from nnunet_mt.trainers.mean_teacher_variants import VARIANTS
     from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher
     from nnunet_mt.training.mean_teacher import CONSISTENCY_LOSSES

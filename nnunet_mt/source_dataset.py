@@ -136,7 +136,8 @@ def read_source(folder: Path) -> SourceDataset:
 
 
 # ---- fingerprints --------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -165,7 +166,7 @@ def fingerprint(source: SourceDataset, previous: dict | None = None) -> dict[str
         if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
             out[rel] = list(old)
         else:
-            out[rel] = [st.st_size, st.st_mtime_ns, _sha256(f)]
+            out[rel] = [st.st_size, st.st_mtime_ns, sha256_of(f)]
     return out
 
 

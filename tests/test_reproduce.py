@@ -568,17 +568,20 @@ def test_the_over_segmentation_benchmark_pushes_from_the_converged_start(screen)
     assert push["released"]["lesion"]["pushed_up"] == push["released"]["healthy"]["pushed_up"] == 0
     for name in ("mse", "kl", "kl confidence=0.95"):
         assert push[name]["healthy"]["max_abs_push"] < 1e-12 and push[name]["healthy"]["pushed_up"] == 0
-    assert "| paper (MeanTeacher) | pseudo-lesion |" in run.stdout
+    assert "| paper (MeanTeacher, MeanTeacher-deterministic-teacher) | pseudo-lesion |" in run.stdout
 
 
-def test_the_operating_point_push_runs_each_trainer_from_the_start_on_the_same_batches(screen):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from operating_point_push import operating_point_push
-
+def test_the_operating_point_push_runs_each_trainer_from_the_start_on_the_same_batches(screen, tmp_path):
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "operating_point_push.py"
     start = (screen.work / "nnUNet_results" / "Dataset500_Tiny_n2" /
              "nnUNetTrainerDeepMedic_tiny__nnUNetPlans_start__3d_fullres" / "fold_0" / "checkpoint_final.pth")
-    results = operating_point_push(screen.work, start, ["MeanTeacher", "MeanTeacher-deterministic-teacher"], n=2,
-                                   batches=2, trainer_suffix="_tiny")
+    out = tmp_path / "push.json"
+    run = subprocess.run([sys.executable, str(bench), str(screen.work), "--start", str(start), "--n", "2",
+                          "--batches", "2", "--methods", "MeanTeacher", "MeanTeacher-deterministic-teacher",
+                          "--trainer-suffix", "_tiny", "--json", str(out)], capture_output=True, text=True,
+                         env=dict(os.environ, nnUNet_def_n_proc="1"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
     dropout, deterministic = results["MeanTeacher"], results["MeanTeacher-deterministic-teacher"]
     assert (dropout["teacher_dropout"], deterministic["teacher_dropout"]) == (True, False)
     for row in results.values():
@@ -586,3 +589,4 @@ def test_the_operating_point_push_runs_each_trainer_from_the_start_on_the_same_b
             assert row[kind]["patches"] == 2 and row[kind]["mean_abs_gap"] > 0  # 2 batches of 1 + 1
     # same start, same first student pass: only the teacher's dropout differs, so the gaps do
     assert dropout["healthy"]["mean_abs_gap"] != deterministic["healthy"]["mean_abs_gap"]
+    assert "| MeanTeacher | healthy | 2 |" in run.stdout

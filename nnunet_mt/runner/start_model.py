@@ -10,20 +10,11 @@ A file with the network weights alone (``network_weights``, as ``-pretrained_wei
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from nnunet_mt.runner.layout import CONFIGURATION
-from nnunet_mt.source_dataset import ReproduceError
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
+from nnunet_mt.source_dataset import ReproduceError, sha256_of
 
 def load_start_model(path: Path) -> dict:
     """The checkpoint at ``path`` (a dict with ``network_weights``); a clear error for a missing, unreadable or
