@@ -116,23 +116,30 @@ def reproduction(tmp_path_factory):
     latest = killed_fold / "checkpoint_latest.pth"
 
     # 1: killed (SIGKILL, the whole process group) *during* the mean teacher's training at n3: as soon as
-    # its first epoch's checkpoint_latest.pth is there (written after every epoch; the training has 2)
-    with open(root / "run1.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 1200
-        while not latest.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"runner ended ({proc.returncode}) before the mean teacher's first epoch:\n"
-                            + (root / "run1.log").read_text()[-4000:])
-            if time.time() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                pytest.fail("the mean teacher's first epoch did not finish in time")
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-        killed_at = time.time()
-        proc.wait()
-    assert not (killed_fold / "checkpoint_final.pth").exists(), "killed too late: the training had finished"
-    killed = torch.load(latest, map_location="cpu", weights_only=False)
+    # its first epoch's checkpoint_latest.pth is there (written after every epoch; the training has 2). On a
+    # loaded machine the kill can land after the second epoch; then that training is removed and the run
+    # started again (its finished stages are skipped), up to three times.
+    for attempt in range(3):
+        with open(root / "run1.log", "w") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.time() + 1200
+            while not latest.exists():
+                if proc.poll() is not None:
+                    pytest.fail(f"runner ended ({proc.returncode}) before the mean teacher's first epoch:\n"
+                                + (root / "run1.log").read_text()[-4000:])
+                if time.time() > deadline:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    pytest.fail("waited 1200 s for the mean teacher's first checkpoint_latest.pth at n3")
+                time.sleep(0.02)
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_at = time.time()
+            proc.wait()
+        killed = torch.load(latest, map_location="cpu", weights_only=False)
+        if not (killed_fold / "checkpoint_final.pth").exists() and killed["current_epoch"] == 1:
+            break
+        shutil.rmtree(killed_fold)  # killed after the first epoch's checkpoint had been replaced: again
+    else:
+        pytest.fail("three runs were each killed after the mean teacher's second epoch, not during it")
     first_init_stat = (first_init.stat().st_mtime_ns, first_init.stat().st_size)
 
     # 2: resumed to the end; 3: nothing left to do
