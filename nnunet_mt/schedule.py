@@ -61,7 +61,8 @@ def plateau_step(steps: np.ndarray, means: np.ndarray, tolerance: float) -> int 
     return int(steps[np.flatnonzero(finite & (means >= best - tolerance))[0]])
 
 
-def write_curve_plot(curve: dict, path: Path) -> None:
+def write_curve_plot(curve: dict, path: Path):
+    """The validation curve of every stage (mean ± std Dice against steps) to ``path``; returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -82,6 +83,7 @@ def write_curve_plot(curve: dict, path: Path) -> None:
     ax.set_title("Supervised DeepMedic: validation curve (training scans only)", fontsize=10)
     fig.tight_layout()
     fig.savefig(str(path))
+    return fig
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -143,9 +143,9 @@ def summarize_quality(per_case: Mapping[str, Mapping[str, float]]) -> dict[str, 
     return out
 
 
-def write_snapshot_plot(per_method: Mapping[str, dict], path: Path, title: str, set_name: str = "test") -> None:
+def write_snapshot_plot(per_method: Mapping[str, dict], path: Path, title: str, set_name: str = "test"):
     """Dice on the scored scans (left) and distance from the start model (right) against steps, per method and
-    network."""
+    network, to ``path``; returns the figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -174,6 +174,7 @@ def write_snapshot_plot(per_method: Mapping[str, dict], path: Path, title: str, 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(str(path))
+    return fig
 
 
 SCREENING_COLUMNS = ("count", "method", "network", "step", "cases", "dice_mean", "dice_std", "distance_from_start",

@@ -62,3 +62,41 @@ def test_holdout_split_is_seeded_disjoint_and_checked():
     assert holdout_split(train, 3, seed=1) != a
     with pytest.raises(ReproduceError, match="--holdout 10"):
         holdout_split(train, 10, seed=0)
+
+
+def test_snapshot_plot_draws_each_networks_mean_dice_and_distance_by_step(tmp_path):
+    from nnunet_mt.evaluation.diagnostics import write_snapshot_plot
+
+    rows = [{"step": s, "model": m, "case": c, "dice": d} for s, m, c, d in [
+        (0, "network_weights", "a", 0.5), (0, "network_weights", "b", 0.7), (200, "network_weights", "a", 0.6),
+        (200, "network_weights", "b", float("nan")), (200, "student_weights", "a", 0.2)]]
+    distance = [{"step": 0, "model": "network_weights", "distance_from_init": 0.0},
+                {"step": 200, "model": "network_weights", "distance_from_init": 0.01}]
+    fig = write_snapshot_plot({"MT": {"dice": rows, "distance": distance}}, tmp_path / "p.png", "t", "validation")
+    dice_ax, dist_ax = fig.axes[:2]
+    lines = {line.get_label(): line for line in dice_ax.get_lines()}
+    model, student = lines["MT model"], lines["MT student"]
+    assert list(model.get_xdata()) == [0, 200] and list(model.get_ydata()) == pytest.approx([0.6, 0.6])  # NaN left out
+    assert model.get_linestyle() == "-" and student.get_linestyle() == "--"
+    assert list(student.get_xdata()) == [200] and list(student.get_ydata()) == pytest.approx([0.2])
+    (dist,) = dist_ax.get_lines()
+    assert list(dist.get_ydata()) == [0.0, 0.01] and dice_ax.get_ylabel() == "mean Dice on the validation scans"
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validation_curve_plot_draws_each_stage_with_its_error_bars(tmp_path):
+    from nnunet_mt.schedule import write_curve_plot
+
+    curve = {"split": {"val": ["x", "y"]}, "boundary_step": 4, "stages": [
+        {"name": "A: init", "lr": 1e-3, "steps": [0, 2, 4], "mean_dice": [0.1, 0.3, 0.5], "std_dice": [0, 0.1, 0.2]},
+        {"name": "B: DeepMedic", "lr": 1e-4, "steps": [4, 6], "mean_dice": [0.5, 0.55], "std_dice": [0.2, 0.1]}]}
+    ax = write_curve_plot(curve, tmp_path / "c.png").axes[0]
+    bars = {c.get_label(): c for c in ax.containers}  # one errorbar container per stage
+    assert sorted(bars) == ["A: init (lr 0.001)", "B: DeepMedic (lr 0.0001)"]
+    assert list(bars["A: init (lr 0.001)"].lines[0].get_ydata()) == [0.1, 0.3, 0.5]
+    assert list(bars["B: DeepMedic (lr 0.0001)"].lines[0].get_xdata()) == [4, 6]
+    (segments,) = bars["A: init (lr 0.001)"].lines[2]  # the error bars: mean ± std at each step
+    ends = np.array([seg[:, 1] for seg in segments.get_segments()])
+    np.testing.assert_allclose(ends, [[0.1, 0.1], [0.2, 0.4], [0.3, 0.7]])
+    assert any(list(line.get_xdata()) == [4, 4] for line in ax.get_lines())  # the stage boundary
+    assert ax.get_ylabel() == "Dice on 2 held-out training scans"
