@@ -8,9 +8,10 @@ A run resumed with ``--c`` does not reseed: it continues where the checkpoint le
 
 **Paired streams.** With augmentation in the training process (``nnUNet_n_proc_DA=0``), the annotated
 training batches are drawn in a stream of their own (:class:`RandomStream`, seeded from ``nnUNet_mt_seed``
-alone, :func:`annotated_stream_seed`), whatever the trainer: supervised DeepMedic and every semi-supervised
-method see the same annotated patches with the same augmentation at the same step, so that two arms of a
-comparison differ by their method, not by sampling noise. What only a method draws (its unannotated
+alone, :func:`annotated_stream_seed`) by every DeepMedic trainer (``nnUNetTrainerDeepMedic.get_dataloaders``):
+supervised DeepMedic and every semi-supervised method on it see the same annotated patches with the same
+augmentation at the same step, so that two arms of a comparison differ by their method, not by sampling
+noise. (The U-Net trainers keep nnU-Net's loaders, drawing from the global generators.) What only a method draws (its unannotated
 patches, input noise, dropout, validation batches) stays in Python's, NumPy's and torch's global generators,
 seeded per method.
 
