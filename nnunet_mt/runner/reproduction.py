@@ -7,6 +7,7 @@ import time
 from nnunet_mt.runner.data import DataStage
 from nnunet_mt.runner.diagnostics import DiagnosticsStage
 from nnunet_mt.runner.prediction import PredictionStage
+from nnunet_mt.runner.start_model import record
 from nnunet_mt.runner.training import TrainingStage
 
 
@@ -41,7 +42,7 @@ class Reproduction(DataStage, TrainingStage, DiagnosticsStage, PredictionStage):
                f"compare)."),
             "",
             (f"Protocol: every method trained from the given supervised model `{a.start_model.name}` "
-             f"(--start-model, sha256 {self.manifest()['start_model']['sha256'][:12]}...) with the same budget "
+             f"(--start-model, sha256 {record(a.start_model)['sha256'][:12]}...) with the same budget "
              if getattr(a, "start_model", None) is not None else
              "Protocol: per count a supervised init model, then every method trained from it with the same budget ")
             + f"({shown}). Trainer suffix `{a.trainer_suffix or '(none)'}`; device `{a.device}`; "

@@ -16,6 +16,7 @@ from pathlib import Path
 from nnunet_mt.runner.layout import CONFIGURATION
 from nnunet_mt.source_dataset import ReproduceError, sha256_of
 
+
 def load_start_model(path: Path) -> dict:
     """The checkpoint at ``path`` (a dict with ``network_weights``); a clear error for a missing, unreadable or
     truncated file, or one without network weights."""
@@ -82,10 +83,14 @@ def check_plans(path: Path, checkpoint: dict, plans_file: Path) -> None:
     theirs = init_args["plans"]["configurations"].get(CONFIGURATION, {})
     ours = json.loads(Path(plans_file).read_text())["configurations"][CONFIGURATION]
     for key in ("spacing", "normalization_schemes"):
-        if key in theirs and [round(float(v), 6) if not isinstance(v, str) else v for v in theirs[key]] != \
-                [round(float(v), 6) if not isinstance(v, str) else v for v in ours[key]]:
+        if key in theirs and _comparable(theirs[key]) != _comparable(ours[key]):
             raise ReproduceError(f"--start-model {path}: trained with {key} {theirs[key]}, the dataset's plans "
                                  f"({plans_file}) have {ours[key]}: it was trained on other data")
+
+
+def _comparable(values: list) -> list:
+    """Numbers rounded to 1e-6 (plans written on another machine may differ in the last digits), names as they are."""
+    return [v if isinstance(v, str) else round(float(v), 6) for v in values]
 
 
 #: what an exported model keeps of an nnU-Net checkpoint: enough for -pretrained_weights, --start-model and
