@@ -174,7 +174,7 @@ class MeanTeacherMixin(SemiSupervisedMixin):
                 extra["Lsim"] = lsim.item()
         self._backward_and_step(loss)
         if self.use_ema_teacher:
-            ema_update(self.teacher, self.plain_network(), alpha, buffers="ema")  # Eq. 4
+            ema_update(self.teacher, self.plain_network(), alpha)  # Eq. 4, BatchNorm statistics too
             if self.is_ddp:
                 average_buffers(self.teacher)  # one teacher on every rank
         self.global_step += 1

@@ -24,8 +24,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-BUFFER_POLICIES = ("copy", "ema")
-
 
 def _check_step(step: int, rampup_length: int) -> None:
     if step < 0:
@@ -74,46 +72,33 @@ def _matching_tensors(kind: str, teacher: dict[str, torch.Tensor],
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, alpha: float, buffers: str = "copy") -> None:
-    """Eq. 4 in place: ``theta'_t = alpha theta'_{t-1} + (1 - alpha) theta_t`` for every float parameter.
+def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
+    """Eq. 4 in place: ``theta'_t = alpha theta'_{t-1} + (1 - alpha) theta_t`` for every float parameter and
+    float buffer; non-floating ones (``num_batches_tracked``) are copied.
 
-    Nothing receives gradients (runs under ``torch.no_grad``); the teacher's parameters are only
-    ever changed here. Non-floating parameters, if any, are copied. Pass the plain modules (not a
-    DDP/``torch.compile`` wrapper, whose parameter names carry a prefix).
+    The BatchNorm running statistics are averaged like the weights because they are used only where the
+    teacher runs in eval mode (it is the model ``nnUNetv2_predict`` applies and the snapshots score), and
+    there they must describe the averaged network: averaged over the same steps, they belong to the same
+    weights. The teacher's own training forwards never update them (momentum 0, :func:`make_teacher`).
 
-    Buffers (BatchNorm ``running_mean``/``running_var``/``num_batches_tracked``):
-
-    - ``"copy"`` (default): the teacher takes the student's buffers. Running statistics describe
-      the activations of the weights that produced them. The teacher's weights are an average of
-      recent student weights (with alpha = 0.99 mostly of the last ~100 steps), so the student's
-      current statistics are the best available estimate for them, and copying keeps the teacher's
-      normalisation consistent with the weights it averages rather than lagging them twice.
-    - ``"ema"``: floating buffers are averaged with the same ``alpha``; integer ones are copied.
-
-    Raises ValueError if ``alpha`` is outside [0, 1], ``buffers`` is unknown, or the two modules'
-    parameter (or buffer) names or shapes differ; the message lists every mismatch.
+    Nothing receives gradients (runs under ``torch.no_grad``); the teacher's parameters are only ever
+    changed here. Pass the plain modules (not a DDP/``torch.compile`` wrapper, whose parameter names carry
+    a prefix). Raises ValueError if ``alpha`` is outside [0, 1] or the two modules' parameter (or buffer)
+    names or shapes differ; the message lists every mismatch.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if buffers not in BUFFER_POLICIES:
-        raise ValueError(f"buffers must be one of {BUFFER_POLICIES}, got {buffers!r}")
     t_params, s_params = dict(teacher.named_parameters()), dict(student.named_parameters())
     t_bufs, s_bufs = dict(teacher.named_buffers()), dict(student.named_buffers())
     _matching_tensors("parameters", t_params, s_params)
     _matching_tensors("buffers", t_bufs, s_bufs)
-
-    for name, t in t_params.items():
-        s = s_params[name].detach()
-        if t.is_floating_point():
-            t.mul_(alpha).add_(s.to(t.dtype), alpha=1.0 - alpha)
-        else:
-            t.copy_(s)
-    for name, t in t_bufs.items():
-        s = s_bufs[name]
-        if buffers == "ema" and t.is_floating_point():
-            t.mul_(alpha).add_(s.to(t.dtype), alpha=1.0 - alpha)
-        else:
-            t.copy_(s)
+    for tensors, student_tensors in ((t_params, s_params), (t_bufs, s_bufs)):
+        for name, t in tensors.items():
+            s = student_tensors[name].detach()
+            if t.is_floating_point():
+                t.mul_(alpha).add_(s.to(t.dtype), alpha=1.0 - alpha)
+            else:
+                t.copy_(s)
 
 
 def soft_dice_consistency(student_probs: torch.Tensor, teacher_probs: torch.Tensor,
@@ -316,14 +301,6 @@ def apply_input_noise(x: torch.Tensor, eta_s: torch.Tensor, eta_m: torch.Tensor)
     return (x + eta_s) * eta_m
 
 
-def add_input_noise(x: torch.Tensor, additive_std: float = 0.05, multiplicative_std: float = 0.01,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw Eq. 5 noise of ``x``'s shape (on its device and dtype) and apply it: one noisy copy."""
-    eta_s, eta_m = draw_input_noise(x.shape, additive_std, multiplicative_std, generator,
-                                    device=x.device, dtype=x.dtype)
-    return apply_input_noise(x, eta_s, eta_m)
-
-
 @dataclass(frozen=True)
 class MeanTeacherSchedule:
     """The paper's schedules in one place: ``beta`` (Eq. 3) and ``alpha`` (Eq. 4) per optimizer step."""
@@ -346,7 +323,7 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
     Its BatchNorm layers get momentum 0 so that its own forward passes normalise with the batch's
     statistics (as the student's do) without touching its running statistics, which come from
-    :func:`ema_update` with ``buffers="ema"``: the EMA of the student's, like its weights.
+    :func:`ema_update`: the EMA of the student's, like its weights.
     """
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
