@@ -28,7 +28,8 @@ def files_fingerprint(paths: Iterable[str | os.PathLike], *, by_name: bool = Fal
     return {(Path(path).name if by_name else str(path)): file_fingerprint(path) for path in paths}
 
 
-def changed_files(before: Mapping[str, Sequence[int] | None], now: Mapping[str, Sequence[int] | None]) -> list[str]:
+def changed_fingerprints(before: Mapping[str, Sequence[int] | None],
+                         now: Mapping[str, Sequence[int] | None]) -> list[str]:
     """The keys (paths or names), sorted, that are in only one of two fingerprints or whose entries differ."""
     return sorted(key for key in set(before) | set(now)
                   if key not in before or key not in now or before[key] != now[key])
@@ -36,11 +37,11 @@ def changed_files(before: Mapping[str, Sequence[int] | None], now: Mapping[str, 
 
 def describe_changes(before: Mapping[str, Sequence[int] | None], now: Mapping[str, Sequence[int] | None], *,
                      exists: Callable[[str], bool] | None = None) -> list[str]:
-    """One line per :func:`changed_files` key, in that order: ``"<key>: added"``, ``"<key>: removed"`` (or
+    """One line per :func:`changed_fingerprints` key, in that order: ``"<key>: added"``, ``"<key>: removed"`` (or
     ``"<key>: no longer read"`` where ``exists(key)`` says the file is still there; ``exists`` None: not asked),
     ``"<key>: cannot be read now"`` / ``"<key>: could not be read then"``, ``"<key>: size changed from A to B
     bytes"``, or ``"<key>: modified (same size, modification time changed from T0 to T1)"`` (local time, ms)."""
-    return [_change(key, before, now, exists) for key in changed_files(before, now)]
+    return [_change(key, before, now, exists) for key in changed_fingerprints(before, now)]
 
 
 def _change(key: str, before: Mapping[str, Sequence[int] | None], now: Mapping[str, Sequence[int] | None],

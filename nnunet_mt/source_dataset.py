@@ -170,7 +170,7 @@ def fingerprint(source: SourceDataset, previous: dict | None = None) -> dict[str
     return out
 
 
-def changed_files(recorded: dict[str, list], now: dict[str, list]) -> dict[str, list[str]]:
+def changed_source_files(recorded: dict[str, list], now: dict[str, list]) -> dict[str, list[str]]:
     """What differs between two fingerprints: files ``changed`` (content), ``added`` and ``removed``.
     A file only touched (same hash, other mtime) has not changed."""
     return {"changed": sorted(k for k in recorded.keys() & now.keys() if recorded[k][2] != now[k][2]),
@@ -181,7 +181,7 @@ def check_unchanged(folder: Path, recorded: dict[str, list] | None, now: dict[st
     """Stop when the source's files differ from those a work folder's results were computed with."""
     if recorded is None:
         return
-    diff = changed_files(recorded, now)
+    diff = changed_source_files(recorded, now)
     if any(diff.values()):
         shown = []
         for kind, names in diff.items():

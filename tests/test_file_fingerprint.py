@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nnunet_mt.file_fingerprint import changed_files, describe_changes, file_fingerprint, files_fingerprint
+from nnunet_mt.file_fingerprint import changed_fingerprints, describe_changes, file_fingerprint, files_fingerprint
 
 T0 = 1_700_000_000_123_000_000  # 2023-11-14 22:13:20.123 UTC, in ns
 T1 = T0 + 2_500_000_000  # 2.5 s later
@@ -54,7 +54,7 @@ def test_fingerprints_read_back_from_json_and_pickle_are_unchanged(tmp_path):
     written = files_fingerprint([path])
     for read_back in (json.loads(json.dumps(written)), pickle.loads(pickle.dumps(written))):
         assert read_back == files_fingerprint([path])
-        assert changed_files(read_back, files_fingerprint([path])) == []
+        assert changed_fingerprints(read_back, files_fingerprint([path])) == []
         assert describe_changes(read_back, files_fingerprint([path])) == []
 
 
@@ -64,11 +64,11 @@ NOW = {"/d/same.nii.gz": [100, T0], "/d/added.nii.gz": [5, T1], "/d/resized.nii.
        "/d/touched.nii.gz": [70, T1]}
 
 
-def test_changed_files_are_the_added_removed_and_differing_keys_sorted():
-    assert changed_files(BEFORE, NOW) == ["/d/added.nii.gz", "/d/removed.nii.gz", "/d/resized.nii.gz",
-                                          "/d/touched.nii.gz"]
-    assert changed_files(BEFORE, BEFORE) == []
-    assert changed_files({}, {}) == []
+def test_changed_fingerprints_are_the_added_removed_and_differing_keys_sorted():
+    assert changed_fingerprints(BEFORE, NOW) == ["/d/added.nii.gz", "/d/removed.nii.gz", "/d/resized.nii.gz",
+                                                 "/d/touched.nii.gz"]
+    assert changed_fingerprints(BEFORE, BEFORE) == []
+    assert changed_fingerprints({}, {}) == []
 
 
 def test_describe_changes_one_line_per_changed_file(utc):

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from nnunet_mt.runner.reproduction import Reproduction
-from nnunet_mt.source_dataset import ReproduceError, changed_files, fingerprint, read_source
+from nnunet_mt.source_dataset import ReproduceError, changed_source_files, fingerprint, read_source
 from fake_source import _fake_dataset
 
 
@@ -37,8 +37,8 @@ def test_touched_is_not_changed(tmp_path):
     before = fingerprint(read_source(folder))
     f = folder / "imagesTr" / "b_0000.nii.gz"
     os.utime(f, ns=(1, 1))
-    assert changed_files(before, fingerprint(read_source(folder), before)) == {"changed": [], "added": [],
-                                                                               "removed": []}
+    assert changed_source_files(before, fingerprint(read_source(folder), before)) == {"changed": [], "added": [],
+                                                                                      "removed": []}
 
 
 def test_rerun_on_changed_sources_stops_naming_the_files(tmp_path):

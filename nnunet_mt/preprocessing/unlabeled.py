@@ -72,7 +72,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_mt.dataset_conversion.convert_folder import NIFTI_ENDINGS
 from nnunet_mt.dataset_conversion.image_checks import (check_3d, check_finite, one_line, plain_floats, read_geometry,
                                                        read_voxels)
-from nnunet_mt.file_fingerprint import changed_files, files_fingerprint
+from nnunet_mt.file_fingerprint import changed_fingerprints, files_fingerprint
 
 UNLABELED_FOLDER = "imagesUnlabeled"
 OUTPUT_SUFFIX = "_unlabeled"
@@ -297,7 +297,9 @@ def check_unlabeled_case(case: str, image_files: Sequence[str]) -> list[str]:
 
 def _changed_sources(stored: object, current: dict[str, list[int] | None]) -> str:
     """The names of a case's files whose recorded and current fingerprints differ, for the rerun message."""
-    return ", ".join(changed_files(stored, current)) if isinstance(stored, dict) else "no record of its source files"
+    if not isinstance(stored, dict):
+        return "no record of its source files"
+    return ", ".join(changed_fingerprints(stored, current))
 
 
 # --------------------------------------------------------------------------------------------------------------
