@@ -14,33 +14,34 @@ every case with a label.
 
 Protocol, per count n (``--counts``):
 
-1. **Split.** One permutation of the sorted pool, drawn with ``numpy.random.default_rng(seed)``; the
-   first n cases train, all others are the test set (as in the paper). The draws are nested: the 10
-   training scans are among the 20. With ``--shared-test N`` the first N cases of the permutation are
-   the test set of every count and the n training cases follow them (still nested), so the counts'
-   columns of the table are measured on the same scans and compare. Recorded in ``WORKDIR/splits.json``
-   and ``manifest.json``.
-2. **Data.** A derived dataset ``WORKDIR/nnUNet_raw/Dataset{500+i}_{Name}_n{n}`` whose ``imagesTr`` /
-   ``labelsTr`` are symbolic links to the n training cases' files and ``imagesUnlabeled`` links to
-   the source's unannotated scans; ``nnUNetv2_plan_and_preprocess`` and
-   ``nnunet_mt_preprocess_unlabeled`` on it. Fold 0 trains on all n cases; nnU-Net needs a
-   validation set, so fold 0 "validates" on the first (sorted) *training* case: nnU-Net's
-   validation Dice (``fold_0/validation``, progress.png's pseudo-Dice) is a training Dice here. The
-   test scans are never seen in training.
-3. **A fair start.** One supervised *init* model is trained first (``--init-epochs`` epochs), then
-   *every* method, the supervised baseline included, is trained from it
-   (``-pretrained_weights init/fold_0/checkpoint_final.pth``) with the same budget (``--epochs`` x
-   ``--iterations-per-epoch``). The methods thus differ only in how they use the unannotated scans:
-   the mean teacher needs a supervised start (Sec. 2.2: the teacher is initialised with the
-   supervised network, and its pseudo-lesion sampling uses that network's predictions), and the
+1. **Split** (the data stage, :mod:`nnunet_mt.runner.data`). One permutation of the sorted pool, drawn
+   with ``numpy.random.default_rng(seed)``; the first n cases train, all others are the test set (as in
+   the paper). The draws are nested: the 10 training scans are among the 20. With ``--shared-test N`` the
+   first N cases of the permutation are the test set of every count and the n training cases follow them
+   (still nested), so the counts' columns of the table are measured on the same scans and compare.
+   Recorded in ``WORKDIR/splits.json`` and ``manifest.json``.
+2. **Data** (the data stage). A derived dataset ``WORKDIR/nnUNet_raw/Dataset{500+i}_{Name}_n{n}`` whose
+   ``imagesTr`` / ``labelsTr`` are symbolic links to the n training cases' files and ``imagesUnlabeled``
+   links to the source's unannotated scans; ``nnUNetv2_plan_and_preprocess`` and
+   ``nnunet_mt_preprocess_unlabeled`` on it. Fold 0 trains on all n cases; nnU-Net needs a validation
+   set, so fold 0 "validates" on the first (sorted) *training* case: nnU-Net's validation Dice
+   (``fold_0/validation``, progress.png's pseudo-Dice) is a training Dice here. The test scans are never
+   seen in training.
+3. **A fair start** (the training stage, :mod:`nnunet_mt.runner.training`). One supervised *init* model
+   is trained first (``--init-epochs`` epochs), then *every* method, the supervised baseline included, is
+   trained from it (``-pretrained_weights init/fold_0/checkpoint_final.pth``) with the same budget
+   (``--epochs`` x ``--iterations-per-epoch``). The methods thus differ only in how they use the
+   unannotated scans: the mean teacher needs a supervised start (Sec. 2.2: the teacher is initialised
+   with the supervised network, and its pseudo-lesion sampling uses that network's predictions), and the
    baseline gets the same number of extra steps. The init model gets its own nnU-Net output folder
    without a new trainer class: the runner copies the plans ``nnUNetPlans.json`` to
    ``nnUNetPlans_init.json`` with ``plans_name`` ``nnUNetPlans_init`` and trains it with ``-p
-   nnUNetPlans_init``; nnU-Net names the output folder ``<trainer>__<plans_name>__<configuration>``,
-   and the configuration's ``data_identifier`` (``nnUNetPlans_3d_fullres``) is unchanged, so the
-   preprocessed data and ``nnUNetPlans_3d_fullres_unlabeled`` are shared.
-4. **Test.** ``nnUNetv2_predict`` of the test scans with each method, ``nnUNetv2_evaluate_folder``
-   (nnU-Net's ``summary.json`` in each prediction folder) and this package's metrics.
+   nnUNetPlans_init``; nnU-Net names the output folder ``<trainer>__<plans_name>__<configuration>``, and
+   the configuration's ``data_identifier`` (``nnUNetPlans_3d_fullres``) is unchanged, so the preprocessed
+   data and ``nnUNetPlans_3d_fullres_unlabeled`` are shared.
+4. **Test** (the prediction stage, :mod:`nnunet_mt.runner.prediction`). ``nnUNetv2_predict`` of the test
+   scans with each method, ``nnUNetv2_evaluate_folder`` (nnU-Net's ``summary.json`` in each prediction
+   folder) and this package's metrics.
 5. **Report.** ``WORKDIR/report/report.md``: Dice table, per-case metrics, paired t-tests against the
    mean teacher, box plots, training curves and overlays (:mod:`nnunet_mt.evaluation.report`).
 

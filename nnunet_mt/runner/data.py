@@ -1,4 +1,4 @@
-"""Stage 1 and 2 of a run: record the settings and the split, build each count's derived raw dataset
+"""The data stage of a run: record the settings and the split, build each count's derived raw dataset
 (links to the source's files) and its test inputs, and preprocess it with nnU-Net (annotated scans) and
 ``nnunet_mt_preprocess_unlabeled`` (unannotated scans)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 4 of a run: ``nnUNetv2_predict`` of the test scans with each method's final model,
+"""The prediction stage of a run: ``nnUNetv2_predict`` of the test scans with each method's final model,
 ``nnUNetv2_evaluate_folder`` of each prediction folder, and this package's per-case metrics."""
 from __future__ import annotations
 

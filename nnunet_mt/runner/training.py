@@ -1,4 +1,4 @@
-"""Stage 3 of a run: the supervised start (an init model, optionally a converged ``--start-epochs`` stage
+"""The training stage of a run: the supervised start (an init model, optionally a converged ``--start-epochs`` stage
 after it), then every method from it with the same budget, each an ``nnUNetv2_train`` whose length, rates,
 snapshots and seed reach the trainer as ``nnUNet_mt_*`` variables (:mod:`nnunet_mt.training.budget`)."""
 from __future__ import annotations
