@@ -19,7 +19,9 @@ true neighbourhood, and the output is ``2 * margin`` smaller than the input.
 
 This module is the network only. How it segments a whole volume exactly, inside nnU-Net's predictor
 (``DenseDeepMedic``, the inference window, the fast eval arithmetic), is
-:mod:`nnunet_mt.architectures.dense_inference`, which builds on this module; this one does not import it.
+:mod:`nnunet_mt.architectures.dense_inference`, which builds on this module; this one does not import it
+(plans that name ``DenseDeepMedic`` here, as earlier versions wrote them, are mapped by
+:mod:`nnunet_mt.architectures.legacy_names`).
 """
 from __future__ import annotations
 
@@ -234,21 +236,3 @@ class DeepMedic(nn.Module):
             nn.init.kaiming_normal_(module.weight, a=0.25, mode="fan_in", nonlinearity="leaky_relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-
-
-#: Names that live in :mod:`nnunet_mt.architectures.dense_inference`, how this network is run on whole
-#: volumes. ``DenseDeepMedic`` keeps resolving here because nnU-Net builds the network from the dotted
-#: name in a model's ``plans.json`` (``pydoc.locate``), and the plans of DeepMedic models name
-#: ``nnunet_mt.architectures.deepmedic.DenseDeepMedic``. The module is imported on first access of one
-#: of these names (PEP 562), never when this module is imported: the import runs one way, from
-#: ``dense_inference`` to here.
-_MOVED_TO_DENSE_INFERENCE = frozenset({"DenseDeepMedic", "CaseDoesNotFitWindow", "window_for", "gaussian_weight_at",
-                                       "FLOAT16_NORMAL_MIN", "WINDOW_PER_CASE"})
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_DENSE_INFERENCE:
-        from nnunet_mt.architectures import dense_inference
-
-        return getattr(dense_inference, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

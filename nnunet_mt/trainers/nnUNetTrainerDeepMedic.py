@@ -50,7 +50,7 @@ from nnunet_mt.training.final_validation import OptionalFinalValidationMixin
 from nnunet_mt.training.optimizers import DeepMedicRMSprop
 from nnunet_mt.training.workers import WorkerLifetimeMixin
 
-DEEPMEDIC_CLASS = "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
+DEEPMEDIC_CLASS = "nnunet_mt.architectures.dense_inference.DenseDeepMedic"
 #: spacing ratio above which an axis counts as through-plane (thick slices)
 ANISOTROPY_RATIO = 3.0
 
@@ -304,6 +304,17 @@ class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalVa
         super().save_checkpoint(tmp)
         if isfile(tmp):
             os.replace(tmp, filename)
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                   enable_deep_supervision=True):
+        """nnU-Net's network from the plans. Plans written by earlier versions name DenseDeepMedic where it used
+        to live; the name is mapped (``architectures.legacy_names``), so their model folders still predict."""
+        from nnunet_mt.architectures.legacy_names import current_configuration
+
+        return nnUNetTrainer.build_network_architecture(plans_manager, current_configuration(configuration_manager),
+                                                        num_input_channels, num_output_channels,
+                                                        enable_deep_supervision)
 
 
 class nnUNetTrainerDeepMedic_5epochs(nnUNetTrainerDeepMedic):

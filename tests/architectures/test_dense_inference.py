@@ -3,8 +3,6 @@ semantics (only the case's outputs, exact; cases that do not fit the window stop
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -223,19 +221,3 @@ def test_window_rule_written_by_the_trainer():
     assert dense_arch_kwargs({}, ["ZScoreNormalization", "RescaleTo01Normalization"])["window_region"] == \
         "receptive_field"
     assert np.all(np.array(window_for([21, 240, 240])) % 2 == 1)
-
-
-def test_imports_run_one_way_and_the_plans_name_still_resolves():
-    """dense_inference builds on deepmedic, never the other way; the dotted name the plans of DeepMedic
-    models hold (``nnunet_mt.architectures.deepmedic.DenseDeepMedic``) still gives the network class."""
-    code = ("import sys, pydoc; import nnunet_mt.architectures.deepmedic; "
-            "assert 'nnunet_mt.architectures.dense_inference' not in sys.modules, "
-            "'deepmedic imported dense_inference'; "
-            "cls = pydoc.locate('nnunet_mt.architectures.deepmedic.DenseDeepMedic'); "
-            "from nnunet_mt.architectures.dense_inference import DenseDeepMedic; assert cls is DenseDeepMedic")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    from nnunet_mt.architectures import deepmedic
-
-    with pytest.raises(AttributeError, match="no_such_name"):
-        deepmedic.no_such_name

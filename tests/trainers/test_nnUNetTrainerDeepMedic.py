@@ -3,6 +3,7 @@ checked against a direct whole-volume forward pass of the checkpoint's weights."
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ def test_training_writes_deepmedic_checkpoint_and_plans(tiny_nnunet, trained_dee
     model = trained_deepmedic.parent
     plans = json.loads((model / "plans.json").read_text())
     cfg = plans["configurations"]["3d_fullres"]
-    assert cfg["architecture"]["network_class_name"] == "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
+    assert cfg["architecture"]["network_class_name"] == "nnunet_mt.architectures.dense_inference.DenseDeepMedic"
     assert cfg["batch_size"] == 2  # the tiny variant's batch; the base trainer uses 8
     fingerprint = json.loads((tiny_nnunet.preprocessed / TINY_NAME / "dataset_fingerprint.json").read_text())
     largest = np.max(fingerprint["shapes_after_crop"], 0)
@@ -70,6 +71,24 @@ def test_predict_equals_direct_whole_volume_pass_for_any_step_size(tiny_nnunet, 
         predicted = sitk.ReadImage(str(outputs["0.5"] / f"{case}.nii.gz"))
         assert predicted.GetSize() == reference.GetSize()
         assert np.allclose(predicted.GetSpacing(), reference.GetSpacing())
+
+
+def test_a_model_folder_whose_plans_name_the_old_class_path_still_predicts(tiny_nnunet, trained_deepmedic, tmp_path):
+    """Plans written by earlier versions name ``nnunet_mt.architectures.deepmedic.DenseDeepMedic``, where the class
+    no longer is: the trainer maps the name (``architectures/legacy_names.py``), so such a folder predicts as ever."""
+    model = tmp_path / "model"
+    shutil.copytree(trained_deepmedic.parent, model,
+                    ignore=shutil.ignore_patterns("validation", "snapshots", "*.png", "training_log_*"))
+    plans = json.loads((model / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = \
+        "nnunet_mt.architectures.deepmedic.DenseDeepMedic"
+    (model / "plans.json").write_text(json.dumps(plans))
+    images, out = tiny_nnunet.raw / TINY_NAME / "imagesTs", tmp_path / "pred"
+    tiny_nnunet.run("nnUNetv2_predict_from_modelfolder", "-i", str(images), "-o", str(out), "-m", str(model), "-f",
+                    "0", "-device", "cpu", "--save_probabilities", "-npp", "1", "-nps", "1")
+    files = [str(images / f"ts_000_{c:04d}.nii.gz") for c in range(2)]
+    direct = direct_probabilities(trained_deepmedic.parent, trained_deepmedic / "checkpoint_final.pth", files)
+    np.testing.assert_allclose(np.load(out / "ts_000.npz")["probabilities"], direct, atol=3e-3)
 
 
 def test_trainer_is_found_only_through_nnUNet_extTrainer(tiny_nnunet):
