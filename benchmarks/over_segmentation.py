@@ -134,8 +134,7 @@ def consistencies() -> dict[str, dict]:
     from nnunet_mt.training.mean_teacher import CONSISTENCY_LOSSES
 
     out: dict[str, dict] = {}
-    for method, cls in [("MeanTeacher", nnUNetTrainerMeanTeacher)] + [(f"MeanTeacher-{k}", v)
-                                                                     for k, v in VARIANTS.items()]:
+    for method, cls in [("MeanTeacher", nnUNetTrainerMeanTeacher), *VARIANTS.items()]:
         if not cls.consistency_scale:
             continue
         name = cls.consistency + "".join(f" {k}={v:g}" for k, v in sorted(cls.consistency_kwargs.items())

@@ -26,10 +26,11 @@ from conftest import TINY_NAME, VENV_BIN, write_tiny_raw
 from nnunet_mt import reproduce
 from fake_source import _fake_dataset
 from nnunet_mt.runner.layout import INIT_PLANS
-from nnunet_mt.runner.methods import MEAN_TEACHER_VARIANTS, METHODS as RUNNER_METHODS, check_trainers
+from nnunet_mt.runner.methods import METHODS as RUNNER_METHODS, check_trainers
 from nnunet_mt.runner.splits import check_inputs, check_truth, draw_splits
 from nnunet_mt.source_dataset import ReproduceError, find_dataset_folder, read_source
 from nnunet_mt.trainers.semi_supervised import SemiSupervisedMixin
+from nnunet_mt.trainers.variant_names import VARIANT_METHODS
 
 # ---- unit tests ----------------------------------------------------------------------------------
 
@@ -61,12 +62,22 @@ def test_cli_errors_write_nothing(tmp_path):
     work = tmp_path / "work"
     for extra, message in ((["--counts", "3", "9"], "count 9: needs 1 <= count < pool size"),
                            (["--methods", "MeanTeacher", "Nope"], "unknown method(s) Nope; valid: DeepMedic"),
+                           (["--methods", "MeanTeacher-beta0"],
+                            "MeanTeacher-beta0 is now called MeanTeacher-no-consistency"),
                            (["-d", "322"], "no dataset with ID 322")):
         argv = ["-d", "321", "--raw", str(tmp_path / "raw"), "--workdir", str(work), "--device", "cpu", *extra]
         with pytest.raises(SystemExit) as exc:
             reproduce.main(argv)
         assert message in str(exc.value)
     assert not work.exists()
+
+
+def test_help_lists_every_method_as_it_is_typed(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.main(["--help"])
+    words = capsys.readouterr().out.split()
+    assert all(m in words or f"{m})" in words for m in RUNNER_METHODS)  # no name broken at a hyphen
+    assert "MeanTeacher-kl-confident" in words and not any("beta0" in w for w in words)
 
 
 # ---- end to end ----------------------------------------------------------------------------------
@@ -380,7 +391,7 @@ def test_validation_size_is_checked(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-SCREEN_METHODS = ("DeepMedic", *(f"MeanTeacher-{k}" for k in MEAN_TEACHER_VARIANTS))
+SCREEN_METHODS = ("DeepMedic", *VARIANT_METHODS)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ The rule, fixed before the screen ran (``results/screen-n10/README.md``), reads 
 1. A method's score is the mean, over the snapshots at ``steps``, of its model's mean validation Dice (the
    teacher, for a mean teacher).
 2. Candidates are the consistency variants: ``MeanTeacher`` (the paper's Eq. 1) and ``MeanTeacher-<variant>``,
-   except the controls (``beta0``...).
+   except the controls (``MeanTeacher-no-consistency``...).
 3. The best candidate is chosen if its score beats the baseline's (``DeepMedic``) by at least ``margin``;
    otherwise none is.
 
@@ -22,8 +22,11 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-#: variants that are controls, not candidates
-CONTROLS = ("MeanTeacher-beta0", "MeanTeacher-beta0-annotated-bn")
+from nnunet_mt.trainers.variant_names import current_method_name
+
+#: variants that are controls (no consistency term), not candidates; files written before their rename call them
+#: MeanTeacher-beta0 and MeanTeacher-beta0-annotated-bn (``variant_names.RENAMED_METHODS``)
+CONTROLS = ("MeanTeacher-no-consistency", "MeanTeacher-no-consistency-annotated-bn")
 
 
 def read_screening(path: Path) -> list[dict]:
@@ -48,6 +51,7 @@ def method_scores(rows: Sequence[dict], steps: Sequence[int] = (600, 800, 1000))
 
 
 def is_candidate(method: str) -> bool:
+    method = current_method_name(method)
     return (method == "MeanTeacher" or method.startswith("MeanTeacher-")) and method not in CONTROLS
 
 

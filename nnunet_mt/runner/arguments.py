@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import textwrap
 from pathlib import Path
 
 from nnunet_mt.source_dataset import ReproduceError, SourceDataset, find_dataset_folder, read_source
@@ -32,9 +33,17 @@ def positive_float(text: str) -> float:
     return _number(text, float, 0.0, True, "a positive number")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written; an option's help wrapped without breaking a hyphenated word, so the method
+    names ``--methods`` lists (``MeanTeacher-no-consistency``) can be copied as printed."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def source_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with the options every orchestrator on a source dataset shares: -d, --workdir, --raw."""
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     p.add_argument("-d", dest="dataset", required=True, help="source dataset ID or name (e.g. 501 or Dataset501_X)")
     p.add_argument("--workdir", type=Path, required=True, help="everything this command writes goes here")
     p.add_argument("--raw", type=Path, default=None, help="nnU-Net raw folder holding the source (default $nnUNet_raw)")

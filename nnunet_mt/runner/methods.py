@@ -1,8 +1,9 @@
 """The runner's methods: each display name (``--methods``) is a trainer and the supervised trainer of the
-model it starts from; the mean teacher's consistency variants are methods ``MeanTeacher-<name>``."""
+model it starts from; the mean teacher's consistency variants are named after their trainer classes."""
 from __future__ import annotations
 
 from nnunet_mt.source_dataset import ReproduceError
+from nnunet_mt.trainers.variant_names import RENAMED_METHODS, VARIANT_METHODS
 
 #: display name -> (trainer, trainer of the supervised init model it starts from)
 METHODS: dict[str, tuple[str, str]] = {
@@ -15,21 +16,9 @@ METHODS: dict[str, tuple[str, str]] = {
     "nnUNet": ("nnUNetTrainerUNet", "nnUNetTrainerUNet"),
     "MeanTeacherUNet": ("nnUNetTrainerMeanTeacherUNet", "nnUNetTrainerUNet"),
 }
-#: the mean teacher's consistency variants and controls (trainers/mean_teacher_variants.py), as methods
-#: ``MeanTeacher-<name>``; ``MeanTeacher`` itself is the paper's Eq. 1
-MEAN_TEACHER_VARIANTS = {
-    "released": "nnUNetTrainerMeanTeacherReleased",
-    "released-beta1": "nnUNetTrainerMeanTeacherReleasedBeta1",
-    "released-gram": "nnUNetTrainerMeanTeacherReleasedGram",
-    "squared": "nnUNetTrainerMeanTeacherSquared",
-    "mse": "nnUNetTrainerMeanTeacherMSE",
-    "kl": "nnUNetTrainerMeanTeacherKL",
-    "kl-confident": "nnUNetTrainerMeanTeacherKLConfident",
-    "beta0": "nnUNetTrainerMeanTeacherNoConsistency",
-    "beta0-annotated-bn": "nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN",
-    "deterministic-teacher": "nnUNetTrainerMeanTeacherDeterministicTeacher",
-}
-METHODS.update({f"MeanTeacher-{k}": (v, "nnUNetTrainerDeepMedic") for k, v in MEAN_TEACHER_VARIANTS.items()})
+#: the mean teacher's consistency variants and controls, each named after its trainer class
+#: (``nnUNetTrainerMeanTeacherKLConfident`` is ``MeanTeacher-kl-confident``: trainers/variant_names.py)
+METHODS.update({method: (trainer, "nnUNetTrainerDeepMedic") for method, trainer in VARIANT_METHODS.items()})
 #: the paper's four
 DEFAULT_METHODS = ["DeepMedic", "DeepMedic-UDA", "DeepMedic-EN", "MeanTeacher"]
 #: methods that use no unannotated scans
@@ -37,7 +26,12 @@ SUPERVISED_METHODS = {"DeepMedic", "nnUNet"}
 
 
 def check_methods(methods: list[str]) -> None:
-    """Every name is a method, none twice."""
+    """Every name is a method, none twice. A name from before a rename stops with the name now."""
+    renamed = [m for m in methods if m in RENAMED_METHODS]
+    if renamed:
+        raise ReproduceError(
+            "; ".join(f"{m} is now called {RENAMED_METHODS[m]}" for m in renamed) + " (the same trainer: an existing "
+            "work folder's training is reused, its predictions and diagnostics are made again under the new name)")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ReproduceError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")

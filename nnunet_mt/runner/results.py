@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from nnunet_mt.atomic import write_json
+from nnunet_mt.trainers.variant_names import current_method_name
 
 #: the small text files of a run worth keeping beside the code (``--results``); large outputs stay in the workdir
 RESULT_FILES = ("manifest.json", "splits.json", "timings.json", "report/table_dice.csv", "report/table_dice.md",
@@ -19,7 +20,8 @@ def announce_replaced_report(report_dir: Path, methods: list[str], counts: list[
     record = report_dir / "contents.json"
     if record.exists():
         old = json.loads(record.read_text())
-        gone_methods = [m for m in old.get("methods", []) if m not in methods]
+        # a report written before a method's rename names it the old way: it is not gone
+        gone_methods = [m for m in old.get("methods", []) if current_method_name(m) not in methods]
         gone_counts = [n for n in old.get("counts", []) if n not in counts]
         if gone_methods or gone_counts:
             print(f"note: {report_dir} is rewritten for methods {', '.join(methods)} and counts "

@@ -4,7 +4,8 @@
 :class:`~nnunet_mt.trainers.nnUNetTrainerMeanTeacher.nnUNetTrainerMeanTeacher` (the paper's Eq. 1). Every
 variant is that trainer with a few class attributes of
 :class:`~nnunet_mt.trainers.nnUNetTrainerMeanTeacher.MeanTeacherMixin` changed; the losses are the pure
-functions of :mod:`nnunet_mt.training.mean_teacher`. The runner names them ``MeanTeacher-<variant>``.
+functions of :mod:`nnunet_mt.training.mean_teacher`. The runner names each after its class
+(:mod:`nnunet_mt.trainers.variant_names`): ``nnUNetTrainerMeanTeacherKLConfident`` is ``MeanTeacher-kl-confident``.
 
 Consistencies:
 
@@ -38,6 +39,7 @@ Each has a ``_tiny`` twin (narrow network, a few steps) for the tests and ``--tr
 from __future__ import annotations
 
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_tiny
+from nnunet_mt.trainers.variant_names import VARIANT_METHODS
 
 
 class nnUNetTrainerMeanTeacherReleased(nnUNetTrainerMeanTeacher):
@@ -103,19 +105,8 @@ class nnUNetTrainerMeanTeacherDeterministicTeacher(nnUNetTrainerMeanTeacher):
     teacher_dropout = False
 
 
-#: runner method name suffix -> variant (``MeanTeacher-<suffix>``)
-VARIANTS = {
-    "released": nnUNetTrainerMeanTeacherReleased,
-    "released-beta1": nnUNetTrainerMeanTeacherReleasedBeta1,
-    "released-gram": nnUNetTrainerMeanTeacherReleasedGram,
-    "squared": nnUNetTrainerMeanTeacherSquared,
-    "mse": nnUNetTrainerMeanTeacherMSE,
-    "kl": nnUNetTrainerMeanTeacherKL,
-    "kl-confident": nnUNetTrainerMeanTeacherKLConfident,
-    "beta0": nnUNetTrainerMeanTeacherNoConsistency,
-    "beta0-annotated-bn": nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN,
-    "deterministic-teacher": nnUNetTrainerMeanTeacherDeterministicTeacher,
-}
+#: runner method name -> variant, in the order of ``variant_names.VARIANT_TRAINERS`` (every class above is there)
+VARIANTS = {method: globals()[trainer] for method, trainer in VARIANT_METHODS.items()}
 
 
 def _variant_attributes(variant: type) -> dict:

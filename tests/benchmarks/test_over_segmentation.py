@@ -67,7 +67,7 @@ def test_consistencies_are_the_trainers_without_the_controls():
                                            "MeanTeacher-released-gram"]
     assert rows["released"]["kwargs"] == {"eps": 1e-5} and rows["mse"]["weight"] == 100.0
     assert rows["paper"]["methods"] == ["MeanTeacher", "MeanTeacher-deterministic-teacher"]  # dropout is off at s = t
-    assert not any("beta0" in m for r in rows.values() for m in r["methods"])
+    assert not any("no-consistency" in m for r in rows.values() for m in r["methods"])  # the controls (w = 0)
 
 
 def test_batches_hold_half_of_each_kind_and_the_rest_alone():

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from nnunet_mt.evaluation.choice import choose, main, method_scores, read_screening
+from nnunet_mt.evaluation.choice import CONTROLS, choose, is_candidate, main, method_scores, read_screening
 from nnunet_mt.evaluation.diagnostics import screening_rows, write_screening
 
 
@@ -16,7 +16,8 @@ ROWS = (_rows("DeepMedic", {0: 0.4, 600: 0.50, 800: 0.52, 1000: 0.51})  # score 
         + _rows("MeanTeacher", {600: 0.45, 800: 0.46, 1000: 0.44})  # 0.45
         + _rows("MeanTeacher-kl", {600: 0.52, 800: 0.53, 1000: 0.54})  # 0.53
         + _rows("MeanTeacher-kl", {600: 0.9, 800: 0.9, 1000: 0.9}, network="student")  # students do not count
-        + _rows("MeanTeacher-beta0", {600: 0.7, 800: 0.7, 1000: 0.7}))  # a control, never chosen
+        + _rows("MeanTeacher-no-consistency", {600: 0.7, 800: 0.7, 1000: 0.7})  # a control, never chosen
+        + _rows("MeanTeacher-beta0-annotated-bn", {600: 0.8, 800: 0.8, 1000: 0.8}))  # a control, named as before
 
 
 def test_scores_are_the_model_mean_over_the_rule_steps():
@@ -28,10 +29,17 @@ def test_scores_are_the_model_mean_over_the_rule_steps():
 
 def test_best_candidate_chosen_only_with_the_margin():
     chosen, scores = choose(ROWS)
-    assert chosen == "MeanTeacher-kl"  # 0.53 >= 0.51 + 0.01; the control's 0.7 is not a candidate
+    assert chosen == "MeanTeacher-kl"  # 0.53 >= 0.51 + 0.01; the controls' 0.7 and 0.8 are not candidates
+    assert scores["MeanTeacher-beta0-annotated-bn"] == pytest.approx(0.8)  # scored under the name the file has
     assert choose(ROWS, margin=0.03)[0] is None  # 0.53 < 0.51 + 0.03
     with pytest.raises(ValueError, match="no score for the baseline DeepMedic"):
         choose(ROWS, steps=(1200,))
+
+
+def test_controls_are_no_candidates_under_their_old_or_new_name():
+    assert [is_candidate(m) for m in ("MeanTeacher", "MeanTeacher-kl", "DeepMedic", "PseudoLabel")] == \
+        [True, True, False, False]
+    assert not any(is_candidate(m) for m in (*CONTROLS, "MeanTeacher-beta0", "MeanTeacher-beta0-annotated-bn"))
 
 
 def test_the_runners_csv_round_trips_into_the_rule(tmp_path, capsys):

@@ -87,6 +87,11 @@ def test_input_checks(tmp_path):
     with pytest.raises(ReproduceError, match="unknown method.*Bogus; valid: DeepMedic, DeepMedic-UDA, DeepMedic-EN, "
                                              "MeanTeacher"):
         check_methods(["DeepMedic", "Bogus"])
+    with pytest.raises(ReproduceError, match="MeanTeacher-beta0 is now called MeanTeacher-no-consistency; "
+                                             "MeanTeacher-beta0-annotated-bn is now called "
+                                             "MeanTeacher-no-consistency-annotated-bn \\(the same trainer"):
+        check_methods(["DeepMedic", "MeanTeacher-beta0", "MeanTeacher-beta0-annotated-bn"])
+    check_methods(["DeepMedic", "MeanTeacher-no-consistency", "MeanTeacher-kl-confident"])
     no_unlabeled = read_source(_fake_dataset(tmp_path / "nu", unlabeled=None))
     check_inputs(no_unlabeled, [2], ["DeepMedic"])  # supervised only: fine
     with pytest.raises(ReproduceError, match=r"MeanTeacher need.*/imagesUnlabeled/ \(missing or empty\)"):

@@ -1,5 +1,5 @@
-"""The mean-teacher variants as nnU-Net trainers: named alike by the runner and the module, tiny twins with the
-variants' settings, and a variant's checkpoint as ``nnUNetv2_predict`` reads it. Every variant trains through
+"""The mean-teacher variants as nnU-Net trainers: the runner's names derived from the class names, tiny twins with
+the variants' settings, and a variant's checkpoint as ``nnUNetv2_predict`` reads it. Every variant trains through
 ``nnUNetv2_train`` in the runner's screen (``tests/test_reproduce.py``)."""
 from __future__ import annotations
 
@@ -9,18 +9,66 @@ import numpy as np
 import pytest
 
 from conftest import TINY_ID, TINY_NAME, direct_probabilities
-from nnunet_mt.runner import methods
+from nnunet_mt.cli import trainers_dir
+from nnunet_mt.evaluation.choice import CONTROLS
+from nnunet_mt.runner.methods import METHODS
 from nnunet_mt.trainers import mean_teacher_variants as mv
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_tiny
+from nnunet_mt.trainers.variant_names import (RENAMED_METHODS, VARIANT_METHODS, VARIANT_TRAINERS, current_method_name,
+                                              method_name)
 
 VARIANTS = sorted(cls.__name__ for cls in mv.VARIANTS.values())
+#: what a user types for each trainer, in the runner's order
+TYPED = {
+    "nnUNetTrainerMeanTeacherReleased": "MeanTeacher-released",
+    "nnUNetTrainerMeanTeacherReleasedBeta1": "MeanTeacher-released-beta1",
+    "nnUNetTrainerMeanTeacherReleasedGram": "MeanTeacher-released-gram",
+    "nnUNetTrainerMeanTeacherSquared": "MeanTeacher-squared",
+    "nnUNetTrainerMeanTeacherMSE": "MeanTeacher-mse",
+    "nnUNetTrainerMeanTeacherKL": "MeanTeacher-kl",
+    "nnUNetTrainerMeanTeacherKLConfident": "MeanTeacher-kl-confident",
+    "nnUNetTrainerMeanTeacherNoConsistency": "MeanTeacher-no-consistency",
+    "nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN": "MeanTeacher-no-consistency-annotated-bn",
+    "nnUNetTrainerMeanTeacherDeterministicTeacher": "MeanTeacher-deterministic-teacher",
+}
 
 
-def test_the_runner_and_the_module_name_the_same_variants():
-    assert methods.MEAN_TEACHER_VARIANTS == {k: cls.__name__ for k, cls in mv.VARIANTS.items()}
-    for key, cls in mv.VARIANTS.items():
-        assert methods.METHODS[f"MeanTeacher-{key}"] == (cls.__name__, "nnUNetTrainerDeepMedic")
-        assert issubclass(cls, nnUNetTrainerMeanTeacher)
+@pytest.mark.parametrize("trainer, typed", [*TYPED.items(), ("nnUNetTrainerMeanTeacher", "MeanTeacher")])
+def test_a_method_name_is_its_trainer_class_name_in_words(trainer, typed):
+    assert method_name(trainer) == typed
+
+
+def test_method_name_refuses_other_trainers():
+    with pytest.raises(ValueError, match="nnUNetTrainerDeepMedic: not a mean-teacher trainer"):
+        method_name("nnUNetTrainerDeepMedic")
+
+
+def test_the_variants_table_is_what_users_type_and_every_class_of_the_module():
+    assert VARIANT_METHODS == {typed: trainer for trainer, typed in TYPED.items()}
+    assert list(VARIANT_METHODS) == list(TYPED.values())  # the runner's order
+    defined = {name for name, cls in vars(mv).items() if isinstance(cls, type) and cls.__module__ == mv.__name__
+               and issubclass(cls, nnUNetTrainerMeanTeacher) and not name.endswith("_tiny")}
+    assert defined == set(VARIANT_TRAINERS)
+
+
+@pytest.mark.parametrize("method", list(TYPED.values()))
+def test_every_name_resolves_to_its_trainer_class_in_the_runner_and_in_nnunet(method):
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    cls = mv.VARIANTS[method]
+    assert issubclass(cls, nnUNetTrainerMeanTeacher) and method_name(cls.__name__) == method
+    assert METHODS[method] == (cls.__name__, "nnUNetTrainerDeepMedic")
+    for name in (cls.__name__, f"{cls.__name__}_tiny"):  # what nnUNetv2_train -tr finds
+        assert recursive_find_python_class(trainers_dir(), name, "nnunet_mt.trainers") is getattr(mv, name)
+
+
+def test_old_names_map_to_methods_and_the_controls_are_the_variants_without_consistency():
+    assert RENAMED_METHODS == {"MeanTeacher-beta0": "MeanTeacher-no-consistency",
+                               "MeanTeacher-beta0-annotated-bn": "MeanTeacher-no-consistency-annotated-bn"}
+    assert all(old not in METHODS and new in METHODS for old, new in RENAMED_METHODS.items())
+    assert current_method_name("MeanTeacher-beta0") == "MeanTeacher-no-consistency"
+    assert current_method_name("MeanTeacher-kl") == "MeanTeacher-kl"
+    assert set(CONTROLS) == {m for m, cls in mv.VARIANTS.items() if cls.consistency_scale == 0}
 
 
 @pytest.mark.parametrize("name", VARIANTS)
