@@ -14,14 +14,16 @@ pointing at this folder; ``nnunet_mt_env`` prints the line). What differs from `
   plane, low-resolution pathway 23x23; see ``output_size_for_spacing``);
 * the plans' ``patch_size`` (the tile nnU-Net's predictor uses) becomes an odd window holding
   any case (``inference_window``), so inference is one whole-volume pass and exact (see ``DenseDeepMedic``);
-* no test-time mirroring (DeepMedic has none), checkpoints are written atomically.
+* no test-time mirroring (DeepMedic has none).
+
+What every trainer of the plugin adds to nnU-Net's (seeding, checks, snapshots, atomic checkpoints, ...) is
+:class:`~nnunet_mt.trainers.plugin_trainer.PluginTrainer`'s.
 
 Training length: 300 epochs x 250 steps x 8 patches = 600k segments, about what DeepMedic's
 default schedule sees (35 epochs x 20 subepochs x 1000 segments = 700k). Short variants below.
 """
 from __future__ import annotations
 
-import os
 from copy import deepcopy
 from typing import Sequence
 
@@ -39,16 +41,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunet_mt.allocator import reuse_freed_memory
 from nnunet_mt.architectures.deepmedic import DeepMedic
 from nnunet_mt.architectures.dense_inference import window_for
+from nnunet_mt.trainers.plugin_trainer import PluginTrainer
 from nnunet_mt.training.budget import apply_budget
-from nnunet_mt.training.seeding import SeededTrainingMixin, StreamedLoader
-from nnunet_mt.training.checkpoints import CheckpointErrorsMixin
 from nnunet_mt.training.distributed import unwrap
-from nnunet_mt.training.snapshots import SnapshotMixin
-from nnunet_mt.training.progress import ProgressMixin
-from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
-from nnunet_mt.training.final_validation import OptionalFinalValidationMixin
 from nnunet_mt.training.optimizers import DeepMedicRMSprop
-from nnunet_mt.training.workers import WorkerLifetimeMixin
+from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
+from nnunet_mt.training.seeding import StreamedLoader
 
 DEEPMEDIC_CLASS = "nnunet_mt.architectures.dense_inference.DenseDeepMedic"
 #: spacing ratio above which an axis counts as through-plane (thick slices)
@@ -108,8 +106,7 @@ def dense_arch_kwargs(deepmedic_kwargs: dict, normalization_schemes: Sequence[st
             "window_region": "nonzero" if safe else "receptive_field"}
 
 
-class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalValidationMixin, ProgressMixin,
-                             CheckpointErrorsMixin, WorkerLifetimeMixin, nnUNetTrainer):
+class nnUNetTrainerDeepMedic(PluginTrainer):
     #: DeepMedic keyword arguments written into the plans (Table 1 of the paper)
     deepmedic_kwargs: dict = {}
     #: annotated patches per optimizer step (the paper's 8)
@@ -124,9 +121,6 @@ class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalVa
     #: what every trainer here has used and the consistency screen keeps; "deepmedic-rmsprop": DeepMedic's own
     #: update (:class:`~nnunet_mt.training.optimizers.DeepMedicRMSprop`), whose steps are tens of times smaller
     optimizer_name: str = "torch-rmsprop"
-    #: epochs between checkpoint_latest.pth writes (nnU-Net: 50); every epoch, so a killed run resumed with
-    #: --c loses at most one epoch (a few MB, written atomically by save_checkpoint)
-    checkpoint_every: int = 1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -145,7 +139,6 @@ class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalVa
         self.num_epochs = self.epochs
         self.num_iterations_per_epoch = self.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
-        self.save_every = self.checkpoint_every
         self.rmsprop_decay = 0.9
         self.budget = apply_budget(self)  # the runner's nnUNet_mt_* lengths, if set
         self._use_deepmedic_configuration(configuration)
@@ -205,8 +198,7 @@ class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalVa
         """The DeepMedic module inside DDP / torch.compile wrappers."""
         return unwrap(self.network)
 
-    def on_train_start(self):
-        super().on_train_start()
+    def describe_setup(self) -> None:
         if reuse_freed_memory():  # a step's activations are hundreds of MiB each (nnunet_mt/allocator.py)
             self.print_to_log_file("freed memory is kept for reuse (glibc mmap/trim thresholds raised; "
                                    "nnUNet_mt_reuse_memory=0 to keep the defaults)")
@@ -296,14 +288,6 @@ class nnUNetTrainerDeepMedic(SeededTrainingMixin, SnapshotMixin, OptionalFinalVa
         _ = next(mt_tr)
         _ = next(mt_val)
         return mt_tr, mt_val
-
-    # ---- checkpoints -------------------------------------------------------------------------
-    def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint, written to a temporary file and renamed: never half-written."""
-        tmp = f"{filename}.tmp"
-        super().save_checkpoint(tmp)
-        if isfile(tmp):
-            os.replace(tmp, filename)
 
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,

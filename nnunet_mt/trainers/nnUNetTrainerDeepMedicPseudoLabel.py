@@ -57,7 +57,7 @@ def _split(out, n: int):
 
 
 class PseudoLabelMixin(SemiSupervisedMixin):
-    """Annotated + pseudo-labelled training on top of an nnU-Net trainer (put it first in the bases)."""
+    """Annotated + pseudo-labelled training on top of a plugin trainer (put it first in the bases)."""
 
     #: w in L = Ls + w * Lp
     pseudo_label_weight: float = 1.0

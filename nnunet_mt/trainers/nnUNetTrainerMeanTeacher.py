@@ -3,7 +3,8 @@
 
 :class:`MeanTeacherMixin` adds the method (Sec. 2.2-2.3) to the shared semi-supervised machinery
 (:class:`~nnunet_mt.trainers.semi_supervised.SemiSupervisedMixin`: unannotated loader, 8+8 batch,
-supervised start, seeded runs, checkpoints, history) and works on any nnU-Net trainer:
+supervised start, seeded runs, checkpoints, history) and works on both networks' trainers
+(``nnUNetTrainerDeepMedic``, ``nnUNetTrainerUNet``):
 
 * each optimizer step: the student sees the annotated patches clean and the unannotated ones with
   noise eta (Eq. 5), the teacher the same batch with independent noise eta' on the unannotated half
@@ -34,7 +35,7 @@ from nnunet_mt.training.mean_teacher import (CONSISTENCY_LOSSES, MeanTeacherSche
 
 
 class MeanTeacherMixin(SemiSupervisedMixin):
-    """The adapted mean teacher on top of an nnU-Net trainer (put it first in the bases)."""
+    """The adapted mean teacher on top of a plugin trainer (put it first in the bases)."""
 
     noise_additive_std: float = 0.05
     noise_multiplicative_std: float = 0.01

@@ -2,15 +2,18 @@
 unannotated patches (:class:`~nnunet_mt.trainers.nnUNetTrainerMeanTeacher.MeanTeacherMixin`,
 :mod:`~nnunet_mt.trainers.nnUNetTrainerDeepMedicEN`, :mod:`~nnunet_mt.trainers.nnUNetTrainerDeepMedicUDA`).
 
-:class:`SemiSupervisedMixin` (put it first in the bases of an nnU-Net trainer) provides:
+:class:`SemiSupervisedMixin` (put it first in the bases of ``nnUNetTrainerDeepMedic`` or ``nnUNetTrainerUNet``)
+fills :class:`~nnunet_mt.trainers.plugin_trainer.PluginTrainer`'s hooks and provides:
 
 * an unannotated loader: the preprocessed ``imagesUnlabeled`` scans (``nnunet_mt_preprocess_unlabeled``),
   sampled 50/50 from pseudo-lesion and healthy tissue (:mod:`nnunet_mt.training.pseudo_lesions`) through
   nnU-Net's augmentation and background workers; each optimizer step sees 8 annotated + 8 unannotated
   patches (:meth:`_next_batches`), as the paper's batch;
-* a required supervised start (``-pretrained_weights``): the pseudo-lesions are predicted with it, and
-  the four methods of the paper's comparison then differ only in how they use the unannotated data;
-* seeded, replayable runs; checkpoints (atomic) holding the model (``network_weights``, what
+* a required supervised start (``-pretrained_weights``), checked in ``prepare_fresh_run``: the
+  pseudo-lesions are predicted with it, and the four methods of the paper's comparison then differ only in
+  how they use the unannotated data;
+* seeded, replayable runs (``prepare_fresh_run``, ``resume_state``); checkpoints (``write_checkpoint``,
+  ``restore_from_checkpoint``) holding the model (``network_weights``, what
   ``nnUNetv2_predict`` loads), the student, the step counter, RNG states, the per-step history and
   whatever the method adds (:meth:`_extra_checkpoint_state`);
 * per epoch: the history of the step outputs named in ``history_step_keys`` and the training Dice of
@@ -76,7 +79,7 @@ def hard_dice(logits, target) -> float:
 
 
 class SemiSupervisedMixin:
-    """Annotated + unannotated training on top of an nnU-Net trainer (put it first in the bases)."""
+    """Annotated + unannotated training on top of a plugin trainer (put it first in the bases)."""
 
     #: unannotated patches per optimizer step (the paper's 8), split across DDP ranks like nnU-Net's batch
     batch_size_unannotated: int = 8
@@ -94,9 +97,6 @@ class SemiSupervisedMixin:
     history_step_keys: tuple[str, ...] = ()
     #: names the log files: ``<log_name>_log.json``, ``progress_<log_name>.png``
     log_name: str = "semi_supervised"
-
-    #: the fresh start is seeded here (noise_seed + nnUNet_mt_seed), not by SeededTrainingMixin
-    seeds_its_own_start = True
 
     def _init_semi_supervised(self) -> None:
         self.global_step = 0
@@ -146,29 +146,34 @@ class SemiSupervisedMixin:
         super().initialize()
         self.initial_weights_digest = weights_digest(self.plain_network())
 
-    def on_train_start(self):
-        if not self.was_initialized:
-            self.initialize()
-        if self._pending_rng_state is None:  # a fresh run, not a resumed one
-            if weights_digest(self.plain_network()) == self.initial_weights_digest:
-                raise RuntimeError(PRETRAINED_MISSING.format(
-                    trainer=self.__class__.__name__, supervised=self.supervised_trainer_name,
-                    dataset=self.plans_manager.dataset_name, configuration=self.configuration_name, fold=self.fold,
-                    plans=self.plans_manager.plans_name))
-            self._set_rng_state(self._seeded_rng_state(self.noise_seed + self.local_rank))  # replayable
-            self._on_fresh_start()
-        super().on_train_start()
-        if self._pending_rng_state is not None:  # after the loaders' warm-up batches, as in the first run
-            if self.is_ddp:
-                # the checkpoint holds rank 0's states only: every rank draws its own, fresh ones
-                seed = self.noise_seed + 1000 * self.global_step + self.local_rank
-                self._set_rng_state(self._seeded_rng_state(seed))
-                self.noise_generator.manual_seed(seed)
-            else:
-                self._set_rng_state(self._pending_rng_state)
-                if self._pending_annotated_stream is not None:  # checkpoints before paired streams have none
-                    self.annotated_stream.state = self._pending_annotated_stream
-            self._pending_rng_state = self._pending_annotated_stream = None
+    def is_fresh_run(self) -> bool:
+        return self._pending_rng_state is None  # a resumed run has its checkpoint's random state waiting
+
+    def prepare_fresh_run(self) -> None:
+        """The supervised start must be in (its weights differ from the initialisation's); then the method's
+        own seeding (``noise_seed``), so the run replays, and its start (e.g. the teacher's copy)."""
+        if weights_digest(self.plain_network()) == self.initial_weights_digest:
+            raise RuntimeError(PRETRAINED_MISSING.format(
+                trainer=self.__class__.__name__, supervised=self.supervised_trainer_name,
+                dataset=self.plans_manager.dataset_name, configuration=self.configuration_name, fold=self.fold,
+                plans=self.plans_manager.plans_name))
+        self._set_rng_state(self._seeded_rng_state(self.noise_seed + self.local_rank))
+        self._on_fresh_start()
+
+    def resume_state(self) -> None:
+        """A resumed run's random state, after the loaders' warm-up batches as in the first run."""
+        if self._pending_rng_state is None:
+            return
+        if self.is_ddp:
+            # the checkpoint holds rank 0's states only: every rank draws its own, fresh ones
+            seed = self.noise_seed + 1000 * self.global_step + self.local_rank
+            self._set_rng_state(self._seeded_rng_state(seed))
+            self.noise_generator.manual_seed(seed)
+        else:
+            self._set_rng_state(self._pending_rng_state)
+            if self._pending_annotated_stream is not None:  # checkpoints before paired streams have none
+                self.annotated_stream.state = self._pending_annotated_stream
+        self._pending_rng_state = self._pending_annotated_stream = None
 
     # ---- unannotated data --------------------------------------------------------------------
     def unlabeled_folder(self) -> str:
@@ -365,9 +370,9 @@ class SemiSupervisedMixin:
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
-    def save_checkpoint(self, filename: str) -> None:
+    def write_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint with the model as ``network_weights``, plus the student and the state
-        needed to resume (step counter, noise generator, RNGs, history, the method's own); atomic."""
+        needed to resume (step counter, noise generator, RNGs, history, the method's own)."""
         if self.local_rank != 0 or self.disable_checkpointing:
             return
         checkpoint = {
@@ -387,22 +392,16 @@ class SemiSupervisedMixin:
                                 "pseudo_lesion_digest": self.pseudo_lesion_digest,
                                 **self._extra_checkpoint_state()},
         }
-        tmp = f"{filename}.tmp"
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, filename)
+        torch.save(checkpoint, filename)
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        if not self.was_initialized:
-            self.initialize()
-        # named, clear errors for an unreadable file or another network (CheckpointErrorsMixin)
-        checkpoint = self.check_resume_checkpoint(filename_or_checkpoint)
+    def check_checkpoint_kind(self, checkpoint: dict, filename: str) -> None:
         if "semi_supervised" not in checkpoint:
-            raise RuntimeError(f"{filename_or_checkpoint} is not a {self.__class__.__name__} checkpoint (no "
+            raise RuntimeError(f"{filename} is not a {self.__class__.__name__} checkpoint (no "
                                f"semi-supervised state); pass supervised weights with -pretrained_weights instead")
-        # nnU-Net 2.8.1's load_checkpoint only works when given a file name (a dict leaves its local
-        # variable unset), so it reads the file once more
-        super().load_checkpoint(filename_or_checkpoint)  # loads network_weights (the model) into the student...
-        self.plain_network().load_state_dict(checkpoint["student_weights"])  # ...so put the student back
+
+    def restore_from_checkpoint(self, checkpoint: dict) -> None:
+        """nnU-Net loaded ``network_weights`` (the model) into the student: put the student back, then the state."""
+        self.plain_network().load_state_dict(checkpoint["student_weights"])
         state = checkpoint["semi_supervised"]
         self.global_step = state["global_step"]
         self.noise_generator.set_state(state["noise_generator"])

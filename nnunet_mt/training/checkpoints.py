@@ -2,9 +2,10 @@
 
 nnU-Net reads ``-pretrained_weights`` and the ``--c`` checkpoint with a bare ``torch.load``: a truncated
 file gives ``OSError: [Errno 22] Invalid argument`` without a path, a plain state_dict ``KeyError:
-'network_weights'``, another architecture a dump of every tensor. :class:`CheckpointErrorsMixin` checks
-both files first, where a subclass can: ``initialize`` (which ``nnUNetv2_train`` runs right before
-``load_pretrained_weights``) and ``load_checkpoint`` (what ``--c`` calls).
+'network_weights'``, another architecture a dump of every tensor. The functions here check
+both files first, where a subclass can (:class:`~nnunet_mt.trainers.plugin_trainer.PluginTrainer`):
+``initialize`` (which ``nnUNetv2_train`` runs right before ``load_pretrained_weights``) and
+``load_checkpoint`` (what ``--c`` calls).
 """
 from __future__ import annotations
 
@@ -92,52 +93,49 @@ def resume_next_step(path: str) -> str:
             f"or run without --c to start anew.")
 
 
-class CheckpointErrorsMixin:
-    """Clear errors for ``-pretrained_weights`` and ``--c`` checkpoints (put it before ``nnUNetTrainer``)."""
+#: substrings of keys nnU-Net's ``load_pretrained_weights`` does not transfer
+PRETRAINED_SKIP_KEYS: tuple[str, ...] = (".seg_layers.",)
 
-    #: substrings of keys nnU-Net's ``load_pretrained_weights`` does not transfer
-    pretrained_skip_keys: tuple[str, ...] = (".seg_layers.",)
 
-    def _expected_start(self) -> str:
-        supervised = getattr(self, "supervised_trainer_name", None)
-        return (f"{self.__class__.__name__} starts from a checkpoint_final.pth of {supervised}" if supervised else
-                f"Give a checkpoint_final.pth written by nnUNetv2_train with {self.__class__.__name__}'s network")
+def expected_start(trainer) -> str:
+    """What ``trainer`` starts from, for the errors' last sentence."""
+    supervised = getattr(trainer, "supervised_trainer_name", None)
+    return (f"{trainer.__class__.__name__} starts from a checkpoint_final.pth of {supervised}" if supervised else
+            f"Give a checkpoint_final.pth written by nnUNetv2_train with {trainer.__class__.__name__}'s network")
 
-    def initialize(self):
-        super().initialize()
-        path = pretrained_weights_argument()
-        if path is not None:
-            self.check_pretrained_weights(path)
 
-    def check_pretrained_weights(self, path: str) -> None:
-        """What nnU-Net's ``load_pretrained_weights`` asserts, as one error naming the file."""
-        hint = f"{self._expected_start()} (same dataset and configuration)."
-        checkpoint = read_checkpoint(path, "-pretrained_weights", hint)
-        problem = incompatibility(unwrap(self.network).state_dict(), checkpoint["network_weights"],
-                                  skip=self.pretrained_skip_keys, strict=False)
-        if problem:
-            written_by = checkpoint.get("trainer_name")
-            raise CheckpointError(
-                f"-pretrained_weights {path} does not fit {self.__class__.__name__}'s network"
-                + (f" (it was written by {written_by})" if written_by else "") + f": {problem}. {hint}")
+def check_pretrained_weights(trainer, path: str) -> None:
+    """What nnU-Net's ``load_pretrained_weights`` asserts, as one error naming the file."""
+    hint = f"{expected_start(trainer)} (same dataset and configuration)."
+    checkpoint = read_checkpoint(path, "-pretrained_weights", hint)
+    problem = incompatibility(unwrap(trainer.network).state_dict(), checkpoint["network_weights"],
+                              skip=PRETRAINED_SKIP_KEYS, strict=False)
+    if problem:
+        written_by = checkpoint.get("trainer_name")
+        raise CheckpointError(
+            f"-pretrained_weights {path} does not fit {trainer.__class__.__name__}'s network"
+            + (f" (it was written by {written_by})" if written_by else "") + f": {problem}. {hint}")
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        if isinstance(filename_or_checkpoint, str):
-            if not self.was_initialized:
-                self.initialize()
-            self.check_resume_checkpoint(filename_or_checkpoint)
-        super().load_checkpoint(filename_or_checkpoint)
 
-    def check_resume_checkpoint(self, path: str) -> dict:
-        """The checkpoint ``--c`` continues from, read and matched against the network; returns it."""
-        checkpoint = read_checkpoint(path, "the checkpoint to continue from (--c),", resume_next_step(path),
-                                     map_location=self.device)
-        weights = {k[7:] if k.startswith("module.") else k: v for k, v in checkpoint["network_weights"].items()}
-        problem = incompatibility(unwrap(self.network).state_dict(), weights)
-        if problem:
-            written_by = checkpoint.get("trainer_name")
-            raise CheckpointError(
-                f"the checkpoint to continue from (--c), {path}, does not fit {self.__class__.__name__}'s network"
-                + (f" (it was written by {written_by})" if written_by else "") + f": {problem}. "
-                + resume_next_step(path))
-        return checkpoint
+def check_resume_checkpoint(trainer, path: str) -> dict:
+    """The checkpoint ``--c`` continues from, read and matched against ``trainer``'s network; returns it."""
+    checkpoint = read_checkpoint(path, "the checkpoint to continue from (--c),", resume_next_step(path),
+                                 map_location=trainer.device)
+    weights = {k[7:] if k.startswith("module.") else k: v for k, v in checkpoint["network_weights"].items()}
+    problem = incompatibility(unwrap(trainer.network).state_dict(), weights)
+    if problem:
+        written_by = checkpoint.get("trainer_name")
+        raise CheckpointError(
+            f"the checkpoint to continue from (--c), {path}, does not fit {trainer.__class__.__name__}'s network"
+            + (f" (it was written by {written_by})" if written_by else "") + f": {problem}. "
+            + resume_next_step(path))
+    return checkpoint
+
+
+def write_atomically(write, filename: str) -> None:
+    """``write(tmp)`` to ``filename + ".tmp"``, then renamed onto ``filename``: a kill never leaves half a file.
+    Nothing is renamed when ``write`` wrote nothing (nnU-Net's save is a no-op on other DDP ranks)."""
+    tmp = f"{filename}.tmp"
+    write(tmp)
+    if os.path.isfile(tmp):
+        os.replace(tmp, filename)

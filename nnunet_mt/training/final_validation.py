@@ -28,16 +28,7 @@ def final_validation_enabled(environ: Mapping[str, str] | None = None) -> bool:
         raise ValueError(f"environment variable {VARIABLE}={raw!r}: expected 0 or 1") from None
 
 
-class OptionalFinalValidationMixin:
-    """Skips nnU-Net's final validation when ``nnUNet_mt_final_validation=0`` (put it before ``nnUNetTrainer``
-    and before any mixin that reports on the validation)."""
-
-    def __init__(self, *args, **kwargs):
-        final_validation_enabled()  # a bad value stops the run now, not after the training
-        super().__init__(*args, **kwargs)
-
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        if final_validation_enabled():
-            return super().perform_actual_validation(save_probabilities)
-        self.print_to_log_file(f"final validation skipped ({VARIABLE}=0): the model is evaluated elsewhere; "
-                               f"nothing is written to {os.path.join(self.output_folder, 'validation')}")
+def skipped_message(output_folder: str) -> str:
+    """The log line of a run whose final validation ``nnUNet_mt_final_validation=0`` skips."""
+    return (f"final validation skipped ({VARIABLE}=0): the model is evaluated elsewhere; "
+            f"nothing is written to {os.path.join(output_folder, 'validation')}")

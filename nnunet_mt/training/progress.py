@@ -1,8 +1,7 @@
 """Progress lines every trainer of the plugin writes to nnU-Net's log (and the terminal).
 
-:class:`ProgressMixin` goes before nnU-Net's ``nnUNetTrainer`` in a trainer's bases (``nnUNetTrainerDeepMedic``
-and so every DeepMedic trainer, ``nnUNetTrainerUNet``, ``nnUNetTrainerMeanTeacherUNet``). It adds, without
-changing what is trained:
+:class:`~nnunet_mt.trainers.plugin_trainer.PluginTrainer` writes them, so every trainer of the plugin does.
+They change nothing that is trained:
 
 * after each epoch: ``epoch 3/5, step 60/100 (60 %), this epoch 12.0 s, about 24.0 s left`` (nnU-Net's own
   ``Epoch 2`` line counts from 0 and names no total);
@@ -18,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import time
 
 
 def epoch_progress(epoch: int, num_epochs: int, iterations_per_epoch: int, epoch_seconds: float | None = None,
@@ -58,54 +56,38 @@ def validation_cases(preprocessed_dataset_folder_base: str | None, fold) -> list
         return None
 
 
-class ProgressMixin:
-    """Totals with each epoch line, a note on composite losses, and a word before the final validation."""
+def training_length_lines(trainer) -> list[str]:
+    """What a run logs at its start: its length, and why a composite ``train_loss`` rises while its weight ramps
+    up (``trainer.loss_composition``, e.g. ``"Ls + beta * Lc"``; None: nothing to explain)."""
+    steps = trainer.num_epochs * trainer.num_iterations_per_epoch
+    resumed = f" (resuming after epoch {trainer.current_epoch})" if trainer.current_epoch > 0 else ""
+    lines = [f"training length: {trainer.num_epochs} epochs x {trainer.num_iterations_per_epoch} steps "
+             f"= {steps} optimizer steps{resumed}"]
+    composition = getattr(trainer, "loss_composition", None)
+    if composition:
+        weight = composition.split("*")[0].split("+")[-1].strip()
+        rampup = getattr(trainer, "rampup_length", None)
+        log_name = getattr(trainer, "log_name", None)
+        lines.append(
+            f"note: nnU-Net's train_loss (loss_tr in progress.png) is L = {composition}; it rises "
+            f"while {weight} ramps up" + (f" over the first {rampup} steps" if rampup else "")
+            + ", also when the supervised loss Ls falls: that is not divergence. Ls alone is in the per-epoch "
+            + (f"'{log_name.replace('_', ' ')}:' lines and in progress_{log_name}.png" if log_name
+               else "log lines"))
+    return lines
 
-    #: the formula of nnU-Net's ``train_loss`` when it is not the supervised loss alone (e.g. ``"Ls + beta * Lc"``)
-    loss_composition: str | None = None
 
-    def on_train_start(self):
-        super().on_train_start()
-        steps = self.num_epochs * self.num_iterations_per_epoch
-        resumed = f" (resuming after epoch {self.current_epoch})" if self.current_epoch > 0 else ""
-        self.print_to_log_file(f"training length: {self.num_epochs} epochs x {self.num_iterations_per_epoch} steps "
-                               f"= {steps} optimizer steps{resumed}")
-        if self.loss_composition:
-            weight = self.loss_composition.split("*")[0].split("+")[-1].strip()
-            rampup = getattr(self, "rampup_length", None)
-            log_name = getattr(self, "log_name", None)
-            self.print_to_log_file(
-                f"note: nnU-Net's train_loss (loss_tr in progress.png) is L = {self.loss_composition}; it rises "
-                f"while {weight} ramps up" + (f" over the first {rampup} steps" if rampup else "")
-                + ", also when the supervised loss Ls falls: that is not divergence. Ls alone is in the per-epoch "
-                + (f"'{log_name.replace('_', ' ')}:' lines and in progress_{log_name}.png" if log_name
-                   else "log lines"))
-
-    def on_epoch_start(self):
-        self._progress_epoch_started = time.time()
-        super().on_epoch_start()
-
-    def on_epoch_end(self):
-        started = getattr(self, "_progress_epoch_started", None)
-        self.print_to_log_file(epoch_progress(self.current_epoch, self.num_epochs, self.num_iterations_per_epoch,
-                                              None if started is None else time.time() - started))
-        super().on_epoch_end()
-
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        cases = validation_cases(self.preprocessed_dataset_folder_base, self.fold)
-        what = f"the {len(cases)} validation case(s) of fold {self.fold}" if cases is not None \
-            else f"the validation cases of fold {self.fold}"
-        self.print_to_log_file(
-            f"final validation (nnU-Net's perform_actual_validation): predicting {what} whole-volume with the "
-            f"final model, then writing {os.path.join(self.output_folder, 'validation', 'summary.json')}; "
+def final_validation_line(trainer) -> str:
+    """Said before nnU-Net's final validation, silent for minutes per case on a CPU."""
+    cases = validation_cases(trainer.preprocessed_dataset_folder_base, trainer.fold)
+    what = f"the {len(cases)} validation case(s) of fold {trainer.fold}" if cases is not None \
+        else f"the validation cases of fold {trainer.fold}"
+    return (f"final validation (nnU-Net's perform_actual_validation): predicting {what} whole-volume with the "
+            f"final model, then writing {os.path.join(trainer.output_folder, 'validation', 'summary.json')}; "
             f"nnU-Net prints a line per case when it starts it, nothing while it runs (on a CPU a case can take "
             f"minutes)")
-        started = time.time()
-        super().perform_actual_validation(save_probabilities)
-        self.print_to_log_file(f"final validation done in {format_duration(time.time() - started)}")
 
-    def plot_network_architecture(self):
-        """nnU-Net's diagram needs the ``hiddenlayer`` package; without it, skip it instead of logging an error."""
-        if importlib.util.find_spec("hiddenlayer") is None:
-            return
-        super().plot_network_architecture()
+
+def can_plot_network() -> bool:
+    """nnU-Net's network diagram needs the ``hiddenlayer`` package; without it nnU-Net logs an error every run."""
+    return importlib.util.find_spec("hiddenlayer") is not None

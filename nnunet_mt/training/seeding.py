@@ -4,6 +4,7 @@ nnU-Net seeds nothing: two runs of one ``nnUNetv2_train`` command initialise the
 sample and augment different patches. Every trainer of this plugin seeds Python's, NumPy's and torch's
 generators from ``nnUNet_mt_seed`` (default 0) twice: before nnU-Net builds the network (same initial
 weights) and, in a fresh run, before the data loaders start (same patches, augmentation and dropout).
+:class:`~nnunet_mt.trainers.plugin_trainer.PluginTrainer` calls these functions, in its order.
 A run resumed with ``--c`` does not reseed: it continues where the checkpoint left off.
 
 **Paired streams.** With augmentation in the training process (``nnUNet_n_proc_DA=0``), the annotated
@@ -127,30 +128,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class SeededTrainingMixin:
-    """Seeds an nnU-Net trainer from ``nnUNet_mt_seed`` (put it before ``nnUNetTrainer`` in the bases).
+def fresh_run_seed(seed: int, rank: int = 0) -> int:
+    """What a fresh supervised run seeds the global generators with before its loaders start (validation
+    batches, dropout); apart from the initial weights' ``seed`` and the annotated stream's."""
+    return seed + 1 + 1000 * rank
 
-    A trainer that seeds its own fresh start (the semi-supervised ones, whose checkpoints also hold their
-    generators' states) sets ``seeds_its_own_start = True``; it still gets the seeded initial weights.
-    """
 
-    seeds_its_own_start: bool = False
-
-    def initialize(self):
-        self.training_seed = training_seed()
-        # before nnU-Net builds the network: the same initial weights on every run (and every DDP rank)
-        seed_everything(self.training_seed)
-        super().initialize()
-
-    def on_train_start(self):
-        if not self.was_initialized:
-            self.initialize()
-        fresh = self.current_epoch == 0
-        if fresh and not self.seeds_its_own_start:
-            seed_everything(self.training_seed + 1 + 1000 * self.local_rank)  # validation batches, dropout
-            self.print_to_log_file(f"seeded run: {SEED_VARIABLE}={self.training_seed}")
-        # the annotated batches' own stream (used by loaders that draw in the training process); a resumed run
-        # that does not restore it from its checkpoint continues with a stream of its epoch
-        seed = annotated_stream_seed(self.training_seed, self.local_rank)
-        self.annotated_stream = RandomStream(seed if fresh else seed + 7919 * self.current_epoch)
-        super().on_train_start()
+def annotated_stream(seed: int, rank: int = 0, epochs_done: int = 0) -> RandomStream:
+    """The annotated batches' stream of run ``seed`` on DDP rank ``rank``. A run resumed after ``epochs_done``
+    epochs whose checkpoint holds no stream state (one written before the paired streams) continues with a
+    stream of its own epoch; a checkpoint that holds it overwrites the state."""
+    first = annotated_stream_seed(seed, rank)
+    return RandomStream(first if epochs_done == 0 else first + 7919 * epochs_done)

@@ -1,8 +1,8 @@
 """Weight snapshots during training, for curves of Dice against steps (schedule choice, diagnostics).
 
-With ``snapshot_every = k`` (class attribute, or ``nnUNet_mt_snapshot_every`` from the runner; 0 = off)
-a trainer writes ``fold_X/snapshots/epoch_EEEE.pth`` at the start of a fresh run (epoch 0: the
-weights it starts from) and after every k-th epoch. A snapshot holds only what nnU-Net's predictor
+With ``snapshot_every = k`` (a trainer's class attribute, or ``nnUNet_mt_snapshot_every`` from the runner;
+0 = off) :class:`~nnunet_mt.trainers.plugin_trainer.PluginTrainer` writes ``fold_X/snapshots/epoch_EEEE.pth``
+at the start of a fresh run (epoch 0: the weights it starts from) and after every k-th epoch. A snapshot holds only what nnU-Net's predictor
 reads (``network_weights``, ``trainer_name``, ``init_args``, ``inference_allowed_mirroring_axes``),
 plus ``current_epoch`` and ``step`` (optimizer steps done) and, for a trainer whose model is not its
 student (the mean teacher), the student as ``student_weights``. So
@@ -39,49 +39,38 @@ def list_snapshots(fold_dir: str | Path) -> list[Path]:
     return [f for _, f in sorted(found)]
 
 
-class SnapshotMixin:
-    """Writes weight snapshots every ``snapshot_every`` epochs (see the module docstring)."""
+def snapshot_due(epochs_done: int, every: int) -> bool:
+    """Whether a snapshot is written after ``epochs_done`` epochs (epoch 0: the weights a fresh run starts from)."""
+    return bool(every) and epochs_done % every == 0
 
-    #: epochs between snapshots; 0: none
-    snapshot_every: int = 0
 
-    def _snapshot_networks(self) -> dict[str, torch.nn.Module]:
-        """Checkpoint key -> network: the model as ``network_weights`` (a semi-supervised trainer's
-        ``target_network``, e.g. the teacher) and, when that is another network, its student as
-        ``student_weights``. A trainer whose model is its student (pseudo-label, EN, UDA, Π) writes it
-        once: a copy would be scored again by every diagnostic."""
-        if hasattr(self, "target_network"):
-            model, student = self.target_network(), self.plain_network()
-            if model is not student:
-                return {"network_weights": model, "student_weights": student}
-            return {"network_weights": model}
-        return {"network_weights": unwrap(self.network)}
+def snapshot_networks(trainer) -> dict[str, torch.nn.Module]:
+    """Checkpoint key -> network: the model as ``network_weights`` (a semi-supervised trainer's
+    ``target_network``, e.g. the teacher) and, when that is another network, its student as
+    ``student_weights``. A trainer whose model is its student (pseudo-label, EN, UDA, Π) writes it
+    once: a copy would be scored again by every diagnostic."""
+    if hasattr(trainer, "target_network"):
+        model, student = trainer.target_network(), trainer.plain_network()
+        if model is not student:
+            return {"network_weights": model, "student_weights": student}
+        return {"network_weights": model}
+    return {"network_weights": unwrap(trainer.network)}
 
-    def write_snapshot(self, epoch: int) -> Path | None:
-        if self.local_rank != 0 or getattr(self, "disable_checkpointing", False):
-            return None
-        folder = Path(self.output_folder) / SNAPSHOT_FOLDER
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {key: {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-                 for key, net in self._snapshot_networks().items()}
-        state.update(current_epoch=epoch, step=int(getattr(self, "global_step", epoch * self.num_iterations_per_epoch)),
-                     trainer_name=self.__class__.__name__, init_args=self.my_init_kwargs,
-                     inference_allowed_mirroring_axes=self.inference_allowed_mirroring_axes)
-        out = folder / snapshot_name(epoch)
-        tmp = out.with_name(out.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, out)
-        return out
 
-    def on_train_start(self):
-        super().on_train_start()
-        if self.snapshot_every and self.current_epoch == 0:
-            self.write_snapshot(0)
-
-    def on_epoch_end(self):
-        # before nnU-Net's on_epoch_end, which writes checkpoint_latest.pth and counts the epoch: a run killed
-        # in between redoes the epoch on resume (and its snapshot), so every epoch a resume skips has one
-        done = self.current_epoch + 1
-        if self.snapshot_every and done % self.snapshot_every == 0:
-            self.write_snapshot(done)
-        super().on_epoch_end()
+def write_snapshot(trainer, epoch: int) -> Path | None:
+    """``fold_X/snapshots/epoch_EEEE.pth`` of ``trainer`` after ``epoch`` epochs (rank 0 only); its path."""
+    if trainer.local_rank != 0 or getattr(trainer, "disable_checkpointing", False):
+        return None
+    folder = Path(trainer.output_folder) / SNAPSHOT_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {key: {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+             for key, net in snapshot_networks(trainer).items()}
+    state.update(current_epoch=epoch,
+                 step=int(getattr(trainer, "global_step", epoch * trainer.num_iterations_per_epoch)),
+                 trainer_name=trainer.__class__.__name__, init_args=trainer.my_init_kwargs,
+                 inference_allowed_mirroring_axes=trainer.inference_allowed_mirroring_axes)
+    out = folder / snapshot_name(epoch)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+    return out

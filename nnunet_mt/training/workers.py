@@ -2,7 +2,7 @@
 
 batchgenerators forks daemonic workers, which Python terminates only at a *normal* exit: after SIGTERM or
 SIGKILL of ``nnUNetv2_train`` they were left under PID 1, looping on a full queue. Two remedies, both
-reachable from a trainer subclass (:class:`WorkerLifetimeMixin`):
+reachable from a trainer subclass (:class:`~nnunet_mt.trainers.plugin_trainer.PluginTrainer` uses them):
 
 * every worker asks the kernel to kill it when its parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on
   Linux, a parent-pid watchdog thread elsewhere). It does so the moment it is forked, so no kill of the
@@ -136,49 +136,33 @@ def shut_down(loader, timeout_s: float = 2.0) -> None:
         finish()
 
 
-class WorkerLifetimeMixin:
-    """Loaders whose workers die with the trainer and stop at its end (put it before ``nnUNetTrainer``)."""
+def stop_loaders(trainer) -> None:
+    """Stop the workers of every loader ``trainer`` holds (nnU-Net's two and the unannotated one)."""
+    for name in LOADER_ATTRIBUTES:
+        shut_down(getattr(trainer, name, None))
 
-    def get_training_transforms(self, *args, **kwargs):
-        bind_forked_children(self)  # built before the loaders that apply them fork their workers
-        return ExitWithParent(super().get_training_transforms(*args, **kwargs))
 
-    def get_validation_transforms(self, *args, **kwargs):
-        bind_forked_children(self)
-        return ExitWithParent(super().get_validation_transforms(*args, **kwargs))
+def stop_loaders_on_sigterm(trainer):
+    """On SIGTERM: stop ``trainer``'s loaders, then let the previous handler (default: die by SIGTERM) act.
+    Returns the previous handler, for :func:`restore_sigterm` (None off the main thread, where signal
+    handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
 
-    def shut_down_loaders(self) -> None:
-        """Stop the workers of every loader this trainer holds (nnU-Net's two and the unannotated one)."""
-        for name in LOADER_ATTRIBUTES:
-            shut_down(getattr(self, name, None))
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        stop_loaders(trainer)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signum)
 
-    def shut_down_loaders_on_sigterm(self) -> None:
-        """On SIGTERM: stop the loaders, then let the previous handler (default: die by SIGTERM) act."""
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread
-        previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, handler)
+    return previous
 
-        def handler(signum, frame):
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-            self.shut_down_loaders()
-            if callable(previous):
-                previous(signum, frame)
-            else:
-                os.kill(os.getpid(), signum)
 
-        signal.signal(signal.SIGTERM, handler)
-        self._previous_sigterm_handler = previous
-
-    def on_train_start(self):
-        self.shut_down_loaders_on_sigterm()
-        super().on_train_start()
-
-    def on_train_end(self):
-        try:
-            super().on_train_end()  # nnU-Net stops its two loaders here
-        finally:
-            self.shut_down_loaders()
-            release_forked_children(self)  # its workers are stopped: later forks are not this trainer's
-            previous = getattr(self, "_previous_sigterm_handler", None)
-            if previous is not None and threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, previous)
+def restore_sigterm(previous) -> None:
+    """Put back the SIGTERM handler :func:`stop_loaders_on_sigterm` replaced."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)

@@ -82,8 +82,7 @@ def _unet_like(seed: int) -> torch.nn.Module:
 
 
 def test_pretrained_segmentation_layers_are_restored(tmp_path):
-    from nnunet_mt.trainers.nnUNetTrainerMeanTeacherUNet import (pretrained_weights_argument,
-                                                                  restore_segmentation_layers)
+    from nnunet_mt.trainers.nnUNetTrainerUNet import pretrained_weights_argument, restore_segmentation_layers
     saved = _unet_like(0)
     fname = tmp_path / "checkpoint_final.pth"
     torch.save({"network_weights": saved.state_dict()}, fname)

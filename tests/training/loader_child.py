@@ -12,6 +12,7 @@ import torch
 from batchgenerators.dataloading.data_loader import DataLoader
 
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher_tiny
+from nnunet_mt.training.workers import stop_loaders_on_sigterm
 
 
 class TinyLoader(DataLoader):
@@ -49,7 +50,7 @@ def bare_trainer():
 if __name__ == "__main__":
     t = bare_trainer()
     pids = start_loaders(t, stall=True)
-    t.shut_down_loaders_on_sigterm()  # what on_train_start installs
+    stop_loaders_on_sigterm(t)  # what on_train_start installs
     print("workers", *pids, flush=True)
     while True:
         time.sleep(1)
