@@ -25,16 +25,16 @@ setup(
     extras_require={"test": ["pytest>=7.3"]},  # 7.3: tmp_path_retention_policy (pytest.ini)
     entry_points={
         "console_scripts": [
-            "nnunet_mt_env=nnunet_mt.cli:print_env",
+            "nnunet_mt_env=nnunet_mt.commands.env:print_env",
             "nnunet_mt_synthetic=nnunet_mt.dataset_conversion.synthetic_stroke_dwi:main",
             "nnunet_mt_convert=nnunet_mt.dataset_conversion.convert_folder:main",
             "nnunet_mt_convert_isles2022=nnunet_mt.dataset_conversion.public.isles2022:main",
             "nnunet_mt_convert_atlas2=nnunet_mt.dataset_conversion.public.atlas2:main",
             "nnunet_mt_convert_brats2021=nnunet_mt.dataset_conversion.public.brats:main_brats2021",
             "nnunet_mt_convert_msd_brain=nnunet_mt.dataset_conversion.public.brats:main_msd",
-            "nnunet_mt_demo=nnunet_mt.demo:main",
-            "nnunet_mt_reproduce=nnunet_mt.reproduce:main",
-            "nnunet_mt_schedule=nnunet_mt.schedule:main",
+            "nnunet_mt_demo=nnunet_mt.commands.demo:main",
+            "nnunet_mt_reproduce=nnunet_mt.commands.reproduce:main",
+            "nnunet_mt_schedule=nnunet_mt.commands.schedule:main",
             "nnunet_mt_preprocess_unlabeled=nnunet_mt.preprocessing.unlabeled:main",
         ]
     },

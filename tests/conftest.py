@@ -43,7 +43,7 @@ def subprocess_env(folders: Mapping[str, Path], overrides: Mapping[str, str | No
     :data:`TEST_SETTINGS`, ``folders`` (variable -> path), ``nnUNet_extTrainer`` (the plugin's trainers) and
     ``overrides``, in that order; an override of ``None`` removes the variable.
     """
-    from nnunet_mt.cli import ext_trainer_value
+    from nnunet_mt.utils.ext_trainer import ext_trainer_value
 
     env = {name: value for name, value in os.environ.items() if not name.startswith("nnUNet_")}
     env.update(TEST_SETTINGS)

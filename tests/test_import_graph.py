@@ -81,7 +81,7 @@ def test_the_graph_holds_the_imports_it_must():
     assert "nnunet_mt.architectures.deepmedic" in graph["nnunet_mt.architectures.dense_inference"]
     assert "nnunet_mt.evaluation.diagnostics" in graph["nnunet_mt.runner.diagnostics"]
     assert "nnunet_mt.runner.methods" in graph["nnunet_mt.runner.start_model"]  # imported in check_start_options
-    assert "nnunet_mt.cli" in graph["nnunet_mt.runner.methods"]  # imported in check_trainers
+    assert "nnunet_mt.utils.ext_trainer" in graph["nnunet_mt.runner.methods"]  # imported in check_trainers
     assert "nnunet_mt.dataset_conversion.synthetic.params" in graph["nnunet_mt.dataset_conversion.synthetic.subject"]
     assert "nnunet_mt.architectures.dense_inference" not in graph["nnunet_mt.architectures.deepmedic"]
 

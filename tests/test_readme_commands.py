@@ -168,7 +168,7 @@ def _help_env() -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1", nnUNet_compile="false")
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env.setdefault(name, str(root / name))
-    from nnunet_mt.cli import ext_trainer_value
+    from nnunet_mt.utils.ext_trainer import ext_trainer_value
 
     env["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
     return env

@@ -208,7 +208,7 @@ def forward_block(fused: FusedDeepMedic, padded: torch.Tensor, lo: Sequence[int]
                            l_rows.index_select(0, index[r0:r1] + b * low_per_case)], 1)
             h = F.prelu(h, fused.head_slope)
             for w, bias, slope in fused.head:
-                # F.linear, not addmm with W^T: 3x faster for the 2-class classifier (benchmarks/micro.py)
+                # F.linear, not addmm with W^T: 3x faster for the 2-class classifier (benchmarks/speed/micro.py)
                 h = F.linear(h, w, bias)
                 if slope is not None:
                     h = F.prelu(h, slope)
@@ -310,8 +310,8 @@ class DenseDeepMedic(DeepMedic):
         if window_region not in ("nonzero", "receptive_field"):
             raise ValueError(f"window_region must be 'nonzero' or 'receptive_field', got {window_region!r}")
         # Large tiles waste the least on context, smaller ones hold less memory: with freed memory reused
-        # (nnunet_mt/allocator.py), 4e5 output voxels ran as fast as 1e6 and took 0.3-0.5 GB less peak RSS
-        # on 240 x 240 x 21 and BraTS-size cases (benchmarks/micro.py --only-tiles); the 1^3 head runs
+        # (nnunet_mt/utils/allocator.py), 4e5 output voxels ran as fast as 1e6 and took 0.3-0.5 GB less peak RSS
+        # on 240 x 240 x 21 and BraTS-size cases (benchmarks/speed/micro.py --only-tiles); the 1^3 head runs
         # in chunks of 2048 voxels whatever the tile.
         self.dense_tile_voxels = int(dense_tile_voxels)
         self.nnunet_window = bool(nnunet_window)
@@ -429,7 +429,7 @@ class DenseDeepMedic(DeepMedic):
     def _segment(self, x: torch.Tensor, region, anchor: Sequence[int] | None = None,
                  tile_size: Sequence[int] | int | None = None) -> torch.Tensor:
         """Zero response everywhere, then exact logits for the outputs in ``region`` = (lo, hi)."""
-        from nnunet_mt.allocator import reuse_freed_memory
+        from nnunet_mt.utils.allocator import reuse_freed_memory
 
         reuse_freed_memory()  # each tile's activations are hundreds of MiB: keep them off fresh pages
 

@@ -66,7 +66,7 @@ from nnunet_mt.dataset_conversion.image_checks import (Geometry, check_3d, check
                                                        check_same_geometry, read_geometry, read_voxels)
 from nnunet_mt.dataset_conversion.rerun_record import RECORD_VERSION, Rerun, compare_with_existing, write_record
 from nnunet_mt.dataset_conversion.staging import remove_stale_temporaries, sigterm_as_exit, temporary_sibling
-from nnunet_mt.file_fingerprint import files_fingerprint
+from nnunet_mt.utils.file_fingerprint import files_fingerprint
 
 NIFTI_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii")  # ".nii.gz" first: ".nii" is not a suffix of it anyway
 OUTPUT_FILE_ENDING = ".nii.gz"

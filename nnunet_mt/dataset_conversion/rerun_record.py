@@ -2,7 +2,7 @@
 public releases' converters alike).
 
 ``nnunet_mt_conversion.json`` holds the converter, the options that change the output, the fingerprint (size and
-modification time, :mod:`nnunet_mt.file_fingerprint`) of every source file read, keyed by its absolute path, the
+modification time, :mod:`nnunet_mt.utils.file_fingerprint`) of every source file read, keyed by its absolute path, the
 cases with problems found while scanning, and the fingerprint of every file written (``outputs``, keyed by its path
 in the dataset folder). A rerun whose record equals it finds the dataset up to date, unless a file written has
 changed since (deleted or edited by hand): then the dataset is written again, or, where the folder holds files the
@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnunet_mt.file_fingerprint import describe_changes, file_fingerprint
+from nnunet_mt.utils.file_fingerprint import describe_changes, file_fingerprint
 
 RECORD_FILE = "nnunet_mt_conversion.json"
 RECORD_VERSION = 1

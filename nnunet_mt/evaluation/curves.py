@@ -1,7 +1,7 @@
 """Dice of weight snapshots and of pseudo-labels against truth, in nnU-Net's preprocessed space.
 
 Both serve decisions and diagnostics that must not touch the test scans' results: the schedule is
-chosen from snapshots scored on held-out *training* scans (:mod:`nnunet_mt.schedule`); the runner's
+chosen from snapshots scored on held-out *training* scans (:mod:`nnunet_mt.commands.schedule`); the runner's
 diagnostics score the mean teacher's teacher and student over training, and the pseudo-labels of the
 unannotated scans against the generator's true masks.
 
@@ -37,7 +37,7 @@ class PreprocessedCase:
 def _predictor(fold_dir: Path, checkpoint: str, device: str):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_mt.cli import ext_trainer_value
+    from nnunet_mt.utils.ext_trainer import ext_trainer_value
 
     # nnU-Net finds the snapshot's trainer class (to build its network) through nnUNet_extTrainer, read at
     # call time; the orchestrators set it only for their subprocesses

@@ -28,9 +28,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from nnunet_mt.atomic import write_json
 from nnunet_mt.evaluation.curves import label_quality, pseudo_label_quality, snapshot_dice, snapshot_scores
 from nnunet_mt.training.snapshots import list_snapshots
+from nnunet_mt.utils.atomic import write_json
 
 #: the two networks of a semi-supervised snapshot, as the report names them
 MODEL_NAMES = {"network_weights": "model", "student_weights": "student"}

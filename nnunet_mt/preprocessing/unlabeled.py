@@ -72,14 +72,14 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_mt.dataset_conversion.convert_folder import NIFTI_ENDINGS
 from nnunet_mt.dataset_conversion.image_checks import (check_3d, check_finite, one_line, plain_floats, read_geometry,
                                                        read_voxels)
-from nnunet_mt.file_fingerprint import changed_fingerprints, files_fingerprint
+from nnunet_mt.utils.file_fingerprint import changed_fingerprints, files_fingerprint
 
 UNLABELED_FOLDER = "imagesUnlabeled"
 OUTPUT_SUFFIX = "_unlabeled"
 PARTIAL_FOLDER = ".partial"  # scratch space inside the output folder (a folder: invisible to infer_dataset_class)
 # extra key in each case's properties: which plans produced the case, so re-planning makes re-runs redo it
 PLANS_DIGEST_KEY = "nnunet_mt_plans_sha256"
-# and which source files: {file name: [size in bytes, mtime in ns]} (nnunet_mt.file_fingerprint, names only: the
+# and which source files: {file name: [size in bytes, mtime in ns]} (nnunet_mt.utils.file_fingerprint, names only: the
 # raw folder may move), so a replaced or repaired scan is redone
 SOURCE_FINGERPRINT_KEY = "nnunet_mt_source_fingerprint"
 # the trainers' own caches next to the cases (pseudo_lesions_<digest>.pkl, pseudo_labels_<digest>...): not cases

@@ -1,4 +1,4 @@
-"""The reproduction runner behind ``nnunet_mt_reproduce`` (:mod:`nnunet_mt.reproduce` is its command line),
+"""The reproduction runner behind ``nnunet_mt_reproduce`` (:mod:`nnunet_mt.commands.reproduce` is its command line),
 one module per stage of the protocol, each readable alone:
 
 * :mod:`.methods` — the method names and the trainers behind them;

@@ -8,7 +8,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from nnunet_mt.source_dataset import ReproduceError, SourceDataset, find_dataset_folder, read_source
+from nnunet_mt.runner.source_dataset import ReproduceError, SourceDataset, find_dataset_folder, read_source
 
 
 def _number(text: str, kind: type, minimum: float, exclusive: bool, what: str):

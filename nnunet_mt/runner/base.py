@@ -11,17 +11,17 @@ import json
 import os
 from pathlib import Path
 
-from nnunet_mt.atomic import write_json
-from nnunet_mt.pipeline import run, workdir_env
 from nnunet_mt.preprocessing.unlabeled import unlabeled_data_folder
 from nnunet_mt.runner.layout import (CONFIGURATION, INIT_PLANS, PLANS, START_PLANS, derived_dataset,
                                      results_folder)
 from nnunet_mt.runner.methods import METHODS, SUPERVISED_METHODS
+from nnunet_mt.runner.source_dataset import SourceDataset
 from nnunet_mt.runner.splits import draw_splits
-from nnunet_mt.source_dataset import SourceDataset
 from nnunet_mt.training import final_validation
 from nnunet_mt.training.budget import BUDGET_VARIABLES
 from nnunet_mt.training.seeding import SEED_VARIABLE
+from nnunet_mt.utils.atomic import write_json
+from nnunet_mt.utils.pipeline import run, workdir_env
 
 
 class RunBase:
@@ -54,7 +54,7 @@ class RunBase:
 
     # -- running a stage
     def stage(self, name: str, cmd: list[str], env: dict) -> None:
-        """Run one nnU-Net command (:func:`nnunet_mt.pipeline.run`); its wall time accumulates in timings.json."""
+        """Run one nnU-Net command (:func:`nnunet_mt.utils.pipeline.run`); its wall time accumulates in timings.json."""
         took = run(name, cmd, env)
         self.record_time(name, took)
         self.run_timings[name] = took

@@ -8,12 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
-from nnunet_mt.atomic import write_json
 from nnunet_mt.runner.base import RunBase
 from nnunet_mt.runner.layout import CONFIGURATION, INIT_PLANS, PLANS, START_PLANS, link
+from nnunet_mt.runner.source_dataset import UNLABELED_FOLDER, check_unchanged, fingerprint
 from nnunet_mt.runner.splits import check_manifest
 from nnunet_mt.runner.start_model import record
-from nnunet_mt.source_dataset import UNLABELED_FOLDER, check_unchanged, fingerprint
+from nnunet_mt.utils.atomic import write_json
 
 
 def write_init_plans(preprocessed: Path, name: str = INIT_PLANS) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nnunet_mt.source_dataset import ReproduceError
+from nnunet_mt.runner.source_dataset import ReproduceError
 
 CONFIGURATION = "3d_fullres"
 PLANS = "nnUNetPlans"

@@ -2,7 +2,7 @@
 model it starts from; the mean teacher's consistency variants are named after their trainer classes."""
 from __future__ import annotations
 
-from nnunet_mt.source_dataset import ReproduceError
+from nnunet_mt.runner.source_dataset import ReproduceError
 from nnunet_mt.trainers.variant_names import RENAMED_METHODS, VARIANT_METHODS
 
 #: display name -> (trainer, trainer of the supervised init model it starts from)
@@ -41,7 +41,7 @@ def check_methods(methods: list[str]) -> None:
 
 def check_trainers(methods: list[str], suffix: str) -> None:
     """Every trainer the methods need exists (a wrong ``--trainer-suffix`` stops here, before any preprocessing)."""
-    from nnunet_mt.cli import trainers_dir
+    from nnunet_mt.utils.ext_trainer import trainers_dir
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
     needed = sorted({name + suffix for m in methods for name in METHODS[m]})

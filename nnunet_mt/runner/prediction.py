@@ -8,8 +8,8 @@ from pathlib import Path
 
 from nnunet_mt.runner.base import RunBase
 from nnunet_mt.runner.layout import COMPLETE_MARKER, CONFIGURATION
+from nnunet_mt.runner.source_dataset import ReproduceError
 from nnunet_mt.runner.training import training_log
-from nnunet_mt.source_dataset import ReproduceError
 
 
 class PredictionStage(RunBase):

@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from nnunet_mt.atomic import write_json
 from nnunet_mt.trainers.variant_names import current_method_name
+from nnunet_mt.utils.atomic import write_json
 
 #: the small text files of a run worth keeping beside the code (``--results``); large outputs stay in the workdir
 RESULT_FILES = ("manifest.json", "splits.json", "timings.json", "report/table_dice.csv", "report/table_dice.md",

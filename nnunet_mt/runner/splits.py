@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_mt.runner.methods import SUPERVISED_METHODS
-from nnunet_mt.source_dataset import UNLABELED_FOLDER, ReproduceError, SourceDataset
+from nnunet_mt.runner.source_dataset import UNLABELED_FOLDER, ReproduceError, SourceDataset
 
 #: manifest entries a rerun must match (results depend on them)
 MANIFEST_SETTINGS = ("source", "pool", "unlabeled", "seed", "counts", "shared_test", "validation", "budget",

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from nnunet_mt.runner.layout import CONFIGURATION
-from nnunet_mt.source_dataset import ReproduceError, sha256_of
+from nnunet_mt.runner.source_dataset import ReproduceError, sha256_of
 
 
 def load_start_model(path: Path) -> dict:
@@ -121,7 +121,7 @@ def check_start_model(path: Path, trainers: list[str], channels: int, classes: i
     """Load ``path`` and check it against every trainer that will start from it; the checkpoint."""
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
-    from nnunet_mt.cli import trainers_dir
+    from nnunet_mt.utils.ext_trainer import trainers_dir
 
     checkpoint = load_start_model(path)
     for name in trainers:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from nnunet_mt.runner.base import RunBase
 from nnunet_mt.runner.layout import CONFIGURATION, INIT_PLANS, PLANS, START_PLANS
+from nnunet_mt.runner.source_dataset import ReproduceError
 from nnunet_mt.runner.start_model import check_plans, load_start_model
-from nnunet_mt.source_dataset import ReproduceError
 from nnunet_mt.training import final_validation
 from nnunet_mt.training.budget import env_for_budget
 from nnunet_mt.training.seeding import SEED_VARIABLE

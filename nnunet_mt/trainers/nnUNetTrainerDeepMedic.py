@@ -38,7 +38,6 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_mt.allocator import reuse_freed_memory
 from nnunet_mt.architectures.deepmedic import DeepMedic
 from nnunet_mt.architectures.dense_inference import window_for
 from nnunet_mt.trainers.plugin_trainer import PluginTrainer
@@ -47,6 +46,7 @@ from nnunet_mt.training.distributed import unwrap
 from nnunet_mt.training.optimizers import DeepMedicRMSprop
 from nnunet_mt.training.sampling import DeepMedicDataLoader, HealthyTissueLocations, background_augmenter
 from nnunet_mt.training.seeding import StreamedLoader
+from nnunet_mt.utils.allocator import reuse_freed_memory
 
 DEEPMEDIC_CLASS = "nnunet_mt.architectures.dense_inference.DenseDeepMedic"
 #: spacing ratio above which an axis counts as through-plane (thick slices)
@@ -199,7 +199,7 @@ class nnUNetTrainerDeepMedic(PluginTrainer):
         return unwrap(self.network)
 
     def describe_setup(self) -> None:
-        if reuse_freed_memory():  # a step's activations are hundreds of MiB each (nnunet_mt/allocator.py)
+        if reuse_freed_memory():  # a step's activations are hundreds of MiB each (nnunet_mt/utils/allocator.py)
             self.print_to_log_file("freed memory is kept for reuse (glibc mmap/trim thresholds raised; "
                                    "nnUNet_mt_reuse_memory=0 to keep the defaults)")
         if self.budget:

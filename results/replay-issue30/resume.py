@@ -8,7 +8,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "trainers"))
-from nnunet_mt.cli import ext_trainer_value
+try:
+    from nnunet_mt.utils.ext_trainer import ext_trainer_value
+except ImportError:  # code before issue 30's reorganisation, for before/after comparisons
+    from nnunet_mt.cli import ext_trainer_value
 os.environ["nnUNet_extTrainer"] = ext_trainer_value(None)
 import torch
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint

@@ -23,7 +23,16 @@ export nnUNet_n_proc_DA=0  # in-process augmentation: the seeded trainings repla
 ALL="DeepMedic MeanTeacher-released MeanTeacher-kl-confident MeanTeacher-mse MeanTeacher-kl MeanTeacher-squared PseudoLabel MeanTeacher"
 [ $# -ge 1 ] || { echo "usage: $0 METHOD [METHOD ...]  (the order of README.md: $ALL)" >&2; exit 2; }
 
-cd "$WORK"
+cd "$WORK"  # before any python: a checkout in the current folder would shadow CODE
+# nnunet_mt_reproduce's module in the code that runs: nnunet_mt.reproduce up to issue 30's reorganisation (the
+# frozen CODE of the screen's methods), nnunet_mt.commands.reproduce after it; the console script follows the
+# installed checkout, not CODE
+REPRODUCE="$(python -c 'import importlib.util as u, nnunet_mt
+try:
+    found = u.find_spec("nnunet_mt.commands.reproduce") is not None
+except ImportError:
+    found = False
+print("nnunet_mt.commands.reproduce" if found else "nnunet_mt.reproduce")')"
 if [ ! -d nnUNet_raw/Dataset990_SyntheticStrokeDWI ]; then
   nnunet_mt_synthetic -d 990 --num-unlabeled 81 --num-workers 1 --raw-root nnUNet_raw
 fi
@@ -32,7 +41,7 @@ sha256sum --quiet -c "$HERE/start/cohort_sha256.txt" || { echo "the regenerated 
 
 for M in "$@"; do
   echo "=== $M: start $(date -u +%FT%T)"
-  nnunet_mt_reproduce -d 990 --raw nnUNet_raw --workdir screen \
+  python -m "$REPRODUCE" -d 990 --raw nnUNet_raw --workdir screen \
     --counts 10 --shared-test 20 --validation 10 --seed 0 --training-seed 0 \
     --start-model "$HERE/start/start_n10.pth" --methods "$M" \
     --epochs 20 --iterations-per-epoch 50 --val-iterations 2 --snapshot-every 4 \

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_mt.commands.schedule import holdout_split, plateau_step
 from nnunet_mt.evaluation.curves import label_quality, mean_by_step
 from nnunet_mt.evaluation.diagnostics import relative_distance, summarize_quality
-from nnunet_mt.schedule import holdout_split, plateau_step
-from nnunet_mt.source_dataset import ReproduceError
+from nnunet_mt.runner.source_dataset import ReproduceError
 
 
 def test_relative_distance_is_one_l2_norm_over_float_entries():
@@ -85,7 +85,7 @@ def test_snapshot_plot_draws_each_networks_mean_dice_and_distance_by_step(tmp_pa
 
 
 def test_validation_curve_plot_draws_each_stage_with_its_error_bars(tmp_path):
-    from nnunet_mt.schedule import write_curve_plot
+    from nnunet_mt.commands.schedule import write_curve_plot
 
     curve = {"split": {"val": ["x", "y"]}, "boundary_step": 4, "stages": [
         {"name": "A: init", "lr": 1e-3, "steps": [0, 2, 4], "mean_dice": [0.1, 0.3, 0.5], "std_dice": [0, 0.1, 0.2]},

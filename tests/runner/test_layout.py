@@ -9,7 +9,7 @@ import pytest
 from fake_source import _fake_dataset
 from nnunet_mt.runner.layout import FIRST_DERIVED_ID, WorkdirLock, derived_dataset, results_folder
 from nnunet_mt.runner.reproduction import Reproduction
-from nnunet_mt.source_dataset import ReproduceError, read_source
+from nnunet_mt.runner.source_dataset import ReproduceError, read_source
 
 def test_second_run_on_a_work_folder_is_refused_while_the_first_holds_it(tmp_path):
     import multiprocessing

@@ -10,7 +10,7 @@ import pytest
 from fake_source import _fake_dataset
 from nnunet_mt.runner import base
 from nnunet_mt.runner.reproduction import Reproduction
-from nnunet_mt.source_dataset import ReproduceError, read_source
+from nnunet_mt.runner.source_dataset import ReproduceError, read_source
 
 
 def test_prediction_processes(monkeypatch):

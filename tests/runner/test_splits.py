@@ -8,8 +8,8 @@ import pytest
 
 from fake_source import _fake_dataset
 from nnunet_mt.runner.methods import check_methods
+from nnunet_mt.runner.source_dataset import ReproduceError, read_source
 from nnunet_mt.runner.splits import check_inputs, check_manifest, draw_splits
-from nnunet_mt.source_dataset import ReproduceError, read_source
 
 def test_draw_splits_nested_seeded_complement():
     pool = [f"c{i:02d}" for i in range(12)]

@@ -1,6 +1,6 @@
 """``--start-model``: a supervised DeepMedic checkpoint is checked against the source before any work; what
 does not fit is refused, naming the file and the mismatch. The end-to-end run from a given start is in
-tests/test_reproduce.py (``test_start_model_*``)."""
+tests/commands/test_reproduce.py (``test_start_model_*``)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from fake_source import _fake_dataset
-from nnunet_mt import reproduce
 from nnunet_mt.architectures.deepmedic import DeepMedic
+from nnunet_mt.commands import reproduce
+from nnunet_mt.runner.source_dataset import ReproduceError
 from nnunet_mt.runner.start_model import check_plans, record, sha256_of
-from nnunet_mt.source_dataset import ReproduceError
 from nnunet_mt.trainers.nnUNetTrainerDeepMedic import nnUNetTrainerDeepMedic_tiny
 
 TINY = nnUNetTrainerDeepMedic_tiny.deepmedic_kwargs

@@ -7,8 +7,8 @@ from fake_source import _fake_dataset
 from nnunet_mt.runner import base
 from nnunet_mt.runner.layout import INIT_PLANS, PLANS
 from nnunet_mt.runner.reproduction import Reproduction
+from nnunet_mt.runner.source_dataset import read_source
 from nnunet_mt.runner.training import training_command
-from nnunet_mt.source_dataset import read_source
 
 def test_training_command_resume_rules(tmp_path):
     fold = tmp_path / "fold_0"

@@ -90,7 +90,10 @@ def main(argv: list[str]) -> None:
             trainer, checkpoint = names[1].split("=", 1)
             given[trainer] = checkpoint
         names = names[2:]
-    from nnunet_mt.cli import ext_trainer_value
+    try:
+        from nnunet_mt.utils.ext_trainer import ext_trainer_value
+    except ImportError:  # code before issue 30's reorganisation, for before/after comparisons
+        from nnunet_mt.cli import ext_trainer_value
 
     os.environ["nnUNet_extTrainer"] = ext_trainer_value(None)
     import torch

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from conftest import TINY_NAME
-from test_checkpoints import plugin_trainers
+from test_plugin_trainer import plugin_trainers
 
 
 @pytest.fixture(scope="module")
 def make_trainer(tiny_nnunet, tmp_path_factory):
-    """test_checkpoints' ``trainer_env`` for a whole module: builds plugin trainers by name in this process."""
+    """test_plugin_trainer's ``trainer_env`` for a whole module: builds plugin trainers by name in this process."""
     folder = tiny_nnunet.preprocessed / TINY_NAME
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     dataset_json = json.loads((folder / "dataset.json").read_text())

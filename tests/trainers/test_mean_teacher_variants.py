@@ -1,6 +1,6 @@
 """The mean-teacher variants as nnU-Net trainers: the runner's names derived from the class names, tiny twins with
 the variants' settings, and a variant's checkpoint as ``nnUNetv2_predict`` reads it. Every variant trains through
-``nnUNetv2_train`` in the runner's screen (``tests/test_reproduce.py``)."""
+``nnUNetv2_train`` in the runner's screen (``tests/commands/test_reproduce.py``)."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import TINY_ID, TINY_NAME, direct_probabilities
-from nnunet_mt.cli import trainers_dir
 from nnunet_mt.evaluation.choice import CONTROLS
 from nnunet_mt.runner.methods import METHODS
 from nnunet_mt.trainers import mean_teacher_variants as mv
 from nnunet_mt.trainers.nnUNetTrainerMeanTeacher import nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_tiny
 from nnunet_mt.trainers.variant_names import (RENAMED_METHODS, VARIANT_METHODS, VARIANT_TRAINERS, current_method_name,
                                               method_name)
+from nnunet_mt.utils.ext_trainer import trainers_dir
 
 VARIANTS = sorted(cls.__name__ for cls in mv.VARIANTS.values())
 #: what a user types for each trainer, in the runner's order

@@ -30,12 +30,12 @@ def test_needs_the_supervised_start(tiny_nnunet, tiny_unlabeled):
 
 
 def test_log_follows_the_en_schedule(trained_en):
-    """(That the evaluation network learns: test_train_step's fixed-batch test, with the trainer's own.)"""
+    """(That the evaluation network learns: test_nnUNetTrainerMeanTeacher's fixed-batch test, with the trainer's own.)"""
     log = json.loads((trained_en / "adversarial_log.json").read_text())
     assert log["step"] == [0, 1, 2, 3]
     assert log["lambda"] == pytest.approx([en_weight(s, 2) for s in range(4)])
     assert log["lambda"] == pytest.approx([0.1 * math.exp(-5), 0.1 * math.exp(-1.25), 0.1, 0.1])
-    # the values by hand: tests/trainers/test_adversarial_mixin.py; here what nnU-Net logged is their sum
+    # the values by hand: tests/trainers/test_adversarial.py; here what nnU-Net logged is their sum
     assert_train_losses_compose(trained_en, log, ("Ls", 1), ("Ladv", "lambda"))
     assert len(log["dice_student"]) == 2
     # the plot of this history, a panel per step value (its data: tests/training/test_plots.py): 9 x (3 + 2.2 x 5)

@@ -26,7 +26,7 @@ def test_lambda_waits_for_the_discriminator_then_ramps(trained_uda):
     # ramp-up 4 steps, warm-up 1: 0, then linear to 0.05 at step 4
     assert log["lambda"] == pytest.approx([uda_weight(s, 4, 1) for s in range(4)])
     assert log["lambda"] == pytest.approx([0.0, 0.0, 0.05 / 3, 0.1 / 3])
-    # the values by hand: tests/trainers/test_adversarial_mixin.py; here what nnU-Net logged is their sum
+    # the values by hand: tests/trainers/test_adversarial.py; here what nnU-Net logged is their sum
     assert_train_losses_compose(trained_uda, log, ("Ls", 1), ("Ladv", "lambda"))
 
 

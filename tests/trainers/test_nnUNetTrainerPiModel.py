@@ -21,6 +21,6 @@ def test_pi_model_trains_without_teacher_and_keeps_the_student(tiny_nnunet, tiny
     log = json.loads((fold / "mean_teacher_log.json").read_text())
     assert log["beta"] == pytest.approx([math.exp(-5), math.exp(-1.25), 1.0, 1.0])
     assert all(math.isnan(a) for a in log["alpha"])  # no EMA
-    # that the target is the student's own second noisy pass is test_train_step's
+    # that the target is the student's own second noisy pass is test_nnUNetTrainerMeanTeacher's
     # test_pi_model_target_is_the_students_own_second_noisy_pass; here what nnU-Net logged is L = Ls + beta Lc
     assert_train_losses_compose(fold, log, ("Ls", 1), ("Lc", "beta"))

@@ -161,7 +161,7 @@ def _foreground_logit_gradient(t_fg):
 
 
 def test_dice_pushes_weak_foreground_up_in_a_patch_with_little_foreground():
-    # why a mean teacher can over-segment (benchmarks/over_segmentation.py): at s = t,
+    # why a mean teacher can over-segment (benchmarks/analyses/over_segmentation.py): at s = t,
     # dLc/dz_v = -(1/2) t_v (1 - t_v) [(t_v - D_fg/2) / T_fg - ((1 - t_v) - D_bg/2) / T_bg].
     # Healthy patch t = (0.3, 0.01, 0.01, 0.01): T_fg = 0.33, D_fg = 0.0903 / 0.33 = 0.273636,
     # T_bg = 3.67, D_bg = 3.4303 / 3.67 = 0.934687. Voxel 0: (0.3 - 0.136818) / 0.33 = 0.494490,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nnunet_mt.dataset_conversion.public.cases import DatasetSpec, Discovery, Options
 from nnunet_mt.dataset_conversion.rerun_record import RECORD_VERSION
-from nnunet_mt.file_fingerprint import files_fingerprint
+from nnunet_mt.utils.file_fingerprint import files_fingerprint
 
 
 def _source_files(discovery: Discovery) -> list[Path]:
