@@ -46,7 +46,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_mt.training.checkpoints import (check_pretrained_weights, check_resume_checkpoint,
-                                            pretrained_weights_argument, write_atomically)
+                                            pretrained_weights_argument)
 from nnunet_mt.training.final_validation import final_validation_enabled, skipped_message
 from nnunet_mt.training.progress import (can_plot_network, epoch_progress, final_validation_line, format_duration,
                                          training_length_lines)
@@ -55,6 +55,7 @@ from nnunet_mt.training.seeding import (SEED_VARIABLE, annotated_stream, fresh_r
 from nnunet_mt.training.snapshots import snapshot_due, write_snapshot
 from nnunet_mt.training.workers import (ExitWithParent, bind_forked_children, release_forked_children,
                                         restore_sigterm, stop_loaders, stop_loaders_on_sigterm)
+from nnunet_mt.utils.atomic import write_atomically
 
 
 class PluginTrainer(nnUNetTrainer):

@@ -130,12 +130,3 @@ def check_resume_checkpoint(trainer, path: str) -> dict:
             + (f" (it was written by {written_by})" if written_by else "") + f": {problem}. "
             + resume_next_step(path))
     return checkpoint
-
-
-def write_atomically(write, filename: str) -> None:
-    """``write(tmp)`` to ``filename + ".tmp"``, then renamed onto ``filename``: a kill never leaves half a file.
-    Nothing is renamed when ``write`` wrote nothing (nnU-Net's save is a no-op on other DDP ranks)."""
-    tmp = f"{filename}.tmp"
-    write(tmp)
-    if os.path.isfile(tmp):
-        os.replace(tmp, filename)

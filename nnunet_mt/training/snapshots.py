@@ -14,13 +14,13 @@ renamed into place), by rank 0 only.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import torch
 
 from nnunet_mt.training.distributed import unwrap
+from nnunet_mt.utils.atomic import write_atomically
 
 SNAPSHOT_FOLDER = "snapshots"
 _SNAPSHOT_NAME = re.compile(r"epoch_(\d{4,})\.pth")
@@ -70,7 +70,5 @@ def write_snapshot(trainer, epoch: int) -> Path | None:
                  trainer_name=trainer.__class__.__name__, init_args=trainer.my_init_kwargs,
                  inference_allowed_mirroring_axes=trainer.inference_allowed_mirroring_axes)
     out = folder / snapshot_name(epoch)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    write_atomically(lambda tmp: torch.save(state, tmp), out)
     return out
