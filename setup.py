@@ -35,6 +35,7 @@ setup(
             "nnunet_mt_demo=nnunet_mt.commands.demo:main",
             "nnunet_mt_reproduce=nnunet_mt.commands.reproduce:main",
             "nnunet_mt_schedule=nnunet_mt.commands.schedule:main",
+            "nnunet_mt_score_models=nnunet_mt.commands.score_models:main",
             "nnunet_mt_preprocess_unlabeled=nnunet_mt.preprocessing.unlabeled:main",
         ]
     },

@@ -13,12 +13,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Mapping
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
+from nnunet_mt.trainers.variant_names import VARIANT_METHODS
 
 VENV_BIN = Path(sys.executable).parent
 TINY_ID = 901
@@ -209,3 +212,32 @@ def tiny_unlabeled(tiny_nnunet, trained_deepmedic) -> str:
     assert proc.returncode != 0
     tiny_nnunet.run("nnunet_mt_preprocess_unlabeled", "-d", str(TINY_ID), "-c", "3d_fullres")
     return proc.stdout + proc.stderr
+
+
+#: every method of the runner's screen: the supervised DeepMedic and each mean-teacher variant and control
+SCREEN_METHODS = ("DeepMedic", *VARIANT_METHODS)
+
+
+@pytest.fixture(scope="session")
+def screen(tmp_path_factory):
+    """The runner's screen on the tiny dataset: a validation set, a converged start, DeepMedic and every
+    mean-teacher variant and control (each through nnUNetv2_train), seeded; then the same command without
+    --screen for two of them, which predicts the test scans. Session-wide: the runner's tests
+    (tests/commands/test_reproduce.py) and the scoring of exported models (test_score_models.py) read it."""
+    root = tmp_path_factory.mktemp("screen")
+    raw, truth = root / "raw", root / "truth"
+    write_tiny_raw(raw, truth_dir=truth)  # a pool of 7
+    env = dict(os.environ, nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1", PYTHONUNBUFFERED="1")
+    common = [str(VENV_BIN / "nnunet_mt_reproduce"), "-d", "901", "--raw", str(raw), "--workdir", str(root / "work"),
+              "--counts", "2", "--shared-test", "2", "--validation", "2", "--trainer-suffix", "_tiny",
+              "--init-epochs", "1", "--start-epochs", "1", "--epochs", "2", "--iterations-per-epoch", "2",
+              "--val-iterations", "1", "--rampup", "2", "--device", "cpu", "--num-processes", "0",
+              "--snapshot-every", "1", "--unlabeled-truth", str(truth), "--volume-cases", "2", "--training-seed", "3"]
+    first = subprocess.run([*common, "--methods", *SCREEN_METHODS, "--screen", "--results", str(root / "results")],
+                           env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    second = subprocess.run([*common, "--methods", "DeepMedic", "MeanTeacher-kl"], env=env, capture_output=True,
+                            text=True)
+    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
+    return SimpleNamespace(root=root, work=root / "work", first=first.stdout, second=second.stdout, common=common,
+                           env=env)

@@ -25,14 +25,10 @@ ALL="DeepMedic MeanTeacher-released MeanTeacher-kl-confident MeanTeacher-mse Mea
 
 cd "$WORK"  # before any python: a checkout in the current folder would shadow CODE
 # nnunet_mt_reproduce's module in the code that runs: nnunet_mt.reproduce up to issue 30's reorganisation (the
-# frozen CODE of the screen's methods), nnunet_mt.commands.reproduce after it; the console script follows the
-# installed checkout, not CODE
-REPRODUCE="$(python -c 'import importlib.util as u, nnunet_mt
-try:
-    found = u.find_spec("nnunet_mt.commands.reproduce") is not None
-except ImportError:
-    found = False
-print("nnunet_mt.commands.reproduce" if found else "nnunet_mt.reproduce")')"
+# frozen CODE of the screen's methods), nnunet_mt.commands.reproduce after it. Decided by CODE's files, not by
+# an import: with an editable install, a module missing from CODE is found in the installed checkout.
+REPRODUCE=nnunet_mt.commands.reproduce
+if [ -n "${CODE:-}" ] && [ -f "$CODE/nnunet_mt/reproduce.py" ]; then REPRODUCE=nnunet_mt.reproduce; fi
 if [ ! -d nnUNet_raw/Dataset990_SyntheticStrokeDWI ]; then
   nnunet_mt_synthetic -d 990 --num-unlabeled 81 --num-workers 1 --raw-root nnUNet_raw
 fi

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 import torch
 from matplotlib.image import imread
 
-from conftest import TINY_NAME, VENV_BIN, write_tiny_raw
+from conftest import SCREEN_METHODS, TINY_NAME, VENV_BIN, write_tiny_raw
 from nnunet_mt.commands import reproduce
 from fake_source import _fake_dataset
 from nnunet_mt.runner.layout import INIT_PLANS
@@ -30,7 +30,6 @@ from nnunet_mt.runner.methods import METHODS as RUNNER_METHODS, check_trainers
 from nnunet_mt.runner.splits import check_inputs, check_truth, draw_splits
 from nnunet_mt.runner.source_dataset import ReproduceError, find_dataset_folder, read_source
 from nnunet_mt.trainers.semi_supervised import SemiSupervisedMixin
-from nnunet_mt.trainers.variant_names import VARIANT_METHODS
 
 # ---- unit tests ----------------------------------------------------------------------------------
 
@@ -389,33 +388,6 @@ def test_validation_size_is_checked(tmp_path):
         reproduce.main(["-d", "321", "--raw", str(tmp_path / "ok"), "--workdir", str(tmp_path / "w"),
                         "--counts", "1", "--methods", "DeepMedic", "--screen"])
     assert not (tmp_path / "w").exists()
-
-
-SCREEN_METHODS = ("DeepMedic", *VARIANT_METHODS)
-
-
-@pytest.fixture(scope="module")
-def screen(tmp_path_factory):
-    """The runner's screen on the tiny dataset: a validation set, a converged start, DeepMedic and every
-    mean-teacher variant and control (each through nnUNetv2_train), seeded; then the same command without
-    --screen for two of them, which predicts the test scans."""
-    root = tmp_path_factory.mktemp("screen")
-    raw, truth = root / "raw", root / "truth"
-    write_tiny_raw(raw, truth_dir=truth)  # a pool of 7
-    env = dict(os.environ, nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1", PYTHONUNBUFFERED="1")
-    common = [str(VENV_BIN / "nnunet_mt_reproduce"), "-d", "901", "--raw", str(raw), "--workdir", str(root / "work"),
-              "--counts", "2", "--shared-test", "2", "--validation", "2", "--trainer-suffix", "_tiny",
-              "--init-epochs", "1", "--start-epochs", "1", "--epochs", "2", "--iterations-per-epoch", "2",
-              "--val-iterations", "1", "--rampup", "2", "--device", "cpu", "--num-processes", "0",
-              "--snapshot-every", "1", "--unlabeled-truth", str(truth), "--volume-cases", "2", "--training-seed", "3"]
-    first = subprocess.run([*common, "--methods", *SCREEN_METHODS, "--screen", "--results", str(root / "results")],
-                           env=env, capture_output=True, text=True)
-    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
-    second = subprocess.run([*common, "--methods", "DeepMedic", "MeanTeacher-kl"], env=env, capture_output=True,
-                            text=True)
-    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
-    return SimpleNamespace(root=root, work=root / "work", first=first.stdout, second=second.stdout, common=common,
-                           env=env)
 
 
 def test_screen_trains_every_variant_from_the_converged_start_and_never_predicts_the_test_scans(screen):
