@@ -2,24 +2,26 @@
 
 A screen commits each method's final network weights (``results/screen-n10/models/<method>.pth``: the teacher
 for the mean teachers; :func:`nnunet_mt.runner.start_model.export_weights`). This command scores them on the
-shared test scans of the ``nnunet_mt_reproduce`` work folder they were trained in:
+test scans of the run they were trained in, and needs nothing of that run but its options: the source dataset
+and the split options (``--seed``, ``--counts``, ``--shared-test``, ``--validation``, as given to
+``nnunet_mt_reproduce``) draw the same test scans (:func:`nnunet_mt.runner.splits.draw_splits`).
 
-1. For each method, an nnU-Net model folder ``<trainer>__nnUNetPlans__3d_fullres`` is built under
-   ``WORKDIR/n<count>/committed/<method>/`` from the file alone (its weights, and the plans and ``dataset.json``
-   its trainer ran with, which an exported checkpoint keeps in ``init_args``), so the scans are predicted by
-   nnU-Net's own predictor (``nnUNetv2_predict_from_modelfolder``), exactly as the runner predicts with the full
-   checkpoint. The trainer that made the weights must be the method's, and its dataset the run's count.
-2. Every prediction is scored against ``labelsTest`` (:func:`nnunet_mt.evaluation.metrics.evaluate_cases`).
-3. ``--out`` receives :func:`nnunet_mt.evaluation.report.write_report`'s tables, statistics and figures, every
+1. Every model file is checked first: made by the method's trainer, on the run's derived dataset of the count.
+2. For each method, an nnU-Net model folder ``<trainer>__nnUNetPlans__3d_fullres`` is built under
+   ``WORKDIR/score_n<count>/<method>/`` from the file alone (its weights, and the plans and ``dataset.json`` its
+   trainer ran with, which an exported checkpoint keeps in ``init_args``), and the test scans are predicted by
+   nnU-Net's own predictor (``nnUNetv2_predict_from_modelfolder``): the same label maps as the runner's
+   prediction with the full checkpoint.
+3. Every prediction is scored against the source's labels (:func:`nnunet_mt.evaluation.metrics.evaluate_cases`).
+4. ``--out`` receives :func:`nnunet_mt.evaluation.report.write_report`'s tables, statistics and figures, every
    method paired with ``--reference`` (Dice with t-test and Wilcoxon, HD95, lesion-wise F1, volumes), a table of
-   predicted / true lesion volume, and ``manifest.json``: the models' sha256, the test cases, the work folder's
-   split and start model. The folder is replaced whole, never left half written.
+   predicted / true lesion volume, and ``manifest.json`` (the models' and the test files' sha256, the split
+   options). The folder is replaced whole, never left half written.
 
-A rerun predicts again only the methods whose weights changed (each prediction folder records its weights'
-sha256).
+A rerun predicts again only the methods whose weights (or test scans) changed.
 
-    nnunet_mt_score_models --workdir WORK/screen --count 10 --models results/screen-n10/models \\
-        --methods DeepMedic MeanTeacher PseudoLabel --reference DeepMedic --out results/test-n10
+    nnunet_mt_score_models -d 990 --raw nnUNet_raw --workdir score --count 10 --shared-test 20 --validation 10 \\
+        --models results/screen-n10/models --methods DeepMedic MeanTeacher PseudoLabel --out results/test-n10
 """
 from __future__ import annotations
 
@@ -31,36 +33,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nnunet_mt.runner.arguments import HelpFormatter, positive_int
-from nnunet_mt.runner.layout import CONFIGURATION, COMPLETE_MARKER, PLANS, derived_dataset
+from nnunet_mt.runner.arguments import positive_int, source_of, source_parser
+from nnunet_mt.runner.layout import CONFIGURATION, COMPLETE_MARKER, PLANS, derived_dataset, link
 from nnunet_mt.runner.methods import METHODS, check_methods
-from nnunet_mt.runner.source_dataset import ReproduceError, sha256_of
+from nnunet_mt.runner.source_dataset import ReproduceError, SourceDataset, sha256_of
+from nnunet_mt.runner.splits import check_inputs, draw_splits
 from nnunet_mt.utils.atomic import write_json
 from nnunet_mt.utils.pipeline import run, workdir_env
 
-#: the file in a prediction folder naming the weights it was predicted with
-WEIGHTS_RECORD = "weights.sha256"
+#: the file in a prediction folder naming the weights and test scans it was predicted with
+PREDICTED_WITH = "predicted_with.json"
 
 
-def read_run(workdir: Path, count: int) -> dict:
-    """The work folder's manifest and count ``count``'s derived dataset, test cases and test folders."""
-    manifest_file = workdir / "manifest.json"
-    if not manifest_file.is_file():
-        raise ReproduceError(f"{workdir}: no manifest.json (not a work folder of nnunet_mt_reproduce)")
-    manifest = json.loads(manifest_file.read_text())
-    if count not in manifest["counts"]:
-        raise ReproduceError(f"--count {count}: the run in {workdir} has counts {manifest['counts']}")
-    splits = json.loads((workdir / "splits.json").read_text())
-    source_name = manifest["source"].split("_", 1)[1]
-    dataset_id, dataset_name = derived_dataset(manifest["counts"], source_name, count)
-    count_dir = workdir / f"n{count}"
-    test = sorted(splits["counts"][str(count)]["test"])
-    ending = json.loads((workdir / "nnUNet_preprocessed" / dataset_name / "dataset.json").read_text())["file_ending"]
-    missing = [c for c in test if not (count_dir / "labelsTest" / f"{c}{ending}").is_file()]
-    if missing:
-        raise ReproduceError(f"{count_dir / 'labelsTest'}: no reference for test case(s) {', '.join(missing)}")
-    return {"manifest": manifest, "dataset_id": dataset_id, "dataset_name": dataset_name, "count_dir": count_dir,
-            "test": test, "file_ending": ending}
+def test_cases(source: SourceDataset, args: argparse.Namespace) -> list[str]:
+    """The test scans of ``--count``, drawn as ``nnunet_mt_reproduce`` draws them with the same options."""
+    counts = args.counts or [args.count]
+    if args.count not in counts:
+        raise ReproduceError(f"--count {args.count} is not among --counts {' '.join(map(str, counts))}")
+    check_inputs(source, counts, [], args.shared_test, args.validation)  # the runner's checks of the split
+    return draw_splits(source.pool, counts, args.seed, args.shared_test, args.validation)[args.count]["test"]
 
 
 def check_weights_file(path: Path, method: str, trainer: str, dataset_name: str) -> dict:
@@ -84,19 +75,19 @@ def check_weights_file(path: Path, method: str, trainer: str, dataset_name: str)
                              f"checkpoint with python -m nnunet_mt.runner.start_model export")
     trained_on = init_args["plans"].get("dataset_name")
     if trained_on != dataset_name:
-        raise ReproduceError(f"{path}: trained on {trained_on}, but the run's count is {dataset_name}")
+        raise ReproduceError(f"{path}: trained on {trained_on}, but this run's count is {dataset_name} (check -d, "
+                             f"--counts and --count)")
     return checkpoint
 
 
-def build_model_folder(run_info: dict, method: str, trainer: str, checkpoint: dict) -> Path:
-    """An nnU-Net model folder for ``checkpoint``: the plans and ``dataset.json`` it was trained with (its
-    ``init_args``: the trainer's own plans, e.g. DeepMedic's rewritten architecture, as nnU-Net writes them to a
-    results folder) and the weights as ``fold_0/checkpoint_final.pth``."""
+def build_model_folder(folder: Path, checkpoint: dict) -> Path:
+    """An nnU-Net model folder for ``checkpoint`` at ``folder``: the plans and ``dataset.json`` it was trained
+    with (its ``init_args``: the trainer's own plans, e.g. DeepMedic's rewritten architecture, as nnU-Net writes
+    them to a results folder) and the weights as ``fold_0/checkpoint_final.pth``."""
     import torch
 
     from nnunet_mt.utils.atomic import write_atomically
 
-    folder = run_info["count_dir"] / "committed" / method / f"{trainer}__{PLANS}__{CONFIGURATION}"
     write_json(folder / "plans.json", checkpoint["init_args"]["plans"])
     write_json(folder / "dataset.json", checkpoint["init_args"]["dataset_json"])
     (folder / "fold_0").mkdir(parents=True, exist_ok=True)
@@ -104,31 +95,45 @@ def build_model_folder(run_info: dict, method: str, trainer: str, checkpoint: di
     return folder
 
 
-def predict(run_info: dict, workdir: Path, method: str, weights: Path, trainer: str, device: str) -> Path:
-    """The test scans predicted with ``weights``; the prediction folder (kept when its weights are the same)."""
-    out = run_info["count_dir"] / "committed" / method / "predictions"
-    digest = sha256_of(weights)
-    record = out / WEIGHTS_RECORD
-    if (out / COMPLETE_MARKER).exists() and record.is_file() and record.read_text().strip() == digest:
-        print(f"=== predict {method}: skipped, already done with {weights.name} ({digest[:12]}...)", flush=True)
+def link_test_images(source: SourceDataset, cases: list[str], folder: Path) -> Path:
+    """``folder`` holding links to exactly the test cases' channel files (nnU-Net's names), nothing else."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for case in cases:
+        for channel_file in source.annotated[case][0]:
+            link(channel_file, folder / channel_file.name)
+    return folder
+
+
+def predict(root: Path, images: Path, cases: list[str], ending: str, method: str, weights: Path, trainer: str,
+            dataset_name: str, device: str) -> Path:
+    """The test scans predicted with ``weights``; the prediction folder (kept when weights and cases are the
+    same as last time)."""
+    out = root / method / "predictions"
+    done_with = {"weights_sha256": sha256_of(weights), "cases": cases}
+    record = out / PREDICTED_WITH
+    if (out / COMPLETE_MARKER).exists() and record.is_file() and json.loads(record.read_text()) == done_with:
+        print(f"=== predict {method}: skipped, already done with {weights.name} "
+              f"({done_with['weights_sha256'][:12]}...)", flush=True)
         return out
-    checkpoint = check_weights_file(weights, method, trainer, run_info["dataset_name"])
-    folder = build_model_folder(run_info, method, trainer, checkpoint)
+    checkpoint = check_weights_file(weights, method, trainer, dataset_name)
+    folder = build_model_folder(root / method / f"{trainer}__{PLANS}__{CONFIGURATION}", checkpoint)
     if out.exists():
-        shutil.rmtree(out)  # predicted with other weights, or half written
+        shutil.rmtree(out)  # predicted with other weights or scans, or half written
     # one worker each on a few cores (the model-folder entry point has no sequential mode), else two
     processes = "1" if (os.cpu_count() or 1) <= 4 else "2"
     try:
-        run(f"predict {method}", ["nnUNetv2_predict_from_modelfolder", "-i", str(run_info["count_dir"] / "imagesTest"),
-                                  "-o", str(out), "-m", str(folder), "-f", "0", "-chk", "checkpoint_final.pth",
-                                  "-device", device, "-npp", processes, "-nps", processes], workdir_env(workdir))
+        run(f"predict {method}", ["nnUNetv2_predict_from_modelfolder", "-i", str(images), "-o", str(out),
+                                  "-m", str(folder), "-f", "0", "-chk", "checkpoint_final.pth", "-device", device,
+                                  "-npp", processes, "-nps", processes], workdir_env(root))
     except subprocess.CalledProcessError as e:
         raise ReproduceError(f"nnUNetv2_predict_from_modelfolder failed (exit status {e.returncode}) on {method}'s "
                              f"model {weights}; its output is above") from None
-    missing = [c for c in run_info["test"] if not (out / f"{c}{run_info['file_ending']}").is_file()]
+    missing = [c for c in cases if not (out / f"{c}{ending}").is_file()]
     if missing:
         raise ReproduceError(f"nnUNetv2_predict_from_modelfolder wrote no prediction for {missing} in {out}")
-    record.write_text(digest + "\n")
+    write_json(record, done_with)
     (out / COMPLETE_MARKER).touch()
     return out
 
@@ -141,10 +146,10 @@ def volume_ratios(metrics: dict[str, dict[str, dict[str, float]]], methods: list
     rows = []
     for m in methods:
         cases = metrics[m].values()
-        true_ml = sum(c["ref_ml"] for c in cases)
+        pred_ml, true_ml = sum(c["pred_ml"] for c in cases), sum(c["ref_ml"] for c in cases)
         per_case = [c["pred_ml"] / c["ref_ml"] for c in cases if c["ref_ml"] > 0]
-        rows.append({"method": m, "pred_ml": sum(c["pred_ml"] for c in cases), "ref_ml": true_ml,
-                     "ratio_of_sums": sum(c["pred_ml"] for c in cases) / true_ml if true_ml > 0 else float("nan"),
+        rows.append({"method": m, "pred_ml": pred_ml, "ref_ml": true_ml,
+                     "ratio_of_sums": pred_ml / true_ml if true_ml > 0 else float("nan"),
                      "median_case_ratio": float(np.median(per_case)) if per_case else float("nan"),
                      "n_cases": len(per_case)})
     return rows
@@ -161,11 +166,14 @@ def volume_markdown(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="nnunet_mt_score_models", formatter_class=HelpFormatter,
-                                description=__doc__)
-    p.add_argument("--workdir", type=Path, required=True,
-                   help="the nnunet_mt_reproduce work folder the models were trained in (its split and test scans)")
+    p = source_parser("nnunet_mt_score_models", __doc__)
     p.add_argument("--count", type=positive_int, required=True, help="annotated training scans of the run")
+    p.add_argument("--counts", type=positive_int, nargs="+", default=None,
+                   help="the run's --counts, if it had several (they name the derived datasets; default: --count)")
+    p.add_argument("--seed", type=int, default=0, help="the run's --seed (its split)")
+    p.add_argument("--shared-test", type=positive_int, default=None, help="the run's --shared-test")
+    p.add_argument("--validation", type=positive_int, default=None, help="the run's --validation")
+    p.add_argument("--trainer-suffix", default="", help="the run's --trainer-suffix")
     p.add_argument("--models", type=Path, required=True, help="folder of committed models, <method>.pth each")
     p.add_argument("--methods", nargs="+", required=True, help="methods to score, in the tables' order")
     p.add_argument("--reference", default="DeepMedic", help="the method every other one is paired with")
@@ -182,30 +190,29 @@ def score(args: argparse.Namespace) -> Path:
     from nnunet_mt.evaluation.metrics import evaluate_cases
     from nnunet_mt.evaluation.report import CountResult, write_report
 
-    workdir = args.workdir.resolve()
-    run_info = read_run(workdir, args.count)
-    manifest = run_info["manifest"]
-    suffix = manifest.get("trainer_suffix", "")
+    source = source_of(args)
+    cases = test_cases(source, args)
+    _, dataset_name = derived_dataset(args.counts or [args.count], source.name, args.count)
+    trainers = {m: METHODS[m][0] + args.trainer_suffix for m in args.methods}
     weights = {m: args.models / f"{m}.pth" for m in args.methods}
     for m in args.methods:  # every file checked before the first prediction
-        check_weights_file(weights[m], m, METHODS[m][0] + suffix, run_info["dataset_name"])
-    ending, count_dir = run_info["file_ending"], run_info["count_dir"]
-    refs = {c: count_dir / "labelsTest" / f"{c}{ending}" for c in run_info["test"]}
-    images = {c: count_dir / "imagesTest" / f"{c}_0000{ending}" for c in run_info["test"]}
+        check_weights_file(weights[m], m, trainers[m], dataset_name)
+    root = args.workdir.resolve() / f"score_n{args.count}"
+    images = link_test_images(source, cases, root / "imagesTest")
+    ending = source.file_ending
+    refs = {c: source.annotated[c][1] for c in cases}
     predictions, metrics = {}, {}
     for m in args.methods:
-        out = predict(run_info, workdir, m, weights[m], METHODS[m][0] + suffix, args.device)
-        predictions[m] = {c: out / f"{c}{ending}" for c in run_info["test"]}
+        out = predict(root, images, cases, ending, m, weights[m], trainers[m], dataset_name, args.device)
+        predictions[m] = {c: out / f"{c}{ending}" for c in cases}
         metrics[m] = evaluate_cases(predictions[m], refs)
-    result = CountResult(count=args.count, images=images, references=refs, predictions=predictions,
-                         metrics=metrics)
+    result = CountResult(count=args.count, images={c: source.annotated[c][0][0] for c in cases}, references=refs,
+                         predictions=predictions, metrics=metrics)
     volumes = volume_ratios(metrics, args.methods)
-    start = manifest.get("start_model")
     notes = "\n\n".join([
-        f"Committed models scored on the {len(run_info['test'])} shared test scans of the run in "
-        f"`{workdir.name}` (source `{manifest['source']}`, split seed {manifest['seed']}, count {args.count}"
-        + (f", every method trained from `{start['file']}` (sha256 {start['sha256'][:12]}...)" if start else "")
-        + "); no retraining. Models and their sha256: `manifest.json`.",
+        f"Committed models (no retraining) scored on the {len(cases)} test scans of `{source.folder.name}` that "
+        f"`nnunet_mt_reproduce` draws with seed {args.seed}, counts {args.counts or [args.count]}, shared test "
+        f"{args.shared_test}, validation {args.validation}. Models, test files and their sha256: `manifest.json`.",
         volume_markdown(volumes)])
     staging = args.out.with_name(args.out.name + ".tmp")
     if staging.exists():
@@ -213,11 +220,13 @@ def score(args: argparse.Namespace) -> Path:
     write_report(staging, [result], args.methods, reference_method=args.reference,
                  title=f"Test comparison of committed models, {args.count} annotated scans", notes=notes)
     write_json(staging / "manifest.json", {
-        "workdir": {k: manifest.get(k) for k in ("source", "seed", "counts", "shared_test", "validation",
-                                                  "budget", "start_model", "trainer_suffix")},
-        "count": args.count, "test_cases": run_info["test"], "reference": args.reference, "device": args.device,
-        "models": {m: {"file": weights[m].name, "sha256": sha256_of(weights[m]), "trainer": METHODS[m][0] + suffix}
+        "source": source.folder.name, "count": args.count, "counts": args.counts or [args.count], "seed": args.seed,
+        "shared_test": args.shared_test, "validation": args.validation, "dataset": dataset_name,
+        "reference": args.reference, "device": args.device,
+        "models": {m: {"file": weights[m].name, "sha256": sha256_of(weights[m]), "trainer": trainers[m]}
                    for m in args.methods},
+        "test_files": {c: {p.name: sha256_of(p) for p in [*source.annotated[c][0], source.annotated[c][1]]}
+                       for c in cases},
         "volume": volumes})
     if args.out.exists():
         shutil.rmtree(args.out)
