@@ -106,10 +106,10 @@ def link_test_images(source: SourceDataset, cases: list[str], folder: Path) -> P
     return folder
 
 
-def predict(root: Path, images: Path, cases: list[str], ending: str, method: str, weights: Path, trainer: str,
-            dataset_name: str, device: str) -> Path:
-    """The test scans predicted with ``weights``; the prediction folder (kept when weights and cases are the
-    same as last time)."""
+def predict(root: Path, images: Path, cases: list[str], ending: str, method: str, weights: Path, checkpoint: dict,
+            trainer: str, device: str) -> Path:
+    """The test scans predicted with ``checkpoint``, read from ``weights`` (:func:`check_weights_file`); the
+    prediction folder (kept when weights and cases are the same as last time)."""
     out = root / method / "predictions"
     done_with = {"weights_sha256": sha256_of(weights), "cases": cases}
     record = out / PREDICTED_WITH
@@ -117,7 +117,6 @@ def predict(root: Path, images: Path, cases: list[str], ending: str, method: str
         print(f"=== predict {method}: skipped, already done with {weights.name} "
               f"({done_with['weights_sha256'][:12]}...)", flush=True)
         return out
-    checkpoint = check_weights_file(weights, method, trainer, dataset_name)
     folder = build_model_folder(root / method / f"{trainer}__{PLANS}__{CONFIGURATION}", checkpoint)
     if out.exists():
         shutil.rmtree(out)  # predicted with other weights or scans, or half written
@@ -195,15 +194,15 @@ def score(args: argparse.Namespace) -> Path:
     _, dataset_name = derived_dataset(args.counts or [args.count], source.name, args.count)
     trainers = {m: METHODS[m][0] + args.trainer_suffix for m in args.methods}
     weights = {m: args.models / f"{m}.pth" for m in args.methods}
-    for m in args.methods:  # every file checked before the first prediction
-        check_weights_file(weights[m], m, trainers[m], dataset_name)
+    # every file checked before the first prediction
+    checkpoints = {m: check_weights_file(weights[m], m, trainers[m], dataset_name) for m in args.methods}
     root = args.workdir.resolve() / f"score_n{args.count}"
     images = link_test_images(source, cases, root / "imagesTest")
     ending = source.file_ending
     refs = {c: source.annotated[c][1] for c in cases}
     predictions, metrics = {}, {}
     for m in args.methods:
-        out = predict(root, images, cases, ending, m, weights[m], trainers[m], dataset_name, args.device)
+        out = predict(root, images, cases, ending, m, weights[m], checkpoints[m], trainers[m], args.device)
         predictions[m] = {c: out / f"{c}{ending}" for c in cases}
         metrics[m] = evaluate_cases(predictions[m], refs)
     result = CountResult(count=args.count, images={c: source.annotated[c][0][0] for c in cases}, references=refs,
