@@ -45,13 +45,12 @@ from nnunet_mt.utils.pipeline import run, workdir_env
 PREDICTED_WITH = "predicted_with.json"
 
 
-def test_cases(source: SourceDataset, args: argparse.Namespace) -> list[str]:
+def draw_test_cases(source: SourceDataset, args: argparse.Namespace) -> list[str]:
     """The test scans of ``--count``, drawn as ``nnunet_mt_reproduce`` draws them with the same options."""
-    counts = args.counts or [args.count]
-    if args.count not in counts:
-        raise ReproduceError(f"--count {args.count} is not among --counts {' '.join(map(str, counts))}")
-    check_inputs(source, counts, [], args.shared_test, args.validation)  # the runner's checks of the split
-    return draw_splits(source.pool, counts, args.seed, args.shared_test, args.validation)[args.count]["test"]
+    if args.count not in args.counts:
+        raise ReproduceError(f"--count {args.count} is not among --counts {' '.join(map(str, args.counts))}")
+    check_inputs(source, args.counts, [], args.shared_test, args.validation)  # the runner's checks of the split
+    return draw_splits(source.pool, args.counts, args.seed, args.shared_test, args.validation)[args.count]["test"]
 
 
 def check_weights_file(path: Path, method: str, trainer: str, dataset_name: str) -> dict:
@@ -179,6 +178,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="report folder (replaced whole)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args(argv)
+    args.counts = args.counts or [args.count]
     if args.reference not in args.methods:
         p.error(f"--reference {args.reference} is not among --methods {' '.join(args.methods)}")
     return args
@@ -190,8 +190,8 @@ def score(args: argparse.Namespace) -> Path:
     from nnunet_mt.evaluation.report import CountResult, write_report
 
     source = source_of(args)
-    cases = test_cases(source, args)
-    _, dataset_name = derived_dataset(args.counts or [args.count], source.name, args.count)
+    cases = draw_test_cases(source, args)
+    _, dataset_name = derived_dataset(args.counts, source.name, args.count)
     trainers = {m: METHODS[m][0] + args.trainer_suffix for m in args.methods}
     weights = {m: args.models / f"{m}.pth" for m in args.methods}
     # every file checked before the first prediction
@@ -210,7 +210,7 @@ def score(args: argparse.Namespace) -> Path:
     volumes = volume_ratios(metrics, args.methods)
     notes = "\n\n".join([
         f"Committed models (no retraining) scored on the {len(cases)} test scans of `{source.folder.name}` that "
-        f"`nnunet_mt_reproduce` draws with seed {args.seed}, counts {args.counts or [args.count]}, shared test "
+        f"`nnunet_mt_reproduce` draws with seed {args.seed}, counts {args.counts}, shared test "
         f"{args.shared_test}, validation {args.validation}. Models, test files and their sha256: `manifest.json`.",
         volume_markdown(volumes)])
     staging = args.out.with_name(args.out.name + ".tmp")
@@ -219,7 +219,7 @@ def score(args: argparse.Namespace) -> Path:
     write_report(staging, [result], args.methods, reference_method=args.reference,
                  title=f"Test comparison of committed models, {args.count} annotated scans", notes=notes)
     write_json(staging / "manifest.json", {
-        "source": source.folder.name, "count": args.count, "counts": args.counts or [args.count], "seed": args.seed,
+        "source": source.folder.name, "count": args.count, "counts": args.counts, "seed": args.seed,
         "shared_test": args.shared_test, "validation": args.validation, "dataset": dataset_name,
         "reference": args.reference, "device": args.device,
         "models": {m: {"file": weights[m].name, "sha256": sha256_of(weights[m]), "trainer": trainers[m]}
