@@ -58,12 +58,10 @@ def check_weights_file(path: Path, method: str, trainer: str, dataset_name: str)
     another trainer than ``method``'s, or trained on another dataset than ``dataset_name``."""
     from nnunet_mt.runner.start_model import load_start_model
 
-    if not path.is_file():
-        raise ReproduceError(f"{path}: no such file (the committed model of {method})")
     try:
-        checkpoint = load_start_model(path)
+        checkpoint = load_start_model(path, option="")
     except ReproduceError as e:
-        raise ReproduceError(str(e).replace("--start-model ", "")) from None
+        raise ReproduceError(f"{e} (the committed model of {method})") from None
     made_by = checkpoint.get("trainer_name")
     if made_by != trainer:
         raise ReproduceError(f"{path}: made by {made_by or 'an unnamed trainer'}, but {method} is trained by "

@@ -17,21 +17,23 @@ from nnunet_mt.runner.layout import CONFIGURATION
 from nnunet_mt.runner.source_dataset import ReproduceError, sha256_of
 
 
-def load_start_model(path: Path) -> dict:
+def load_start_model(path: Path, option: str = "--start-model") -> dict:
     """The checkpoint at ``path`` (a dict with ``network_weights``); a clear error for a missing, unreadable or
-    truncated file, or one without network weights."""
+    truncated file, or one without network weights, naming the file after ``option`` (the option that gave it;
+    empty: the file alone)."""
     import torch
 
     path = Path(path)
+    named = f"{option} {path}" if option else str(path)
     if not path.is_file():
-        raise ReproduceError(f"--start-model {path}: no such file")
+        raise ReproduceError(f"{named}: no such file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for a damaged zip or pickle
-        raise ReproduceError(f"--start-model {path}: cannot be read as a torch checkpoint "
+        raise ReproduceError(f"{named}: cannot be read as a torch checkpoint "
                              f"({type(e).__name__}: {e}); is the file complete?") from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
-        raise ReproduceError(f"--start-model {path}: holds no 'network_weights' (not an nnU-Net checkpoint)")
+        raise ReproduceError(f"{named}: holds no 'network_weights' (not an nnU-Net checkpoint)")
     return checkpoint
 
 
