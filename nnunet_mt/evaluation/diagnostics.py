@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -30,7 +29,7 @@ import torch
 
 from nnunet_mt.evaluation.curves import label_quality, pseudo_label_quality, snapshot_dice, snapshot_scores
 from nnunet_mt.training.snapshots import list_snapshots
-from nnunet_mt.utils.atomic import write_json
+from nnunet_mt.utils.atomic import write_atomically, write_json
 
 #: the two networks of a semi-supervised snapshot, as the report names them
 MODEL_NAMES = {"network_weights": "model", "student_weights": "student"}
@@ -226,14 +225,15 @@ def write_screening(rows: Sequence[dict], path: Path) -> None:
     """The screening rows as CSV (written atomically)."""
     import csv
 
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(SCREENING_COLUMNS))
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(SCREENING_COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    write_atomically(write, path)
 
 
 def diagnostics_markdown(n: int, per_method: Mapping[str, dict], pseudo: dict | None, plot_name: str | None,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from nnunet_mt.training.distributed import shard, split_batch_size, unwrap
 from nnunet_mt.training.pseudo_lesions import PseudoLesionLocations, load_or_compute, weights_digest
 from nnunet_mt.training.seeding import (global_rng_state, seeded_rng_state, set_global_rng_state, training_seed,
                                         unstreamed)
+from nnunet_mt.utils.atomic import write_atomically
 
 PRETRAINED_MISSING = (
     "{trainer} needs a supervised model to start from (the unannotated scans are sampled around its "
@@ -324,10 +326,8 @@ class SemiSupervisedMixin:
             self._write_history()
 
     def _write_history(self) -> None:
-        tmp = join(self.output_folder, f"{self.log_name}_log.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.history, f)
-        os.replace(tmp, join(self.output_folder, f"{self.log_name}_log.json"))
+        write_atomically(lambda tmp: Path(tmp).write_text(json.dumps(self.history)),
+                         join(self.output_folder, f"{self.log_name}_log.json"))
         self._plot_history(join(self.output_folder, f"progress_{self.log_name}.png"))
 
     # ---- validation uses the model ------------------------------------------------------------

@@ -1,12 +1,12 @@
 """Training plots beside nnU-Net's ``progress.png``."""
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from nnunet_mt.utils.atomic import write_atomically  # noqa: E402
 
 
 def plot_mean_teacher_progress(history: dict, filename: str, rampup_length: int | None = None) -> None:
@@ -46,15 +46,13 @@ def _draw(history: dict, filename: str, rampup_length: int | None) -> None:
 
 
 def _save(fig, axes, filename: str) -> None:
-    """Legends and grids on every panel, then write the figure to a temporary file and rename it."""
+    """Legends and grids on every panel, then the figure written atomically (PNG, whatever the name ends in)."""
     for ax in axes:
         ax.legend(loc="best")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = filename + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
+    write_atomically(lambda tmp: fig.savefig(tmp, dpi=80, format="png"), filename)
     plt.close(fig)
-    os.replace(tmp, filename)
 
 
 def plot_semi_supervised_progress(history: dict, filename: str, title: str, step_keys: tuple[str, ...]) -> None:

@@ -38,6 +38,7 @@ from torch import nn
 
 from nnunet_mt.training.progress import format_duration
 from nnunet_mt.training.sampling import HEALTHY
+from nnunet_mt.utils.atomic import write_atomically
 
 #: rows kept per region and case, as nnU-Net keeps for foreground classes
 MAX_LOCATIONS = 10000
@@ -118,12 +119,14 @@ class PseudoLabelMaps:
             return z["labels"]
 
     def write(self, case: str, labels: np.ndarray) -> None:
-        """Atomically: a temporary file in the same folder, renamed."""
+        """Atomically, through a hidden temporary file in the same folder."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{case}.npz.tmp"
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, labels=labels)
-        os.replace(tmp, self.file(case))
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+                np.savez_compressed(f, labels=labels)
+
+        write_atomically(write, self.file(case), tmp=self.folder / f".{case}.npz.tmp")
 
 
 @torch.no_grad()
@@ -200,13 +203,11 @@ def load_or_compute(folder, digest: str, predict_logits: Callable[[torch.Tensor]
             f"(digest {digest}, the run's initial model) are no longer at hand to compute it; restore the file or "
             f"start the training afresh from the initial model")
     result = predict_pseudo_lesions(predict_logits, dataset, log, labels=maps)
-    # the temporary file lives in the label folder: nnU-Net's infer_dataset_class sees files only, and a
-    # left-over "*.tmp" next to the scans would be a second file ending there
-    tmp = maps.folder / f".{path.name}.tmp"
+    # the temporary file lives in the label folder, not beside the scans: a left-over "*.tmp" there would be a
+    # second file ending for nnU-Net's infer_dataset_class
     maps.folder.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as f:
-        pickle.dump(result, f)
-    os.replace(tmp, path)
+    write_atomically(lambda tmp: Path(tmp).write_bytes(pickle.dumps(result)), path,
+                     tmp=maps.folder / f".{path.name}.tmp")
     return result
 
 

@@ -7,10 +7,14 @@ import os
 from pathlib import Path
 
 
-def write_atomically(write, filename) -> None:
-    """``write(tmp)`` to ``<filename>.tmp``, then renamed onto ``filename``. Nothing is renamed when ``write``
-    wrote nothing (nnU-Net's checkpoint save is a no-op on other DDP ranks)."""
-    tmp = f"{filename}.tmp"
+def write_atomically(write, filename, tmp=None) -> None:
+    """``write(tmp)``, then ``tmp`` renamed onto ``filename``. Nothing is renamed when ``write`` wrote nothing
+    (nnU-Net's checkpoint save is a no-op on other DDP ranks).
+
+    ``tmp``: by default ``<filename>.tmp``. Name another path on the same file system where a left-over
+    temporary file must not sit beside ``filename``: nnU-Net refuses a preprocessed folder holding a second
+    file ending (``infer_dataset_class``)."""
+    tmp = os.fspath(tmp) if tmp is not None else f"{os.fspath(filename)}.tmp"
     write(tmp)
     if os.path.isfile(tmp):
         os.replace(tmp, filename)
