@@ -22,7 +22,8 @@ setup(
         # test-set HD95 (evaluation.metrics): MONAI's surface distances, a maintained reference implementation
         "monai>=1.3",
     ],
-    extras_require={"test": ["pytest>=7.3"]},  # 7.3: tmp_path_retention_policy (pytest.ini)
+    # pytest 7.3: tmp_path_retention_policy (pytest.ini); xdist 3.5: the README's -n 2 with --dist loadgroup
+    extras_require={"test": ["pytest>=7.3", "pytest-xdist>=3.5"]},
     entry_points={
         "console_scripts": [
             "nnunet_mt_env=nnunet_mt.commands.env:print_env",

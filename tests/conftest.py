@@ -38,6 +38,21 @@ TEST_SETTINGS = {
 }
 
 
+#: session fixtures that several test files read and that are too costly to build twice (minutes): under
+#: pytest-xdist (``-n 2``) all the tests that use one run in the same worker, whichever file they are in
+SHARED_FIXTURE_GROUPS = ("screen",)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's ``--dist loadgroup`` (pytest.ini): a test file's tests run in one worker, so its
+    module fixtures are built once, and a test that reads a fixture of :data:`SHARED_FIXTURE_GROUPS` runs with
+    every other test that reads it. Without ``-n`` the marks change nothing."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            shared = [name for name in SHARED_FIXTURE_GROUPS if name in item.fixturenames]
+            item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::")[0]))
+
+
 def subprocess_env(folders: Mapping[str, Path], overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """The whole environment of one test subprocess, a new dict each call.
 
