@@ -22,8 +22,9 @@ setup(
         # test-set HD95 (evaluation.metrics): MONAI's surface distances, a maintained reference implementation
         "monai>=1.3",
     ],
-    # pytest 7.3: tmp_path_retention_policy (pytest.ini); xdist 3.5: the README's -n 2 with --dist loadgroup
-    extras_require={"test": ["pytest>=7.3", "pytest-xdist>=3.5"]},
+    # pytest 7.3: tmp_path_retention_policy (pytest.ini); xdist: the README's -n 2, whose scheduler
+    # (tests/conftest.py) subclasses xdist 3's LoadScopeScheduling
+    extras_require={"test": ["pytest>=7.3", "pytest-xdist>=3.5,<4"]},
     entry_points={
         "console_scripts": [
             "nnunet_mt_env=nnunet_mt.commands.env:print_env",

@@ -38,19 +38,29 @@ TEST_SETTINGS = {
 }
 
 
-#: session fixtures that several test files read and that are too costly to build twice (minutes): under
-#: pytest-xdist (``-n 2``) all the tests that use one run in the same worker, whichever file they are in
-SHARED_FIXTURE_GROUPS = ("screen",)
+#: test files that read a costly session fixture of another file's (minutes to build) -> that file: under
+#: pytest-xdist (``-n 2``) they run in the same worker (the runner's screen: tests/conftest.py's ``screen``)
+SHARED_FIXTURE_FILES = {"tests/commands/test_score_models.py": "tests/commands/test_reproduce.py"}
 
 
-def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist's ``--dist loadgroup`` (pytest.ini): a test file's tests run in one worker, so its
-    module fixtures are built once, and a test that reads a fixture of :data:`SHARED_FIXTURE_GROUPS` runs with
-    every other test that reads it. Without ``-n`` the marks change nothing."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            shared = [name for name in SHARED_FIXTURE_GROUPS if name in item.fixturenames]
-            item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::")[0]))
+def worker_group(nodeid: str) -> str:
+    """The group of tests that one pytest-xdist worker runs together: the test's file, or the file whose costly
+    fixture it reads (:data:`SHARED_FIXTURE_FILES`). A file's module fixtures are so built once."""
+    path = nodeid.split("::", 1)[0]
+    return SHARED_FIXTURE_FILES.get(path, path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's ``--dist loadfile`` with :func:`worker_group` as the file. (Its ``loadgroup`` marks do not
+    reach the scheduler under pytest 9: xdist 3.8 writes the group into ``item._nodeid``, which pytest 9 no
+    longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkerGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return WorkerGroups(config, log)
 
 
 def subprocess_env(folders: Mapping[str, Path], overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:

@@ -3,11 +3,13 @@ command, none of the caller's nnUNet_* variables, the fixed settings, the folder
 groups in which pytest-xdist sends the tests to its workers."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_SETTINGS, NNUNetEnv, pytest_collection_modifyitems, subprocess_env
+from conftest import TEST_SETTINGS, NNUNetEnv, subprocess_env, worker_group
 
 
 def test_the_callers_nnunet_variables_do_not_leak_in(monkeypatch, tmp_path):
@@ -33,30 +35,19 @@ def test_overrides_set_and_unset_and_nothing_is_shared(tmp_path):
         nnunet.environment({"nnUNet_mt_epochs": 3})
 
 
-class _Item:
-    """What the grouping hook reads and writes of a collected test."""
-
-    def __init__(self, nodeid: str, *fixturenames: str, group: str | None = None) -> None:
-        self.nodeid, self.fixturenames = nodeid, list(fixturenames)
-        self.marks = {"xdist_group": pytest.mark.xdist_group(group).mark} if group else {}
-
-    def get_closest_marker(self, name):
-        return self.marks.get(name)
-
-    def add_marker(self, mark) -> None:
-        self.marks[mark.mark.name] = mark.mark
+def test_a_file_is_one_group_and_the_screens_readers_join_its_file():
+    assert worker_group("tests/commands/test_reproduce.py::test_resume") == "tests/commands/test_reproduce.py"
+    assert worker_group("tests/commands/test_score_models.py::test_refusal[a::b]") == "tests/commands/test_reproduce.py"
+    assert worker_group("tests/utils/test_atomic.py::test_x[1]") == "tests/utils/test_atomic.py"
+    reader = Path(__file__).parent / "commands" / "test_score_models.py"
+    assert "(screen" in reader.read_text()  # it does read the screen: the table above is still needed
 
 
-def test_a_file_is_one_group_and_the_screens_readers_another():
-    items = [_Item("tests/commands/test_reproduce.py::test_resume", "reproduction", "tmp_path"),
-             _Item("tests/commands/test_reproduce.py::test_screen_rows", "screen"),
-             _Item("tests/commands/test_score_models.py::test_scores", "screen", "tmp_path"),
-             _Item("tests/commands/test_score_models.py::test_refusal[a-b]", "tmp_path"),
-             _Item("tests/x/test_y.py::test_z", "screen", group="mine")]  # a test's own group is kept
-    pytest_collection_modifyitems(None, items)
-    assert [item.marks["xdist_group"].args[0] for item in items] == [
-        "tests/commands/test_reproduce.py", "screen", "screen", "tests/commands/test_score_models.py", "mine"]
-
-
-def test_this_session_grouped_this_test_by_its_file(request):
-    assert request.node.get_closest_marker("xdist_group").args == ("tests/test_conftest_env.py",)
+def test_xdist_runs_a_files_tests_in_one_worker():
+    """Under ``-n 2``, as the README runs the suite, this file's light tests all run in one worker."""
+    here = Path(__file__).resolve()
+    run = subprocess.run([sys.executable, "-m", "pytest", "-v", "-n", "2", "-p", "no:cacheprovider", str(here),
+                          "-k", "not xdist"], cwd=here.parents[1], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    workers = [line.split("]")[0] for line in run.stdout.splitlines() if " PASSED " in line]
+    assert len(workers) == 3 and len(set(workers)) == 1, run.stdout[-3000:]
