@@ -40,7 +40,7 @@ TEST_SETTINGS = {
 
 #: test files that read a costly session fixture of another file's (minutes to build) -> that file: under
 #: pytest-xdist (``-n 2``) they run in the same worker (the runner's screen: tests/conftest.py's ``screen``)
-SHARED_FIXTURE_FILES = {"tests/commands/test_score_models.py": "tests/commands/test_reproduce_screen.py"}
+SHARED_FIXTURE_FILES = {"tests/commands/test_score_models.py": "tests/commands/test_reproduce.py"}
 
 
 def worker_group(nodeid: str) -> str:
@@ -248,7 +248,7 @@ def screen(tmp_path_factory):
     """The runner's screen on the tiny dataset: a validation set, a converged start, DeepMedic and every
     mean-teacher variant and control (each through nnUNetv2_train), seeded; then the same command without
     --screen for two of them, which predicts the test scans. Session-wide: the runner's tests
-    (tests/commands/test_reproduce_screen.py) and the scoring of exported models (test_score_models.py) read it."""
+    (tests/commands/test_reproduce.py) and the scoring of exported models (test_score_models.py) read it."""
     root = tmp_path_factory.mktemp("screen")
     raw, truth = root / "raw", root / "truth"
     write_tiny_raw(raw, truth_dir=truth)  # a pool of 7

@@ -1,6 +1,6 @@
 """``--start-model``: a supervised DeepMedic checkpoint is checked against the source before any work; what
 does not fit is refused, naming the file and the mismatch. The end-to-end run from a given start is in
-tests/commands/test_reproduce_screen.py (``test_start_model_*``)."""
+tests/commands/test_reproduce.py (``test_start_model_*``)."""
 from __future__ import annotations
 
 import json

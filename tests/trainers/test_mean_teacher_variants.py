@@ -1,6 +1,6 @@
 """The mean-teacher variants as nnU-Net trainers: the runner's names derived from the class names, tiny twins with
 the variants' settings, and a variant's checkpoint as ``nnUNetv2_predict`` reads it. Every variant trains through
-``nnUNetv2_train`` in the runner's screen (``tests/commands/test_reproduce_screen.py``)."""
+``nnUNetv2_train`` in the runner's screen (``tests/commands/test_reproduce.py``)."""
 from __future__ import annotations
 
 import json

@@ -1,7 +1,7 @@
 """Seeded tiny trainings of each trainer family replay bit for bit (``nnUNet_n_proc_DA=0``): two runs of the same
 command give the same final checkpoint, tensor by tensor (weights, student, optimizer state, the method's state).
 
-DeepMedic and the mean teacher replay through the runner in ``test_reproduce_screen.py``; this covers the other families:
+DeepMedic and the mean teacher replay through the runner in ``test_reproduce.py``; this covers the other families:
 the pseudo-label baseline, both adversarial competitors and the U-Net mean teacher (whose start, nnU-Net's U-Net,
 is trained in each run). ``family_replay.py`` is also how a refactoring compares two versions of the code.
 """

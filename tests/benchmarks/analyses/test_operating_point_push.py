@@ -1,6 +1,6 @@
 """benchmarks/analyses/operating_point_push.py: the push on a voxel's logits, checked against the s = t push of
 over_segmentation.py, and its counts by hand (the run on a work folder is tested on the runner's tiny screen,
-tests/commands/test_reproduce_screen.py)."""
+tests/commands/test_reproduce.py)."""
 import sys
 from pathlib import Path
 
