@@ -3,6 +3,7 @@ command, none of the caller's nnUNet_* variables, the fixed settings, the folder
 groups in which pytest-xdist sends the tests to its workers."""
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,27 @@ def test_a_file_is_one_group_and_the_screens_readers_join_its_file():
     assert worker_group("tests/commands/test_reproduce.py::test_resume") == "tests/commands/test_reproduce.py"
     assert worker_group("tests/commands/test_score_models.py::test_refusal[a::b]") == "tests/commands/test_reproduce.py"
     assert worker_group("tests/utils/test_atomic.py::test_x[1]") == "tests/utils/test_atomic.py"
-    reader = Path(__file__).parent / "commands" / "test_score_models.py"
-    assert "(screen" in reader.read_text()  # it does read the screen: the table above is still needed
+
+
+def _files_whose_tests_take(fixture: str) -> set[str]:
+    """The test files (relative to the repository) with a test function that takes ``fixture`` as an argument."""
+    root = Path(__file__).resolve().parents[1]
+    files = set()
+    for path in sorted((root / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test")
+                    and fixture in [arg.arg for arg in node.args.args]):
+                files.add(path.relative_to(root).as_posix())
+    return files
+
+
+def test_every_reader_of_the_screen_is_in_the_group_that_builds_it():
+    """The session's ``screen`` fixture takes minutes to build: a reader outside its group would build it a
+    second time in the other worker."""
+    readers = _files_whose_tests_take("screen")
+    assert {"tests/commands/test_reproduce.py", "tests/commands/test_score_models.py"} <= readers, readers
+    assert {worker_group(f"{f}::test") for f in readers} == {"tests/commands/test_reproduce.py"}, readers
+    assert _files_whose_tests_take("no_such_fixture_anywhere") == set()
 
 
 def test_xdist_runs_a_files_tests_in_one_worker():
@@ -50,4 +70,5 @@ def test_xdist_runs_a_files_tests_in_one_worker():
                           "-k", "not xdist"], cwd=here.parents[1], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     workers = [line.split("]")[0] for line in run.stdout.splitlines() if " PASSED " in line]
-    assert len(workers) == 3 and len(set(workers)) == 1, run.stdout[-3000:]
+    light = [name for name in globals() if name.startswith("test_") and "xdist" not in name]
+    assert len(workers) == len(light) >= 4 and len(set(workers)) == 1, run.stdout[-3000:]
