@@ -9,26 +9,38 @@
 # method's final model (network weights only) to $OUT.
 #
 #   WORK    work folder outside the repository (default ../screen-n10-work)
-#   OUT     where rows and models go (default results/screen-n10; a GPU run should use another folder:
-#           GPU and CPU rows are different runs and never share a comparison)
+#   OUT     where rows and models go (default results/screen-n10, or results/screen-n10/seed$SEED; a GPU run
+#           should use another folder: GPU and CPU rows are different runs and never share a comparison)
+#   SEED    the trainings' seed (--training-seed; default 0, the screen's). Another seed trains in its own
+#           work folder, $WORK/screen-seed$SEED, from the same start and cohort: the seed spread of item 4
 #   DEVICE  cpu (default) or cuda
 #   CODE    optional: a frozen export of the code (git archive) put first on PYTHONPATH
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-WORK="$(mkdir -p "${WORK:-../screen-n10-work}" && cd "${WORK:-../screen-n10-work}" && pwd)"
-OUT="$(mkdir -p "${OUT:-$HERE}" && cd "${OUT:-$HERE}" && pwd)"
-DEVICE="${DEVICE:-cpu}"
-[ -n "${CODE:-}" ] && export PYTHONPATH="$CODE"
-export nnUNet_n_proc_DA=0  # in-process augmentation: the seeded trainings replay
-ALL="DeepMedic MeanTeacher-released MeanTeacher-kl-confident MeanTeacher-mse MeanTeacher-kl MeanTeacher-squared PseudoLabel MeanTeacher"
-[ $# -ge 1 ] || { echo "usage: $0 METHOD [METHOD ...]  (the order of README.md: $ALL)" >&2; exit 2; }
-
-cd "$WORK"  # before any python: a checkout in the current folder would shadow CODE
+SEED="${SEED:-0}"
+case "$SEED" in ''|*[!0-9]*) echo "SEED must be a non-negative integer, not '$SEED'" >&2; exit 2;; esac
 # nnunet_mt_reproduce's module in the code that runs: nnunet_mt.reproduce up to issue 30's reorganisation (the
 # frozen CODE of the screen's methods), nnunet_mt.commands.reproduce after it. Decided by CODE's files, not by
 # an import: with an editable install, a module missing from CODE is found in the installed checkout.
-REPRODUCE=nnunet_mt.commands.reproduce
-if [ -n "${CODE:-}" ] && [ -f "$CODE/nnunet_mt/reproduce.py" ]; then REPRODUCE=nnunet_mt.reproduce; fi
+# The same code calls the no-consistency control MeanTeacher-beta0 (renamed after it).
+REPRODUCE=nnunet_mt.commands.reproduce; CONTROL=MeanTeacher-no-consistency
+if [ -n "${CODE:-}" ] && [ -f "$CODE/nnunet_mt/reproduce.py" ]; then
+  REPRODUCE=nnunet_mt.reproduce; CONTROL=MeanTeacher-beta0
+fi
+ALL="DeepMedic MeanTeacher-released MeanTeacher-kl-confident MeanTeacher-mse MeanTeacher-kl MeanTeacher-squared PseudoLabel MeanTeacher $CONTROL"
+[ $# -ge 1 ] || { echo "usage: $0 METHOD [METHOD ...]  (the order of README.md: $ALL)" >&2; exit 2; }
+for M in "$@"; do
+  case " $ALL " in *" $M "*) ;; *) echo "$M: not a method of this screen (its methods: $ALL)" >&2; exit 2;; esac
+done
+WORK="$(mkdir -p "${WORK:-../screen-n10-work}" && cd "${WORK:-../screen-n10-work}" && pwd)"
+SCREEN=screen; DEFAULT_OUT="$HERE"
+if [ "$SEED" != 0 ]; then SCREEN="screen-seed$SEED"; DEFAULT_OUT="$HERE/seed$SEED"; fi
+OUT="$(mkdir -p "${OUT:-$DEFAULT_OUT}" && cd "${OUT:-$DEFAULT_OUT}" && pwd)"
+DEVICE="${DEVICE:-cpu}"
+[ -n "${CODE:-}" ] && export PYTHONPATH="$CODE"
+export nnUNet_n_proc_DA=0  # in-process augmentation: the seeded trainings replay
+
+cd "$WORK"  # before any python: a checkout in the current folder would shadow CODE
 if [ ! -d nnUNet_raw/Dataset990_SyntheticStrokeDWI ]; then
   nnunet_mt_synthetic -d 990 --num-unlabeled 81 --num-workers 1 --raw-root nnUNet_raw
 fi
@@ -37,17 +49,17 @@ sha256sum --quiet -c "$HERE/start/cohort_sha256.txt" || { echo "the regenerated 
 
 for M in "$@"; do
   echo "=== $M: start $(date -u +%FT%T)"
-  python -m "$REPRODUCE" -d 990 --raw nnUNet_raw --workdir screen \
-    --counts 10 --shared-test 20 --validation 10 --seed 0 --training-seed 0 \
+  python -m "$REPRODUCE" -d 990 --raw nnUNet_raw --workdir "$SCREEN" \
+    --counts 10 --shared-test 20 --validation 10 --seed 0 --training-seed "$SEED" \
     --start-model "$HERE/start/start_n10.pth" --methods "$M" \
     --epochs 20 --iterations-per-epoch 50 --val-iterations 2 --snapshot-every 4 \
     --unlabeled-truth nnUNet_raw_truth/Dataset990_SyntheticStrokeDWI/labelsUnlabeled \
     --volume-cases 8 --screen --device "$DEVICE" --num-processes 2
   # shellcheck disable=SC2086
-  python -m nnunet_mt.evaluation.choice screen/n10/diagnostics --count 10 --methods $ALL \
+  python -m nnunet_mt.evaluation.choice "$SCREEN/n10/diagnostics" --count 10 --methods $ALL \
     --write "$OUT/screening_n10.csv"
   python -m nnunet_mt.runner.start_model export \
-    "screen/nnUNet_results/Dataset500_SyntheticStrokeDWI_n10/$(python -c "from nnunet_mt.runner.methods import METHODS; print(METHODS['$M'][0])")__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth" \
+    "$SCREEN/nnUNet_results/Dataset500_SyntheticStrokeDWI_n10/$(python -c "from nnunet_mt.runner.methods import METHODS; print(METHODS['$M'][0])")__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth" \
     "$OUT/models/$M.pth"
   echo "=== $M: done $(date -u +%FT%T)"
 done
