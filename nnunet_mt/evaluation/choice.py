@@ -71,7 +71,8 @@ def choose(rows: Sequence[dict], baseline: str = "DeepMedic", steps: Sequence[in
 def scores_table(rows: Sequence[dict], baseline: str = "DeepMedic",
                  steps: Sequence[int] = (600, 800, 1000)) -> str:
     """The scores as a Markdown table, best first: per method its score and the range of its model's volume
-    ratio over the snapshots (controls marked)."""
+    ratio over the snapshots. The controls are marked, and so is any other method the rule does not choose
+    from (``PseudoLabel``: a competitor, not a consistency variant)."""
     scores = method_scores(rows, steps)
     volumes = {}
     for r in rows:
@@ -82,7 +83,8 @@ def scores_table(rows: Sequence[dict], baseline: str = "DeepMedic",
              "|---|---|---|"]
     for m, s in sorted(scores.items(), key=lambda kv: -kv[1] if not math.isnan(kv[1]) else math.inf):
         lo, hi = volumes.get(m, (math.nan, math.nan))
-        name = m if is_candidate(m) or m == baseline else f"{m} (control)"
+        name = m if is_candidate(m) or m == baseline else \
+            f"{m} (control)" if current_method_name(m) in CONTROLS else f"{m} (not a candidate)"
         lines.append(f"| {name} | {s:.4f} | {lo:.2f}–{hi:.2f} |")
     return "\n".join(lines)
 

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from nnunet_mt.evaluation.choice import CONTROLS, choose, is_candidate, main, method_scores, read_screening
+from nnunet_mt.evaluation.choice import (CONTROLS, choose, is_candidate, main, method_scores, read_screening,
+                                         scores_table)
 from nnunet_mt.evaluation.diagnostics import screening_rows, write_screening
 
 
@@ -40,6 +41,15 @@ def test_controls_are_no_candidates_under_their_old_or_new_name():
     assert [is_candidate(m) for m in ("MeanTeacher", "MeanTeacher-kl", "DeepMedic", "PseudoLabel")] == \
         [True, True, False, False]
     assert not any(is_candidate(m) for m in (*CONTROLS, "MeanTeacher-beta0", "MeanTeacher-beta0-annotated-bn"))
+
+
+def test_the_scores_table_ranks_and_marks_what_the_rule_does_not_choose_from():
+    rows = ROWS + _rows("PseudoLabel", {0: 0.4, 600: 0.49, 800: 0.48, 1000: 0.50}, volume=1.2)  # 0.49
+    lines = scores_table(rows).splitlines()[2:]
+    assert [line.split(" | ")[0] for line in lines] == [
+        "| MeanTeacher-beta0-annotated-bn (control)", "| MeanTeacher-no-consistency (control)", "| MeanTeacher-kl",
+        "| DeepMedic", "| PseudoLabel (not a candidate)", "| MeanTeacher"]
+    assert lines[4] == "| PseudoLabel (not a candidate) | 0.4900 | 1.20–1.20 |"
 
 
 def test_the_runners_csv_round_trips_into_the_rule(tmp_path, capsys):
