@@ -4,7 +4,7 @@ training seed alone moves the reference by?
 Each run is one training seed's ``nnunet_mt_score_models --out`` folder: its ``table_dice.csv`` gives every
 method's mean test Dice, its ``manifest.json`` the test files' sha256, so that runs scored on different test
 scans are refused rather than compared. The rule, fixed before any test scan is predicted
-(``results/screen-n10/README.md``, the choice rule's step 5):
+(``results/screen-n10/README.md``, the choice rule's step 7):
 
 - a method's *spread* is the range (lowest, highest) of its mean test Dice over the seeds;
 - a method is *outside the reference's spread* when its lowest seed beats the reference's highest seed, so

@@ -12,7 +12,8 @@
 #   OUT     where rows and models go (default results/screen-n10, or results/screen-n10/seed$SEED; a GPU run
 #           should use another folder: GPU and CPU rows are different runs and never share a comparison)
 #   SEED    the trainings' seed (--training-seed; default 0, the screen's). Another seed trains in its own
-#           work folder, $WORK/screen-seed$SEED, from the same start and cohort: the seed spread of item 4
+#           work folder, $WORK/screen-seed$SEED, from the same start and cohort: the seed spread of the
+#           choice rule's step 7 (README.md)
 #   DEVICE  cpu (default) or cuda
 #   CODE    optional: a frozen export of the code (git archive) put first on PYTHONPATH
 set -euo pipefail
