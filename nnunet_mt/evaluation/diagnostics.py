@@ -29,7 +29,7 @@ import torch
 
 from nnunet_mt.evaluation.curves import label_quality, pseudo_label_quality, snapshot_dice, snapshot_scores
 from nnunet_mt.training.snapshots import list_snapshots
-from nnunet_mt.utils.atomic import write_atomically, write_json
+from nnunet_mt.utils.atomic import write_csv, write_json
 
 #: the two networks of a semi-supervised snapshot, as the report names them
 MODEL_NAMES = {"network_weights": "model", "student_weights": "student"}
@@ -222,18 +222,8 @@ def cached_screening_rows(folder: Path, n: int, methods: Sequence[str] | None = 
 
 
 def write_screening(rows: Sequence[dict], path: Path) -> None:
-    """The screening rows as CSV (written atomically)."""
-    import csv
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(SCREENING_COLUMNS))
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(write, path)
+    """The screening rows as CSV (written atomically), floats to 6 significant digits."""
+    write_csv(path, rows, SCREENING_COLUMNS, float_format=".6g")
 
 
 def diagnostics_markdown(n: int, per_method: Mapping[str, dict], pseudo: dict | None, plot_name: str | None,

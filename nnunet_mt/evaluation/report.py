@@ -14,7 +14,6 @@ every method (``metrics.evaluate_cases``) and writes:
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 
 from nnunet_mt.evaluation.metrics import METRIC_KEYS
 from nnunet_mt.evaluation.statistics import COMPARISON_KEYS, mean_std, paired_comparison
+from nnunet_mt.utils.atomic import write_csv
 
 #: metrics compared between methods in statistics.csv / report.md
 COMPARED_METRICS = ("dice", "hd95_mm", "avd_ml", "lesion_f1")
@@ -190,15 +190,6 @@ def _conventions(reference_method: str) -> str:
             f"**Bold**: best mean in the column. \\*: paired Student's t-test against {reference_method} on the "
             f"same test cases gives p < {SIGNIFICANCE_LEVEL} (two-sided, scipy.stats.ttest_rel), as in Tables 2-3 "
             f"of Cui et al. (IPMI 2019); never shown on the {reference_method} row.")
-
-
-def _write_csv(path: Path, header: list[str], rows: list[dict]) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
-    return path
 
 
 def statistics_markdown(stats: list[dict], reference_method: str) -> str:
@@ -433,9 +424,9 @@ def write_report(out_dir: Path, results: list[CountResult], methods: list[str], 
     dice_md = dice_table_markdown(summary, methods, counts)
     files["table_dice.md"] = out_dir / "table_dice.md"
     files["table_dice.md"].write_text(dice_md + "\n\n" + _conventions(reference_method) + "\n")
-    files["table_dice.csv"] = _write_csv(out_dir / "table_dice.csv",
-                                         ["count", "method", "n_cases", "dice_mean", "dice_std",
-                                          "p_ttest_vs_reference", "p_wilcoxon_vs_reference", "best"], summary)
+    files["table_dice.csv"] = write_csv(out_dir / "table_dice.csv", summary,
+                                        ["count", "method", "n_cases", "dice_mean", "dice_std",
+                                         "p_ttest_vs_reference", "p_wilcoxon_vs_reference", "best"])
 
     per_case = []
     metric_keys = list(METRIC_KEYS)
@@ -445,12 +436,12 @@ def write_report(out_dir: Path, results: list[CountResult], methods: list[str], 
                 values = r.metrics[m][case]
                 metric_keys += [k for k in values if k not in metric_keys]
                 per_case.append({"count": r.count, "method": m, "case": case, **values})
-    files["per_case_metrics.csv"] = _write_csv(out_dir / "per_case_metrics.csv", ["count", "method", "case",
-                                                                                   *metric_keys], per_case)
+    files["per_case_metrics.csv"] = write_csv(out_dir / "per_case_metrics.csv", per_case,
+                                               ["count", "method", "case", *metric_keys])
 
     stats = statistics_rows(results, methods, reference_method)
-    files["statistics.csv"] = _write_csv(out_dir / "statistics.csv",
-                                         ["count", "method", "reference_method", "metric", *COMPARISON_KEYS], stats)
+    files["statistics.csv"] = write_csv(out_dir / "statistics.csv", stats,
+                                        ["count", "method", "reference_method", "metric", *COMPARISON_KEYS])
     files["statistics.md"] = out_dir / "statistics.md"
     files["statistics.md"].write_text(statistics_markdown(stats, reference_method))
 

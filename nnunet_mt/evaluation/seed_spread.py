@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from nnunet_mt.utils.atomic import write_atomically
+from nnunet_mt.utils.atomic import write_atomically, write_csv
 
 
 class SpreadError(ValueError):
@@ -117,14 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         text = (f"Mean test Dice at count {a.count} per training seed (`python -m nnunet_mt.evaluation.seed_spread`; "
                 f"runs: {', '.join(a.runs)}).\n\n{table}\n")
         write_atomically(lambda tmp: Path(tmp).write_text(text), a.out)
-        write_atomically(lambda tmp: _write_csv(Path(tmp), rows), a.out.with_suffix(".csv"))
-
-
-def _write_csv(path: Path, rows: Sequence[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        write_csv(a.out.with_suffix(".csv"), rows)
 
 
 if __name__ == "__main__":

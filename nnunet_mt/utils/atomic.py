@@ -2,9 +2,11 @@
 never half a new one."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
+from typing import Mapping, Sequence
 
 
 def write_atomically(write, filename, tmp=None) -> None:
@@ -25,3 +27,30 @@ def write_json(path: Path, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)), path)
+
+
+def write_csv(path: Path, rows: Sequence[Mapping], fieldnames: Sequence[str] | None = None,
+              float_format: str | None = None) -> Path:
+    """``rows`` as CSV at ``path`` (its folder made if missing), through ``<name>.tmp`` and a rename.
+
+    ``fieldnames``: the columns, in order; keys of a row outside them are left out. By default the first row's
+    keys (then ``rows`` must not be empty). ``float_format``: a format spec for float cells (``".6g"``); by
+    default Python's shortest repr, which reads back to the same float."""
+    path = Path(path)
+    if fieldnames is None:
+        if not rows:
+            raise ValueError(f"{path}: no rows and no fieldnames, so no header to write")
+        fieldnames = list(rows[0])
+
+    def cell(v):
+        return format(v, float_format) if float_format is not None and isinstance(v, float) else v
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(fieldnames), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: cell(v) for k, v in row.items()} for row in rows)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(write, path)
+    return path

@@ -1,12 +1,13 @@
 """Whole-or-nothing files."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from nnunet_mt.utils.atomic import write_atomically, write_json
+from nnunet_mt.utils.atomic import write_atomically, write_csv, write_json
 
 
 def test_write_json_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
@@ -45,3 +46,24 @@ def test_the_temporary_file_goes_where_it_is_named_and_nothing_is_renamed_when_n
     assert sorted(p.name for p in data.iterdir()) == ["cache.pkl", "labels"] and not list(side.iterdir())
     write_atomically(lambda tmp: None, data / "other.pkl")  # e.g. nnU-Net's save on another DDP rank
     assert not (data / "other.pkl").exists()
+
+
+def test_write_csv_keeps_the_named_columns_in_order_and_formats_floats_only_when_asked(tmp_path):
+    rows = [{"method": "DeepMedic", "dice": 0.59154321, "n": 10, "extra": "dropped"},
+            {"method": "MeanTeacher", "dice": 1 / 3, "n": 10}]
+    path = write_csv(tmp_path / "out" / "t.csv", rows, ["n", "method", "dice"])
+    assert path == tmp_path / "out" / "t.csv"
+    assert path.read_text().splitlines() == ["n,method,dice", "10,DeepMedic,0.59154321",
+                                             "10,MeanTeacher,0.3333333333333333"]
+    write_csv(path, rows, ["method", "dice"], float_format=".6g")
+    assert path.read_text().splitlines() == ["method,dice", "DeepMedic,0.591543", "MeanTeacher,0.333333"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["t.csv"]
+
+
+def test_write_csv_takes_the_first_rows_keys_by_default_and_refuses_no_rows_without_columns(tmp_path):
+    path = write_csv(tmp_path / "t.csv", [{"seed": 0, "dice": 0.5}, {"seed": 1, "dice": 0.25}])
+    assert list(csv.DictReader(path.open())) == [{"seed": "0", "dice": "0.5"}, {"seed": "1", "dice": "0.25"}]
+    with pytest.raises(ValueError, match=r"empty\.csv: no rows and no fieldnames"):
+        write_csv(tmp_path / "empty.csv", [])
+    assert not (tmp_path / "empty.csv").exists()
+    assert write_csv(tmp_path / "empty.csv", [], ["seed"]).read_text().splitlines() == ["seed"]
