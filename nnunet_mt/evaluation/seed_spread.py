@@ -69,7 +69,26 @@ def spread_rows(runs: Mapping[str, Mapping[str, float]], methods: Sequence[str],
     return rows
 
 
+def read_spread(path: Path) -> list[dict]:
+    """The rows :func:`main` writes to ``--out``'s ``.csv``, typed back (the reference's row first)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpreadError(f"{path}: no such file")
+    with open(path, newline="") as f:
+        raw = list(csv.DictReader(f))
+    if not raw:
+        raise SpreadError(f"{path}: no rows")
+    absent = [c for c in ("method", "mean", "std", "lowest", "highest", "difference_from_reference",
+                          "outside_reference_spread") if c not in raw[0]]
+    absent += [] if any(k.startswith("seed:") for k in raw[0]) else ["seed:<label>"]
+    if absent:
+        raise SpreadError(f"{path}: not a seed spread: no column {', '.join(absent)}")
+    return [{k: (v if k == "method" else v == "True" if k == "outside_reference_spread" else float(v))
+             for k, v in r.items()} for r in raw]
+
+
 def spread_markdown(rows: Sequence[dict], reference: str) -> str:
+    """The rows as Markdown: per-seed mean test Dice, mean ± std, range, difference from ``reference``."""
     seeds = [k[len("seed:"):] for k in rows[0] if k.startswith("seed:")]
     lines = [f"| method | {' | '.join(f'seed {s}' for s in seeds)} | mean ± std | range | mean − {reference} "
              f"| outside {reference}'s spread |", "|---" * (len(seeds) + 5) + "|"]

@@ -19,12 +19,15 @@ What a source gives, by its file name:
   cases where each is defined for every method, as in the report's "Other metrics");
 - ``screening_n<count>.csv``: the screen's choice-rule scores (``python -m nnunet_mt.evaluation.choice``);
 - ``screening_n<count>.csv by_step=model`` (or ``student``): per method and snapshot step, that network's mean
-  validation Dice and, in brackets, its predicted / true volume on the unannotated scans.
+  validation Dice and, in brackets, its predicted / true volume on the unannotated scans;
+- ``<name>-seeds.csv``: the seed spread (``python -m nnunet_mt.evaluation.seed_spread --out <name>-seeds.md``
+  writes it): per training seed the mean test Dice, the range, and whether a method lies outside the reference's.
 
 usage::
 
     python -m nnunet_mt.evaluation.tables results/RUN/table_dice.csv [--count N]    # print the table
     python -m nnunet_mt.evaluation.tables results/RUN/screening_n10.csv [--by-step model]
+    python -m nnunet_mt.evaluation.tables results/test-n10-seeds.csv
     python -m nnunet_mt.evaluation.tables --check README.md docs/experiments.md     # compare the marked tables
     python -m nnunet_mt.evaluation.tables --update README.md docs/experiments.md    # rewrite them from the files
 
@@ -143,6 +146,17 @@ def screening_table(path: Path, by_step: str | None = None) -> str:
                       for m in dict.fromkeys(r["method"] for r in rows)])
 
 
+def seeds_table(path: Path) -> str:
+    """The seed spread of a ``seed_spread --out`` run, from its CSV; the reference is the first row's method."""
+    from nnunet_mt.evaluation.seed_spread import SpreadError, read_spread, spread_markdown
+
+    try:
+        rows = read_spread(path)
+    except SpreadError as e:
+        raise ValueError(str(e)) from None
+    return spread_markdown(rows, rows[0]["method"])
+
+
 def render(path: Path, count: int | None = None, by_step: str | None = None) -> str:
     """The Markdown table a results file gives (see the module docstring for the layouts)."""
     path = Path(path)
@@ -150,9 +164,12 @@ def render(path: Path, count: int | None = None, by_step: str | None = None) -> 
         return dice_table(path) if count is None else count_table(path, count)
     if re.fullmatch(r"screening_n\d+\.csv", path.name) and count is None:
         return screening_table(path, by_step)
+    if path.name.endswith("-seeds.csv") and count is None and by_step is None:
+        return seeds_table(path)
     options = (f" with count={count}" if count is not None else "") + (f" by_step={by_step}" if by_step else "")
     raise ValueError(f"{path}: no table layout for this file{options}"
-                     " (known: table_dice.csv [count=N], screening_n<count>.csv [by_step=model|student])")
+                     " (known: table_dice.csv [count=N], screening_n<count>.csv [by_step=model|student], "
+                     "<name>-seeds.csv)")
 
 
 @dataclass

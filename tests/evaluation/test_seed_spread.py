@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from nnunet_mt.evaluation.seed_spread import SpreadError, main, read_run, spread_rows
+from nnunet_mt.evaluation.seed_spread import SpreadError, main, read_run, read_spread, spread_rows
+from nnunet_mt.evaluation.tables import render
 
 TEST_FILES = {"case_a": {"case_a_0000.nii.gz": "11", "case_a.nii.gz": "22"}}
 
@@ -46,7 +47,7 @@ def test_a_method_is_outside_the_spread_only_if_its_lowest_seed_beats_the_refere
 
 def test_the_command_reads_score_folders_and_writes_the_table(tmp_path, capsys):
     runs = [f"{s}={_score_folder(tmp_path / f'test-seed{s}', d)}" for s, d in RUNS.items()]
-    out = tmp_path / "spread" / "seeds.md"
+    out = tmp_path / "spread" / "test-n10-seeds.md"
     main(["--runs", *runs, "--methods", "MT", "PL", "--out", str(out)])
     table = capsys.readouterr().out
     assert "| MT | 0.6500 | 0.6300 | 0.6400 | 0.6400 ± 0.0100 | 0.6300–0.6500 | +0.0300 | yes |" in table
@@ -69,3 +70,28 @@ def test_runs_on_other_test_scans_or_malformed_runs_are_refused(tmp_path, capsys
             main(["--runs", *runs, "--methods", "MT"])
     with pytest.raises(SystemExit, match="table_dice.csv: no row at count 30"):
         main(["--runs", f"0={a}", "--methods", "MT", "--count", "30"])
+
+
+def test_the_written_csv_reads_back_and_renders_as_the_printed_table(tmp_path, capsys):
+    runs = [f"{s}={_score_folder(tmp_path / f'test-seed{s}', d)}" for s, d in RUNS.items()]
+    out = tmp_path / "test-n10-seeds.md"
+    main(["--runs", *runs, "--methods", "MT", "PL", "--out", str(out)])
+    printed = capsys.readouterr().out.strip()
+    rows = read_spread(out.with_suffix(".csv"))
+    assert rows == spread_rows(RUNS, ["MT", "PL"], "DeepMedic")  # floats and booleans typed back exactly
+    assert render(out.with_suffix(".csv")) == printed  # the README's marked table, rendered from the file
+    assert "| PL | 0.6100 | 0.6600 | 0.5500 | 0.6067 ± 0.0551 | 0.5500–0.6600 | -0.0033 | no |" in printed
+
+
+def test_a_csv_that_is_not_a_seed_spread_is_refused_naming_the_missing_columns(tmp_path):
+    table_dice = _score_folder(tmp_path / "run", RUNS["0"]) / "table_dice.csv"
+    renamed = tmp_path / "table-seeds.csv"
+    renamed.write_text(table_dice.read_text())
+    with pytest.raises(SpreadError, match=r"table-seeds\.csv: not a seed spread: no column mean, std, lowest, "
+                                          r"highest, difference_from_reference, outside_reference_spread, seed:<label>"):
+        read_spread(renamed)
+    with pytest.raises(ValueError, match="table-seeds.csv: not a seed spread"):
+        render(renamed)
+    (tmp_path / "empty-seeds.csv").write_text("")
+    with pytest.raises(ValueError, match="empty-seeds.csv: no rows"):
+        render(tmp_path / "empty-seeds.csv")
