@@ -147,13 +147,11 @@ def screening_table(path: Path, by_step: str | None = None) -> str:
 
 
 def seeds_table(path: Path) -> str:
-    """The seed spread of a ``seed_spread --out`` run, from its CSV; the reference is the first row's method."""
-    from nnunet_mt.evaluation.seed_spread import SpreadError, read_spread, spread_markdown
+    """The seed spread of a ``seed_spread --out`` run, from its CSV; the reference is the first row's method.
+    A file that is not one raises ``SpreadError``, a ``ValueError`` as every other layout's refusal."""
+    from nnunet_mt.evaluation.seed_spread import read_spread, spread_markdown
 
-    try:
-        rows = read_spread(path)
-    except SpreadError as e:
-        raise ValueError(str(e)) from None
+    rows = read_spread(path)
     return spread_markdown(rows, rows[0]["method"])
 
 
