@@ -5,8 +5,9 @@
 #
 # From the repository root, with the package installed. Regenerates the seeded synthetic cohort in $WORK if
 # it is missing and checks it against start/cohort_sha256.txt, trains each METHOD from start/start_n10.pth
-# (finished stages are skipped, an interrupted training continues), then writes the screen's rows and the
-# method's final model (network weights only) to $OUT.
+# (finished stages are skipped, an interrupted training continues), then exports the method's final model
+# (network weights only) to $OUT/models and puts its rows into $OUT/screening_n10.csv, replacing that method's
+# rows only (merge_rows.py), and prints the choice rule's scores from that file.
 #
 #   WORK    work folder outside the repository (default ../screen-n10-work)
 #   OUT     where rows and models go (default results/screen-n10, or results/screen-n10/seed$SEED; a GPU run
@@ -56,11 +57,20 @@ for M in "$@"; do
     --epochs 20 --iterations-per-epoch 50 --val-iterations 2 --snapshot-every 4 \
     --unlabeled-truth nnUNet_raw_truth/Dataset990_SyntheticStrokeDWI/labelsUnlabeled \
     --volume-cases 8 --screen --device "$DEVICE" --num-processes 2
-  # shellcheck disable=SC2086
-  python -m nnunet_mt.evaluation.choice "$SCREEN/n10/diagnostics" --count 10 --methods $ALL \
-    --write "$OUT/screening_n10.csv"
+  TRAINER="$(python -c "from nnunet_mt.runner.methods import METHODS; print(METHODS['$M'][0])")"
   python -m nnunet_mt.runner.start_model export \
-    "$SCREEN/nnUNet_results/Dataset500_SyntheticStrokeDWI_n10/$(python -c "from nnunet_mt.runner.methods import METHODS; print(METHODS['$M'][0])")__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth" \
+    "$SCREEN/nnUNet_results/Dataset500_SyntheticStrokeDWI_n10/${TRAINER}__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth" \
     "$OUT/models/$M.pth"
+  # The rows of every method with diagnostics in this work folder go to a scratch file, and only M's are put
+  # into OUT's CSV. The choice that writes them stops when the baseline's rows are not in this work folder
+  # (a fresh one holds M's only): whether M's rows were written is merge_rows.py's check, not its exit status.
+  ROWS="$SCREEN/n10/screening_rows.csv"; rm -f "$ROWS"
+  # shellcheck disable=SC2086
+  python -m nnunet_mt.evaluation.choice "$SCREEN/n10/diagnostics" --count 10 --methods $ALL --write "$ROWS" \
+    > "$SCREEN/n10/choice.log" 2>&1 || true
+  [ -f "$ROWS" ] || { cat "$SCREEN/n10/choice.log" >&2; echo "$M: no screening rows were written" >&2; exit 1; }
+  python "$HERE/merge_rows.py" "$ROWS" "$OUT/screening_n10.csv" "$M"
+  python -m nnunet_mt.evaluation.choice "$OUT/screening_n10.csv" 2>/dev/null \
+    || echo "(no choice from $OUT/screening_n10.csv yet: the rule needs the baseline's and every candidate's rows)"
   echo "=== $M: done $(date -u +%FT%T)"
 done
