@@ -4,6 +4,7 @@ themselves are the runner's, tested end to end in tests/commands/test_reproduce.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,18 +20,27 @@ def _run(tmp_path: Path, *methods: str, **env: str) -> subprocess.CompletedProce
 
 
 def _order(stderr: str) -> list[str]:
-    return stderr.split("(the order of README.md: ", 1)[1].rstrip().rstrip(")").split()
+    return stderr.split("(the order of README.md: ", 1)[1].split(";")[0].split()
+
+
+def _second_round(stderr: str) -> str:
+    return stderr.split("; second round: ", 1)[1].rstrip().rstrip(")")
 
 
 def test_without_a_method_it_prints_the_screens_order_with_the_controls_name_in_the_code_that_runs(tmp_path):
     run = _run(tmp_path)
     assert run.returncode == 2 and _order(run.stderr)[0] == "DeepMedic", run.stderr
     assert _order(run.stderr)[-2:] == ["MeanTeacher", "MeanTeacher-no-consistency"]
+    assert _second_round(run.stderr) == "MeanTeacher-released-short-schedule"
     frozen = tmp_path / "export" / "nnunet_mt"  # the code before issue 30 still had nnunet_mt/reproduce.py
     frozen.mkdir(parents=True)
     (frozen / "reproduce.py").write_text("")
     run = _run(tmp_path, CODE=str(tmp_path / "export"))
     assert run.returncode == 2 and _order(run.stderr)[-1] == "MeanTeacher-beta0", run.stderr
+    assert _second_round(run.stderr) == "none in this code"
+    run = _run(tmp_path, "MeanTeacher-released-short-schedule", CODE=str(tmp_path / "export"))
+    assert run.returncode == 2 and run.stderr.startswith("MeanTeacher-released-short-schedule: not a method"), \
+        run.stderr
     assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
 
 
@@ -41,6 +51,8 @@ def test_a_bad_seed_or_an_unknown_method_is_refused_before_anything_is_created(t
     assert run.returncode == 2 and run.stderr.startswith("MeanTeacher-relased: not a method of this screen"), run.stderr
     run = _run(tmp_path, "MeanTeacher-no-consistency", "MeanTeacher-beta0")  # the frozen name, with today's code
     assert run.returncode == 2 and run.stderr.startswith("MeanTeacher-beta0: not a method"), run.stderr
+    run = _run(tmp_path, "MeanTeacher-released-short-schedule", "DeepMedic")  # two rounds never share a file
+    assert run.returncode == 2 and "run in a call of their own: their rows go to next/" in run.stderr, run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -71,7 +83,7 @@ OLD = (HEADER + "10,DeepMedic,model,0,10,0.565378\n10,DeepMedic,model,600,10,0.6
        "10,MeanTeacher-released,teacher,600,10,0.5\n10,PseudoLabel,model,600,10,0.58\n")
 
 
-def _stubbed(tmp_path: Path, method: str, rows: str | None, out_csv: str | None = OLD,
+def _stubbed(tmp_path: Path, method: str, rows: str | None, out_csv: str | None = OLD, script: Path = SCRIPT,
              **env: str) -> subprocess.CompletedProcess:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -87,10 +99,10 @@ def _stubbed(tmp_path: Path, method: str, rows: str | None, out_csv: str | None 
         (tmp_path / "out").mkdir()
         (tmp_path / "out" / "screening_n10.csv").write_text(out_csv)
     environ = {k: v for k, v in os.environ.items() if k not in ("CODE", "SEED", "PYTHONPATH")}
-    environ.update(PATH=f"{bin_dir}:/usr/bin:/bin", WORK=str(tmp_path / "work"), OUT=str(tmp_path / "out"),
-                   STUB_LOG=str(tmp_path / "log"), STUB_ROWS=str(tmp_path / "rows.csv") if rows is not None else "",
-                   **env)
-    return subprocess.run(["bash", str(SCRIPT), method], cwd=tmp_path, env=environ, capture_output=True, text=True)
+    environ.update({"PATH": f"{bin_dir}:/usr/bin:/bin", "WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "out"),
+                    "STUB_LOG": str(tmp_path / "log"),
+                    "STUB_ROWS": str(tmp_path / "rows.csv") if rows is not None else "", **env})
+    return subprocess.run(["bash", str(script), method], cwd=tmp_path, env=environ, capture_output=True, text=True)
 
 
 def test_a_methods_new_rows_replace_its_own_only_and_its_model_is_exported_though_the_choice_stops(tmp_path):
@@ -111,6 +123,24 @@ def test_a_methods_new_rows_replace_its_own_only_and_its_model_is_exported_thoug
     log = (tmp_path / "log").read_text()
     assert "--training-seed 1" in log and "synthetic -d 990" in log
     assert log.index("nnunet_mt.runner.start_model export") < log.index("nnunet_mt.evaluation.choice")
+
+
+def test_the_second_rounds_method_trains_in_its_own_work_folder_and_writes_to_next(tmp_path):
+    # a copy of the script, so that its default OUT (beside it) is not the checkout's results folder
+    copy = tmp_path / "screen-n10"
+    (copy / "start").mkdir(parents=True)
+    for name in ("run.sh", "merge_rows.py"):
+        shutil.copy(SCRIPT.parent / name, copy / name)
+    rows = HEADER + "10,MeanTeacher-released-short-schedule,teacher,600,10,0.63\n"
+    run = _stubbed(tmp_path, "MeanTeacher-released-short-schedule", rows, out_csv=None, script=copy / "run.sh",
+                   OUT="", SEED="2")
+    assert run.returncode == 0, run.stderr
+    assert (copy / "next" / "seed2" / "screening_n10.csv").read_text() == rows
+    model = (copy / "next" / "seed2" / "models" / "MeanTeacher-released-short-schedule.pth").read_text()
+    assert model.startswith("screen-next-seed2/nnUNet_results/Dataset500_SyntheticStrokeDWI_n10/"
+                            "nnUNetTrainerMeanTeacherReleasedShortSchedule__"), model
+    log = (tmp_path / "log").read_text()
+    assert "--workdir screen-next-seed2" in log and "MeanTeacher-released-short-schedule --write" in log
 
 
 def test_into_a_missing_csv_the_rows_go_under_the_header(tmp_path):

@@ -28,6 +28,12 @@ Controls, which localise what makes the teacher over-segment:
 * ``NoConsistencyAnnotatedBN``: the same, with the unannotated patches kept out of the BatchNorm
   statistics (both networks normalise with the annotated half's).
 
+Schedule (item 5's next candidate after the screen, on the chosen consistency):
+
+* ``ReleasedShortSchedule``: ``Released`` with the paper's schedules scaled to a short run: ramp-up 100
+  steps instead of 400, and EMA decay 0.99 throughout instead of 0.999 after the ramp-up, so that the
+  teacher scored at steps 600-1000 is an average of its last ~100 steps, not of its ramp-up.
+
 Protocol:
 
 * ``DeterministicTeacher``: Eq. 1 with the teacher's dropout off (the plugin's behaviour before the
@@ -60,6 +66,13 @@ class nnUNetTrainerMeanTeacherReleasedGram(nnUNetTrainerMeanTeacherReleased):
     """The released consistency plus the code's similarity-preserving term (scale 1e4)."""
 
     similarity_scale = 1e4
+
+
+class nnUNetTrainerMeanTeacherReleasedShortSchedule(nnUNetTrainerMeanTeacherReleased):
+    """The released consistency with the schedules scaled to a short run: ramp-up 100, EMA decay 0.99 throughout."""
+
+    rampup_length = 100
+    ema_decay_after = 0.99
 
 
 class nnUNetTrainerMeanTeacherSquared(nnUNetTrainerMeanTeacher):

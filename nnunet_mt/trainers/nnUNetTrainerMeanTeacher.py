@@ -61,6 +61,9 @@ class MeanTeacherMixin(SemiSupervisedMixin):
     unannotated_in_batch_statistics: bool = True
     #: the teacher's forward keeps DeepMedic's dropout, as both references' (``set_teacher_forward_mode``)
     teacher_dropout: bool = True
+    #: EMA decay after the ramp-up (Sec. 2.2: 0.999; 0.99 during it). Over a short run 0.999 keeps the teacher
+    #: close to its ramp-up state: 1000 steps in, 0.999^600 = 0.55 of its weight is still its step-400 state
+    ema_decay_after: float = 0.999
 
     def _init_mean_teacher(self) -> None:
         if self.consistency not in CONSISTENCY_LOSSES:
@@ -69,7 +72,7 @@ class MeanTeacherMixin(SemiSupervisedMixin):
         if self.similarity_scale and "Lsim" not in self.history_step_keys:
             self.history_step_keys = (*self.history_step_keys, "Lsim")
         self._init_semi_supervised()
-        self.schedule = MeanTeacherSchedule(self.rampup_length)
+        self.schedule = MeanTeacherSchedule(self.rampup_length, decay_after=self.ema_decay_after)
         self.teacher = None
 
     @property

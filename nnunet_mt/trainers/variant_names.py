@@ -16,6 +16,7 @@ VARIANT_TRAINERS = (
     "nnUNetTrainerMeanTeacherReleased",
     "nnUNetTrainerMeanTeacherReleasedBeta1",
     "nnUNetTrainerMeanTeacherReleasedGram",
+    "nnUNetTrainerMeanTeacherReleasedShortSchedule",
     "nnUNetTrainerMeanTeacherSquared",
     "nnUNetTrainerMeanTeacherMSE",
     "nnUNetTrainerMeanTeacherKL",

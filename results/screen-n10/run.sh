@@ -10,8 +10,9 @@
 # rows only (merge_rows.py), and prints the choice rule's scores from that file.
 #
 #   WORK    work folder outside the repository (default ../screen-n10-work)
-#   OUT     where rows and models go (default results/screen-n10, or results/screen-n10/seed$SEED; a GPU run
-#           should use another folder: GPU and CPU rows are different runs and never share a comparison)
+#   OUT     where rows and models go (default results/screen-n10, or results/screen-n10/seed$SEED; the second
+#           round's methods: results/screen-n10/next[/seed$SEED]; a GPU run should use another folder: GPU and
+#           CPU rows are different runs and never share a comparison)
 #   SEED    the trainings' seed (--training-seed; default 0, the screen's). Another seed trains in its own
 #           work folder, $WORK/screen-seed$SEED, from the same start and cohort: the seed spread of the
 #           choice rule's step 7 (README.md)
@@ -24,19 +25,31 @@ case "$SEED" in ''|*[!0-9]*) echo "SEED must be a non-negative integer, not '$SE
 # nnunet_mt_reproduce's module in the code that runs: nnunet_mt.reproduce up to issue 30's reorganisation (the
 # frozen CODE of the screen's methods), nnunet_mt.commands.reproduce after it. Decided by CODE's files, not by
 # an import: with an editable install, a module missing from CODE is found in the installed checkout.
-# The same code calls the no-consistency control MeanTeacher-beta0 (renamed after it).
-REPRODUCE=nnunet_mt.commands.reproduce; CONTROL=MeanTeacher-no-consistency
+# The same code calls the no-consistency control MeanTeacher-beta0 (renamed after it), and has none of the second
+# round's methods (NEXT: README.md's step 9), which run on later code, in their own work folder and OUT.
+REPRODUCE=nnunet_mt.commands.reproduce; CONTROL=MeanTeacher-no-consistency; NEXT="MeanTeacher-released-short-schedule"
 if [ -n "${CODE:-}" ] && [ -f "$CODE/nnunet_mt/reproduce.py" ]; then
-  REPRODUCE=nnunet_mt.reproduce; CONTROL=MeanTeacher-beta0
+  REPRODUCE=nnunet_mt.reproduce; CONTROL=MeanTeacher-beta0; NEXT=""
 fi
 ALL="DeepMedic MeanTeacher-released MeanTeacher-kl-confident MeanTeacher-mse MeanTeacher-kl MeanTeacher-squared PseudoLabel MeanTeacher $CONTROL"
-[ $# -ge 1 ] || { echo "usage: $0 METHOD [METHOD ...]  (the order of README.md: $ALL)" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 METHOD [METHOD ...]  (the order of README.md: $ALL; second round: ${NEXT:-none in this code})" >&2; exit 2; }
+FIRST=""; SECOND=""
 for M in "$@"; do
-  case " $ALL " in *" $M "*) ;; *) echo "$M: not a method of this screen (its methods: $ALL)" >&2; exit 2;; esac
+  case " $ALL " in
+    *" $M "*) FIRST=1;;
+    *) case " $NEXT " in *" $M "*) SECOND=1;;
+       *) echo "$M: not a method of this screen (its methods: $ALL; second round: ${NEXT:-none in this code})" >&2; exit 2;;
+       esac;;
+  esac
 done
+if [ -n "$FIRST" ] && [ -n "$SECOND" ]; then
+  echo "the second round's methods ($NEXT) run in a call of their own: their rows go to next/, not beside the first round's" >&2
+  exit 2
+fi
 WORK="$(mkdir -p "${WORK:-../screen-n10-work}" && cd "${WORK:-../screen-n10-work}" && pwd)"
 SCREEN=screen; DEFAULT_OUT="$HERE"
-if [ "$SEED" != 0 ]; then SCREEN="screen-seed$SEED"; DEFAULT_OUT="$HERE/seed$SEED"; fi
+if [ -n "$SECOND" ]; then SCREEN=screen-next; DEFAULT_OUT="$HERE/next"; fi
+if [ "$SEED" != 0 ]; then SCREEN="$SCREEN-seed$SEED"; DEFAULT_OUT="$DEFAULT_OUT/seed$SEED"; fi
 OUT="$(mkdir -p "${OUT:-$DEFAULT_OUT}" && cd "${OUT:-$DEFAULT_OUT}" && pwd)"
 DEVICE="${DEVICE:-cpu}"
 [ -n "${CODE:-}" ] && export PYTHONPATH="$CODE"
@@ -66,7 +79,7 @@ for M in "$@"; do
   # (a fresh one holds M's only): whether M's rows were written is merge_rows.py's check, not its exit status.
   ROWS="$SCREEN/n10/screening_rows.csv"; rm -f "$ROWS"
   # shellcheck disable=SC2086
-  python -m nnunet_mt.evaluation.choice "$SCREEN/n10/diagnostics" --count 10 --methods $ALL --write "$ROWS" \
+  python -m nnunet_mt.evaluation.choice "$SCREEN/n10/diagnostics" --count 10 --methods $ALL $NEXT --write "$ROWS" \
     > "$SCREEN/n10/choice.log" 2>&1 || true
   [ -f "$ROWS" ] || { cat "$SCREEN/n10/choice.log" >&2; echo "$M: no screening rows were written" >&2; exit 1; }
   python "$HERE/merge_rows.py" "$ROWS" "$OUT/screening_n10.csv" "$M"

@@ -35,6 +35,13 @@ FAMILIES = {
 DATASET = "901"
 
 
+def _variant_start(name: str) -> str:
+    """A mean-teacher variant (``nnUNetTrainerMeanTeacher<Variant>_tiny``) starts as its family's trainer does."""
+    if name.startswith("nnUNetTrainerMeanTeacher") and not name.startswith("nnUNetTrainerMeanTeacherUNet"):
+        return FAMILIES["nnUNetTrainerMeanTeacher_tiny"]
+    raise SystemExit(f"{name}: not a trainer of {', '.join(FAMILIES)} or a mean-teacher variant")
+
+
 def _sha(value) -> str:
     import torch
 
@@ -90,26 +97,23 @@ def main(argv: list[str]) -> None:
             trainer, checkpoint = names[1].split("=", 1)
             given[trainer] = checkpoint
         names = names[2:]
-    try:
-        from nnunet_mt.utils.ext_trainer import ext_trainer_value
-    except ImportError:  # code before issue 30's reorganisation, for before/after comparisons
-        from nnunet_mt.cli import ext_trainer_value
-
-    os.environ["nnUNet_extTrainer"] = ext_trainer_value(None)
+    import nnunet_mt
     import torch
+
+    # the trainers of the nnunet_mt that is imported (PYTHONPATH): with an editable install, a module missing
+    # from an older export (nnunet_mt.utils before issue 30) would be found in the installed checkout instead
+    os.environ["nnUNet_extTrainer"] = os.path.join(os.path.dirname(nnunet_mt.__file__), "trainers")
 
     names = names or list(FAMILIES)
     result = {name: [] for name in names}
     for _ in range(runs):
         finals = dict(given)
         for name in names:
-            start = FAMILIES[name]
+            start = FAMILIES[name] if name in FAMILIES else _variant_start(name)
             if start is not None and start not in finals:
                 finals[start] = train(start, None)
             finals[name] = train(name, finals.get(start))
             result[name].append(digest(torch.load(finals[name], map_location="cpu", weights_only=False)))
-    import nnunet_mt
-
     result["_code"] = os.path.dirname(nnunet_mt.__file__)  # which nnunet_mt ran (PYTHONPATH)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

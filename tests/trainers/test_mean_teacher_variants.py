@@ -23,6 +23,7 @@ TYPED = {
     "nnUNetTrainerMeanTeacherReleased": "MeanTeacher-released",
     "nnUNetTrainerMeanTeacherReleasedBeta1": "MeanTeacher-released-beta1",
     "nnUNetTrainerMeanTeacherReleasedGram": "MeanTeacher-released-gram",
+    "nnUNetTrainerMeanTeacherReleasedShortSchedule": "MeanTeacher-released-short-schedule",
     "nnUNetTrainerMeanTeacherSquared": "MeanTeacher-squared",
     "nnUNetTrainerMeanTeacherMSE": "MeanTeacher-mse",
     "nnUNetTrainerMeanTeacherKL": "MeanTeacher-kl",
@@ -77,7 +78,8 @@ def test_tiny_twin_has_the_variants_settings_on_the_tiny_network(name):
     assert issubclass(tiny, nnUNetTrainerMeanTeacher_tiny) and tiny.deepmedic_kwargs == {"filters": (8,) * 8,
                                                                                           "fc_filters": (16, 16)}
     for attr in ("consistency", "consistency_kwargs", "consistency_scale", "constant_beta",
-                 "consistency_on_all_samples", "similarity_scale", "unannotated_in_batch_statistics"):
+                 "consistency_on_all_samples", "similarity_scale", "unannotated_in_batch_statistics",
+                 "ema_decay_after"):
         assert getattr(tiny, attr) == getattr(full, attr), attr
 
 

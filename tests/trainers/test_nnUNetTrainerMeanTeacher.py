@@ -278,6 +278,22 @@ def test_released_gram_adds_the_similarity_of_the_first_fc_layer():
     assert float(out["loss"]) == pytest.approx(out["Ls"] + out["beta"] * out["Lc"] + 1e4 * lsim, rel=1e-5)
 
 
+@pytest.mark.parametrize("name, rampup, alpha_after", [("nnUNetTrainerMeanTeacherReleased_tiny", 2, 0.999),
+                                                      ("nnUNetTrainerMeanTeacherReleasedShortSchedule_tiny", 100, 0.99)])
+def test_the_short_schedule_ramps_over_100_steps_and_keeps_the_ramp_ups_ema_decay_after_it(name, rampup, alpha_after):
+    t = bare_trainer(name)
+    t._on_fresh_start()
+    # beta = exp(-5 (1 - S/L)^2) (Eq. 3): exp(-1.25) halfway through the ramp-up
+    assert t.schedule.beta(rampup // 2) == pytest.approx(math.exp(-1.25)) and t.schedule.beta(rampup) == 1.0
+    annotated, t.dataloader_unlabeled = batches(7, 1)
+    t.global_step = rampup + 1  # the first step after the ramp-up
+    before = [p.clone() for p in t.teacher.parameters()]
+    out = type(t).train_step(t, annotated[0])
+    assert (out["step"], out["beta"], out["alpha"]) == (rampup + 1, 1.0, alpha_after)
+    for old, new, student in zip(before, t.teacher.parameters(), t.network.parameters()):  # Eq. 4
+        torch.testing.assert_close(new, alpha_after * old + (1 - alpha_after) * student.detach())
+
+
 @pytest.mark.parametrize("name, independent", [("nnUNetTrainerMeanTeacherNoConsistency_tiny", False),
                                                ("nnUNetTrainerMeanTeacherNoConsistencyAnnotatedBN_tiny", True)])
 def test_annotated_bn_control_keeps_the_unannotated_patches_out_of_the_normalisation(name, independent):

@@ -64,7 +64,7 @@ def test_consistencies_are_the_trainers_without_the_controls():
     rows = consistencies()
     assert list(rows) == ["paper", "released", "squared", "mse", "kl", "kl confidence=0.95"]
     assert rows["released"]["methods"] == ["MeanTeacher-released", "MeanTeacher-released-beta1",
-                                           "MeanTeacher-released-gram"]
+                                           "MeanTeacher-released-gram", "MeanTeacher-released-short-schedule"]
     assert rows["released"]["kwargs"] == {"eps": 1e-5} and rows["mse"]["weight"] == 100.0
     assert rows["paper"]["methods"] == ["MeanTeacher", "MeanTeacher-deterministic-teacher"]  # dropout is off at s = t
     assert not any("no-consistency" in m for r in rows.values() for m in r["methods"])  # the controls (w = 0)
